@@ -1,0 +1,4 @@
+//! Code shared by the `edge` and `origin` crates. Kept deliberately small: a type moves here only
+//! when both crates need it.
+
+pub mod config;

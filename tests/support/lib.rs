@@ -1,0 +1,43 @@
+//! The harness shared by the end-to-end tests (`tests/e2e`), the origin's integration tests and
+//! the load benchmarks: real databases, real processes on loopback ports, fixtures.
+//!
+//! - [`db`]: a fresh SQLite file or PostgreSQL schema per test.
+//! - [`process`]: the real `origin` (and later `edge`) binaries, started on port 0 and stopped on
+//!   drop.
+//! - [`fixtures`]: image files for uploads, good and hostile.
+//! - [`wait`]: waiting on a condition with a deadline instead of sleeping.
+
+pub mod db;
+pub mod fixtures;
+pub mod process;
+pub mod wait;
+
+pub use db::{Backend, TestDatabase};
+pub use process::OriginProcess;
+
+/// An HTTP client for tests: no redirects followed (tests check them), no proxies.
+pub fn http_client() -> reqwest::Client {
+    // reqwest is built without a default crypto provider; use ring, as the binaries do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap_or_else(|e| panic!("building the test HTTP client: {e}"))
+}
+
+/// Logs from the code under test, once per test binary; `RUST_LOG` selects what is shown.
+pub fn init_tracing() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}

@@ -1,0 +1,203 @@
+//! The real binaries as child processes: built once per test run, started with a config file on
+//! `127.0.0.1:0`, their bound address read from their log, stopped (SIGTERM, then SIGKILL) on
+//! drop. Their logs are kept for failure messages.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// How long a process gets to start listening (a cold SQLite file or a migration included).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary, refusing one that is missing or older than its sources.
+///
+/// `cargo test --workspace` (what `scripts/test` runs) builds `origin` and `edge` because each
+/// package has integration tests. A nested `cargo build` from here would resolve features
+/// differently from the outer `cargo test` and make the two rebuild over each other on every
+/// run, so we only check and say what to do.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    // The test executable lives in target/<profile>/deps/; the binaries in target/<profile>/.
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test executable is not in target/<profile>/deps")?;
+    let path = profile_dir.join(name);
+    let release = if profile_dir.ends_with("release") {
+        " --release"
+    } else {
+        ""
+    };
+    let hint =
+        format!("build it with `cargo build{release} --workspace --bins` (or run scripts/test)");
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .map_err(|_| anyhow::anyhow!("{} does not exist: {hint}", path.display()))?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Some((source, changed)) = newest_source(workspace)
+        && changed > built
+    {
+        bail!(
+            "{} is older than {}: {hint}",
+            path.display(),
+            source.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The most recently modified file among the binaries' sources.
+fn newest_source(workspace: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
+    let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
+    let mut dirs: Vec<PathBuf> = ["common", "edge", "origin"]
+        .iter()
+        .flat_map(|krate| ["src", "templates", "migrations"].map(|d| workspace.join(krate).join(d)))
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+                && newest.as_ref().is_none_or(|(_, t)| modified > *t)
+            {
+                newest = Some((path, modified));
+            }
+        }
+    }
+    newest
+}
+
+/// A child's log lines, collected by a reader thread.
+type Logs = Arc<Mutex<Vec<String>>>;
+
+/// A running `origin`.
+pub struct OriginProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Logs,
+    /// Holds the config file.
+    _dir: tempfile::TempDir,
+}
+
+impl OriginProcess {
+    /// Starts `origin` with `config` (TOML) plus `listen = "127.0.0.1:0"` unless it sets one.
+    pub fn start(config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("origin.toml");
+        let config = if config.lines().any(|l| l.trim_start().starts_with("listen")) {
+            config.to_owned()
+        } else {
+            format!("listen = \"127.0.0.1:0\"\n{config}")
+        };
+        std::fs::write(&path, config)?;
+        let (child, addr, logs) = spawn_and_wait(&binary("origin")?, &path, "origin listening")?;
+        Ok(Self {
+            child,
+            addr,
+            logs,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for a clean exit; the exit status.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        terminate(&mut self.child)
+    }
+}
+
+impl Drop for OriginProcess {
+    fn drop(&mut self) {
+        let _ = terminate(&mut self.child);
+    }
+}
+
+/// Spawns `binary --config path`, collects its stderr, and waits for the log line containing
+/// `ready_marker` and an `addr=` field.
+fn spawn_and_wait(
+    binary: &Path,
+    config: &Path,
+    ready_marker: &str,
+) -> anyhow::Result<(Child, SocketAddr, Logs)> {
+    let mut child = Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .env(
+            "RUST_LOG",
+            std::env::var("OUTPOST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {}", binary.display()))?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let marker = ready_marker.to_owned();
+    let sink = Arc::clone(&logs);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&marker)
+                && let Some(addr) = field(&line, "addr").and_then(|a| a.parse().ok())
+            {
+                let _ = addr_tx.send(addr);
+            }
+            if let Ok(mut l) = sink.lock() {
+                l.push(line);
+            }
+        }
+    });
+    match addr_rx.recv_timeout(START_TIMEOUT) {
+        Ok(addr) => Ok((child, addr, logs)),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+            bail!(
+                "{} did not start listening ({status:?}); its log:\n{logs}",
+                binary.display()
+            )
+        }
+    }
+}
+
+/// The value of `name=value` in a tracing log line.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    line[start..].split_whitespace().next()
+}
+
+fn terminate(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    Ok(child.wait()?)
+}
