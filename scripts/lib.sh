@@ -47,7 +47,7 @@ ensure_build_packages() {
 # the one given, or a local server with the `test` database and trust auth (CI machines), or
 # a local server we install or start, with a password role of our own (never changing its auth).
 ensure_postgres() {
-  apt_install postgresql-client
+  command -v psql >/dev/null 2>&1 || apt_install postgresql-client
   if [ -n "${OUTPOST_TEST_POSTGRES_URL:-}" ]; then
     psql "$OUTPOST_TEST_POSTGRES_URL" -qAtc 'select 1' >/dev/null \
       || die "cannot connect to OUTPOST_TEST_POSTGRES_URL=$OUTPOST_TEST_POSTGRES_URL"
