@@ -188,8 +188,9 @@ pub fn encode(image: &DynamicImage, media_type: MediaType) -> Result<Encoded, Me
     })
 }
 
-/// JPEG through `jpeg-encoder` (SIMD): encoding is most of a filter job's cost. Grey images stay
-/// single-channel; JPEG has no alpha, so it is dropped rather than refused.
+/// JPEG through `jpeg-encoder` (SIMD; 4:2:0 chroma below q90): encoding is most of a filter
+/// job's cost. Grey images stay single-channel; JPEG has no alpha, so it is dropped rather than
+/// refused.
 fn encode_jpeg(image: &DynamicImage) -> Result<Vec<u8>, MediaError> {
     let too_big = || MediaError::Encode("JPEG images are limited to 65535 pixels per side".into());
     let width = u16::try_from(image.width()).map_err(|_| too_big())?;
