@@ -1,4 +1,5 @@
 //! Code shared by the `edge` and `origin` crates. Kept deliberately small: a type moves here only
 //! when both crates need it.
 
+pub mod cli;
 pub mod config;

@@ -125,7 +125,7 @@ pub fn cacheable(
     )
 }
 
-pub fn cacheable_with_status(
+fn cacheable_with_status(
     request: &HeaderMap,
     status: StatusCode,
     cache_control: &str,
@@ -145,6 +145,27 @@ pub fn cacheable_with_status(
     }
     insert(&mut headers, header::CONTENT_TYPE, content_type);
     (status, headers, body).into_response()
+}
+
+/// "No such image" for image `id`: cached briefly under the image's tag, so the image's upload
+/// purges it.
+pub fn image_not_found(
+    request: &HeaderMap,
+    policy: &PagePolicy,
+    id: i64,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response {
+    let tags = Tags::new().with(image_tag(id));
+    let cache_control = policy.not_found_cache_control();
+    cacheable_with_status(
+        request,
+        StatusCode::NOT_FOUND,
+        &cache_control,
+        &tags,
+        content_type,
+        body,
+    )
 }
 
 /// Headers of an immutable, content-addressed media response (the ETag is its hash).

@@ -1,15 +1,12 @@
 //! `origin --config FILE [--validate]`: load the config (every bad key reported, exit 64), then
 //! run until SIGINT/SIGTERM.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use origin::config::OriginConfig;
-
-/// Exit status for a bad config file or command line (sysexits' EX_USAGE).
-const EX_USAGE: u8 = 64;
+use outpost_common::cli;
 
 #[derive(Parser)]
 #[command(version, about = "Outpost origin: the InstaClone app behind the edge")]
@@ -24,31 +21,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let config = match &args.config {
-        Some(path) => match OriginConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = writeln!(std::io::stderr(), "invalid config {e}");
-                return ExitCode::from(EX_USAGE);
-            }
-        },
-        None => OriginConfig::default(),
+    cli::init_logging("info,sqlx=warn,tower_http=info");
+    let config: OriginConfig = match cli::load_config(args.config.as_deref(), args.validate) {
+        Ok(config) => config,
+        Err(exit) => return exit,
     };
-    if args.validate {
-        let name = args
-            .config
-            .map_or("built-in defaults".into(), |p| p.display().to_string());
-        let _ = writeln!(std::io::stdout(), "{name}: ok");
-        return ExitCode::SUCCESS;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::AppState;
 use crate::cache_headers::{
-    TAG_FILTERS, TAG_GALLERY, Tags, cacheable, cacheable_with_status, image_tag, private,
+    TAG_FILTERS, TAG_GALLERY, Tags, cacheable, image_not_found, image_tag, private,
 };
 use crate::error::{ApiError, AppError, json_body};
 use crate::filters::Filter;
@@ -129,18 +129,23 @@ pub async fn image(
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = ops::parse_id(&raw_id)?;
-    let tags = Tags::new().with(image_tag(id));
     match state.store.image(id).await? {
-        Some(image) => json(&state, &request, &ImageJson::from(&image), &tags),
-        // Cached briefly under the image's tag: its upload purges this answer.
-        None => Ok(cacheable_with_status(
+        Some(image) => json(
+            &state,
             &request,
-            StatusCode::NOT_FOUND,
-            &state.page_policy.not_found_cache_control(),
-            &tags,
-            JSON,
-            json_body(&AppError::not_found(format!("image {id} does not exist"))),
-        )),
+            &ImageJson::from(&image),
+            &Tags::new().with(image_tag(id)),
+        ),
+        None => {
+            let body = json_body(&AppError::not_found(format!("image {id} does not exist")));
+            Ok(image_not_found(
+                &request,
+                &state.page_policy,
+                id,
+                JSON,
+                body,
+            ))
+        }
     }
 }
 

@@ -6,13 +6,13 @@ use askama::Template;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Multipart, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::AppState;
 use crate::cache_headers::{
-    TAG_FRONT, TAG_GALLERY, Tags, cacheable, cacheable_with_status, image_tag, private,
+    TAG_FRONT, TAG_GALLERY, Tags, cacheable, image_not_found, image_tag, private,
 };
 use crate::error::{AppError, PageError, human_bytes, page_body};
 use crate::filters::Filter;
@@ -130,15 +130,13 @@ pub async fn image(
 ) -> Result<Response, PageError> {
     let id = ops::parse_id(&raw_id)?;
     let Some(image) = state.store.image(id).await? else {
-        // Cached briefly under the image's tag: its upload purges this answer.
-        let error = AppError::not_found(format!("image {id} does not exist"));
-        return Ok(cacheable_with_status(
+        let body = page_body(&AppError::not_found(format!("image {id} does not exist")));
+        return Ok(image_not_found(
             &request,
-            StatusCode::NOT_FOUND,
-            &state.page_policy.not_found_cache_control(),
-            &Tags::new().with(image_tag(id)),
+            &state.page_policy,
+            id,
             HTML,
-            page_body(&error).into_bytes(),
+            body.into_bytes(),
         ));
     };
     let parent = match image.parent_id {
