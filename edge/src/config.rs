@@ -3,15 +3,24 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use outpost_common::config::{self, ConfigError, ConfigErrors, Validate};
 use serde::Deserialize;
+
+/// 256 MiB: a useful working set for a small node without crowding its other memory.
+pub const DEFAULT_L1_CAPACITY: u64 = 256 * 1024 * 1024;
+/// 8 MiB: photos and pages fit; video segments and archives stream through uncached.
+pub const DEFAULT_L1_MAX_OBJECT: u64 = 8 * 1024 * 1024;
+/// One year: the longest freshness RFC 9111 expects caches to honour.
+pub const DEFAULT_MAX_TTL_SECS: u64 = 365 * 24 * 3600;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
     pub server: ServerConfig,
     pub origin: OriginPoolConfig,
+    pub cache: CacheConfig,
     pub admin: AdminConfig,
 }
 
@@ -22,6 +31,12 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Proxy worker threads; 0 means one per core.
     pub threads: usize,
+    /// This node's name: in `Via`, `Cache-Status`, and the `Surrogate-Control` target it obeys.
+    pub name: String,
+    /// After SIGTERM, how long to keep serving while load balancers notice the node is going.
+    pub grace_period_secs: u64,
+    /// Then how long in-flight requests get to finish.
+    pub graceful_shutdown_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +44,18 @@ impl Default for ServerConfig {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             threads: 0,
+            name: "outpost".to_owned(),
+            grace_period_secs: 0,
+            graceful_shutdown_timeout_secs: 5,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
         }
     }
 }
@@ -36,14 +63,157 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginPoolConfig {
-    /// The origins behind this edge (`host:port`, resolved at start).
+    /// The origins behind this edge; requests are spread round-robin over the healthy ones.
     pub addresses: Vec<SocketAddr>,
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the origin's response header, and between body reads.
+    pub read_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    /// How long an idle keep-alive connection to an origin is kept for reuse.
+    pub idle_timeout_secs: u64,
+    /// HTTP path probed for health (`GET`, 2xx = healthy); empty probes with a TCP connect.
+    pub health_check_path: String,
+    pub health_check_interval_ms: u64,
 }
 
 impl Default for OriginPoolConfig {
     fn default() -> Self {
         Self {
             addresses: vec![SocketAddr::from(([127, 0, 0, 1], 8081))],
+            connect_timeout_ms: 2_000,
+            read_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
+            idle_timeout_secs: 60,
+            health_check_path: "/healthz".to_owned(),
+            health_check_interval_ms: 1_000,
+        }
+    }
+}
+
+impl OriginPoolConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn health_check_interval(&self) -> Duration {
+        Duration::from_millis(self.health_check_interval_ms)
+    }
+}
+
+/// What to do with a cacheable response that sets a cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetCookiePolicy {
+    /// Do not store it (the safe default: cookies are usually per user).
+    Bypass,
+    /// Store it without its `Set-Cookie` header fields.
+    Strip,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Off: every request goes to the origin (the proxy still adds `Cache-Status`).
+    pub enabled: bool,
+    /// Freshness given to a storable response with no explicit freshness and no Last-Modified
+    /// (heuristically cacheable statuses only). 0: such responses are kept only to revalidate.
+    pub default_ttl_secs: u64,
+    /// Upper bound on any freshness lifetime, explicit or heuristic.
+    pub max_ttl_secs: u64,
+    /// Upper bound on heuristic freshness (10% of the time since Last-Modified).
+    pub heuristic_max_secs: u64,
+    /// Kept past staleness so an object can be revalidated with a 304 instead of refetched.
+    pub grace_secs: u64,
+    /// stale-while-revalidate window when the origin sets none (RFC 9111 §4.2.4 allows serving
+    /// stale by configuration). Never applied to must-revalidate, proxy-revalidate or s-maxage.
+    pub stale_while_revalidate_secs: u64,
+    /// stale-if-error window when the origin sets none; same exceptions.
+    pub stale_if_error_secs: u64,
+    /// Upper bound on any stale window, so a huge origin value cannot pin memory.
+    pub max_stale_secs: u64,
+    pub set_cookie: SetCookiePolicy,
+    /// Most variants (per `Vary`) kept for one URL; more are served but not stored.
+    pub max_variants: usize,
+    /// How long requests for the same missing object wait for the one fetching it, and how long
+    /// that fetch may hold them before they try themselves.
+    pub lock_timeout_ms: u64,
+    /// Honour the client's `Cache-Control: no-cache` / `max-age=0` (RFC 9111). Off protects the
+    /// origin from reload storms, as many CDNs do.
+    pub honor_client_no_cache: bool,
+    pub l1: L1Config,
+    pub key: CacheKeyConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default_ttl_secs: 0,
+            max_ttl_secs: DEFAULT_MAX_TTL_SECS,
+            heuristic_max_secs: 24 * 3600,
+            grace_secs: 60,
+            stale_while_revalidate_secs: 0,
+            stale_if_error_secs: 300,
+            max_stale_secs: 7 * 24 * 3600,
+            set_cookie: SetCookiePolicy::Bypass,
+            max_variants: 16,
+            lock_timeout_ms: 5_000,
+            honor_client_no_cache: true,
+            l1: L1Config::default(),
+            key: CacheKeyConfig::default(),
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn lock_timeout(&self) -> Duration {
+        Duration::from_millis(self.lock_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L1Config {
+    /// Bytes of bodies and headers the in-process tier holds before evicting.
+    pub capacity_bytes: u64,
+    /// Largest object the in-process tier stores; larger responses stream through uncached.
+    pub max_object_bytes: u64,
+}
+
+impl Default for L1Config {
+    fn default() -> Self {
+        Self {
+            capacity_bytes: DEFAULT_L1_CAPACITY,
+            max_object_bytes: DEFAULT_L1_MAX_OBJECT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheKeyConfig {
+    /// Sort query parameters so `?a=1&b=2` and `?b=2&a=1` share an entry.
+    pub sort_query: bool,
+    /// Query parameters left out of the key (exact names, or a prefix ending in `*`). They are
+    /// still sent to the origin.
+    pub drop_params: Vec<String>,
+}
+
+impl Default for CacheKeyConfig {
+    fn default() -> Self {
+        Self {
+            sort_query: true,
+            drop_params: ["utm_*", "fbclid", "gclid", "mc_eid"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -75,27 +245,101 @@ impl EdgeConfig {
 
 impl Validate for EdgeConfig {
     fn validate(&self, errors: &mut Vec<ConfigError>) {
-        if self.server.listen.is_empty() {
-            errors.push(ConfigError::new(
-                "server.listen",
-                "needs at least one address",
-            ));
+        let mut check = |ok: bool, key: &str, problem: &str| {
+            if !ok {
+                errors.push(ConfigError::new(key, problem));
+            }
+        };
+        let s = &self.server;
+        check(
+            !s.listen.is_empty(),
+            "server.listen",
+            "needs at least one address",
+        );
+        check(s.threads <= 1_024, "server.threads", "must be at most 1024");
+        check(
+            !s.name.is_empty()
+                && s.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "server.name",
+            "must be a non-empty token (letters, digits, - _ .)",
+        );
+        let o = &self.origin;
+        check(
+            !o.addresses.is_empty(),
+            "origin.addresses",
+            "needs at least one origin",
+        );
+        check(
+            o.connect_timeout_ms >= 1,
+            "origin.connect_timeout_ms",
+            "must be at least 1",
+        );
+        check(
+            o.read_timeout_ms >= 1,
+            "origin.read_timeout_ms",
+            "must be at least 1",
+        );
+        check(
+            o.write_timeout_ms >= 1,
+            "origin.write_timeout_ms",
+            "must be at least 1",
+        );
+        check(
+            o.health_check_path.is_empty() || o.health_check_path.starts_with('/'),
+            "origin.health_check_path",
+            "must be empty (TCP checks) or start with /",
+        );
+        check(
+            o.health_check_interval_ms >= 10,
+            "origin.health_check_interval_ms",
+            "must be at least 10",
+        );
+        let c = &self.cache;
+        check(
+            c.max_ttl_secs >= 1,
+            "cache.max_ttl_secs",
+            "must be at least 1",
+        );
+        check(
+            c.default_ttl_secs <= c.max_ttl_secs,
+            "cache.default_ttl_secs",
+            "must not exceed cache.max_ttl_secs",
+        );
+        check(
+            c.max_variants >= 1,
+            "cache.max_variants",
+            "must be at least 1",
+        );
+        check(
+            c.lock_timeout_ms >= 1,
+            "cache.lock_timeout_ms",
+            "must be at least 1",
+        );
+        check(
+            c.l1.capacity_bytes >= 1024 * 1024,
+            "cache.l1.capacity_bytes",
+            "must be at least 1 MiB",
+        );
+        check(
+            c.l1.max_object_bytes >= 1 && c.l1.max_object_bytes <= c.l1.capacity_bytes / 4,
+            "cache.l1.max_object_bytes",
+            "must be at least 1 and at most a quarter of cache.l1.capacity_bytes",
+        );
+        for (i, p) in c.key.drop_params.iter().enumerate() {
+            let name = p.strip_suffix('*').unwrap_or(p);
+            check(
+                !name.is_empty() && !name.contains(['*', '&', '=']),
+                &format!("cache.key.drop_params[{i}]"),
+                "must be a parameter name, optionally ending in * (a prefix)",
+            );
         }
-        if self.server.threads > 1_024 {
-            errors.push(ConfigError::new("server.threads", "must be at most 1024"));
-        }
-        if self.origin.addresses.is_empty() {
-            errors.push(ConfigError::new(
-                "origin.addresses",
-                "needs at least one origin",
-            ));
-        }
-        if self.server.listen.contains(&self.admin.listen) {
-            errors.push(ConfigError::new(
-                "admin.listen",
-                "must differ from every server.listen",
-            ));
-        }
+        check(
+            !s.listen.contains(&self.admin.listen),
+            "admin.listen",
+            "must differ from every server.listen",
+        );
     }
 }
 
@@ -107,15 +351,27 @@ mod tests {
     fn defaults_are_valid() {
         let c = EdgeConfig::from_toml("").expect("valid");
         assert_eq!(c.origin.addresses.len(), 1);
+        assert_eq!(c.cache.set_cookie, SetCookiePolicy::Bypass);
+        assert!(c.server.threads() >= 1);
     }
 
     #[test]
     fn every_bad_key_is_named() {
         let err = EdgeConfig::from_toml(
-            "[server]\nlisten = []\nthreds = 2\n[origin]\naddresses = [\"nowhere\"]\n",
+            "[server]\nlisten = []\nthreds = 2\n[origin]\naddresses = [\"nowhere\"]\n\
+             [cache]\nset_cookie = \"eat\"\nmax_variants = 0\n[cache.l1]\nmax_object_bytes = 0\n\
+             [cache.key]\ndrop_params = [\"a=b\"]\n",
         )
         .expect_err("bad");
-        for key in ["server.listen", "server.threds", "origin.addresses[0]"] {
+        for key in [
+            "server.listen",
+            "server.threds",
+            "origin.addresses[0]",
+            "cache.set_cookie",
+            "cache.max_variants",
+            "cache.l1.max_object_bytes",
+            "cache.key.drop_params[0]",
+        ] {
             assert!(err.names(key), "{key} not named in {err}");
         }
     }

@@ -1,5 +1,145 @@
-//! Outpost's edge node: a caching reverse proxy on Pingora. This crate is a skeleton so far: its
-//! configuration (with `--validate`) is real; the proxy, the cache tiers and purging arrive with
-//! their own issues (see docs/architecture.md).
+//! Outpost's edge node: a caching reverse proxy on Pingora.
+//!
+//! [`build`] assembles the server from an [`EdgeConfig`]: the proxy service ([`proxy`]) on the
+//! client listeners, the admin service ([`admin`]) on its own, and the origin health checks.
+//! [`run`] runs it until a signal. Everything else is one module per concern; the request path
+//! is narrated in docs/request-lifecycle.md.
 
+pub mod admin;
+pub mod cache_key;
+pub mod cache_status;
 pub mod config;
+pub mod ctx;
+pub mod headers;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod storage;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::cache_key::KeyBuilder;
+use crate::config::EdgeConfig;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::proxy::EdgeProxy;
+use crate::storage::{TierConfig, TieredStorage};
+use crate::upstream::Origins;
+
+/// URLs the predictor remembers as uncacheable (they skip the cache lock).
+const PREDICTOR_CAPACITY: usize = 65_536;
+
+/// A server ready to run, and the flag its admin `/readyz` reads.
+pub struct Edge {
+    pub server: Server,
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Builds the edge described by `config` (already validated).
+pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
+    let conf = ServerConf {
+        threads: config.server.threads(),
+        grace_period_seconds: Some(config.server.grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_secs),
+        max_retries: config.origin.addresses.len().max(1),
+        upstream_keepalive_pool_size: 1024,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let cache = &config.cache;
+    let storage = TieredStorage::new(
+        TierConfig {
+            l1_capacity_bytes: cache.l1.capacity_bytes,
+            grace: Duration::from_secs(cache.grace_secs),
+            max_retain: Duration::from_secs(
+                cache.max_ttl_secs.saturating_add(cache.max_stale_secs),
+            ),
+        },
+        cache.max_variants,
+        Arc::clone(&metrics),
+    )
+    .leak();
+    let (origins, health_checks) =
+        Origins::new(&config.origin, Arc::clone(&metrics)).context("building the origin pool")?;
+    let origins = Arc::new(origins);
+    server.add_service(health_checks);
+
+    let lock_timeout = cache.lock_timeout();
+    let proxy = EdgeProxy {
+        name: config.server.name.clone(),
+        via: format!("1.1 {}", config.server.name),
+        cache_enabled: cache.enabled,
+        policy: Policy::new(&config.server.name, cache),
+        keys: KeyBuilder::new(&cache.key),
+        storage,
+        lock: Box::leak(Box::new(pingora_cache::lock::CacheLock::new(lock_timeout))),
+        predictor: EdgeProxy::predictor(PREDICTOR_CAPACITY),
+        lock_timeout,
+        max_object_bytes: usize::try_from(cache.l1.max_object_bytes).unwrap_or(usize::MAX),
+        origins: Arc::clone(&origins),
+        metrics: Arc::clone(&metrics),
+    };
+    let mut proxy_service =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge proxy");
+    for addr in &config.server.listen {
+        proxy_service.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy_service);
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin = AdminApp {
+        metrics,
+        storage,
+        origins,
+        draining: Arc::clone(&draining),
+    };
+    let mut admin_service = Service::new("edge admin".to_owned(), admin);
+    admin_service.add_tcp(&config.admin.listen.to_string());
+    server.add_service(admin_service);
+    Ok(Edge { server, draining })
+}
+
+/// Runs the edge until SIGTERM (graceful: drain, then stop), SIGINT (fast) or SIGQUIT (graceful
+/// upgrade). Never returns normally: Pingora exits the process when it stops.
+pub fn run(config: &EdgeConfig) -> anyhow::Result<()> {
+    let edge = build(config)?;
+    for addr in &config.server.listen {
+        tracing::info!(%addr, "edge listening");
+    }
+    tracing::info!(addr = %config.admin.listen, "edge admin listening");
+    let signals = Box::new(Signals {
+        draining: edge.draining,
+    });
+    edge.server.run(RunArgs {
+        shutdown_signal: signals,
+    });
+    Ok(())
+}
+
+/// Pingora's Unix signals, plus marking the node as draining for `/readyz`.
+struct Signals {
+    draining: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let signal = pingora_core::server::UnixShutdownSignalWatch.recv().await;
+        self.draining.store(true, Ordering::Relaxed);
+        tracing::info!(?signal, "shutting down");
+        signal
+    }
+}

@@ -1,4 +1,5 @@
-//! `edge --config FILE [--validate]`.
+//! `edge --config FILE [--validate]`: load the config (every bad key reported, exit 64), then
+//! run until a signal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,14 +21,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::init_logging("info");
+    cli::init_logging("info,pingora_core=warn,pingora_proxy=warn");
     let config: EdgeConfig = match cli::load_config(args.config.as_deref(), args.validate) {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    tracing::error!(
-        origins = ?config.origin.addresses,
-        "the caching proxy is not built yet; only --validate works in this version"
-    );
-    ExitCode::from(2)
+    match edge::run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("edge failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,91 @@
+//! `RequestCtx`: what one request learns on its way through the proxy phases, for the later
+//! phases, `Cache-Status`, metrics and the access log.
+
+use std::time::{Instant, SystemTime};
+
+use pingora_http::ResponseHeader;
+
+use crate::policy::NotStored;
+use crate::policy::directives::Directives;
+
+/// What the cache lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Nothing stored for the URL.
+    UriMiss,
+    /// The URL is stored, but not the variant this request's `Vary` fields select.
+    VaryMiss,
+    Fresh,
+    Stale,
+}
+
+/// Why a stale response was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleServed {
+    /// Within stale-while-revalidate; a refresh runs in the background.
+    WhileRevalidating,
+    /// Within stale-if-error, because the origin failed (its status, if it answered).
+    OnError(Option<u16>),
+}
+
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub started: Instant,
+    /// Request cache directives, parsed once.
+    pub req_dirs: Directives,
+    /// The cache took part in this request (a GET or HEAD with caching on).
+    pub cache_used: bool,
+    pub lookup: Option<Lookup>,
+    /// The client's directives forced a stored response to be revalidated.
+    pub forced_by_request: bool,
+    /// When the request to the origin was sent and its response header arrived.
+    pub request_time: Option<SystemTime>,
+    pub response_time: Option<SystemTime>,
+    pub upstream_sent_at: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    /// A 304 received while revalidating, merged into the stored header in full (§3.2).
+    pub not_modified: Option<Box<ResponseHeader>>,
+    /// The response was admitted to the cache.
+    pub stored: bool,
+    /// Why the response was not stored, or what failed (`detail=` in `Cache-Status`).
+    pub detail: Option<NotStored>,
+    pub stale_served: Option<StaleServed>,
+    /// A stored response was found (fresh or stale); if the origin then fails and it is not
+    /// served, the answer is 504 (RFC 9111 §4.2.4).
+    pub had_stored: bool,
+    /// Failed attempts to connect to an origin (for retrying another one).
+    pub connect_failures: usize,
+    /// The `Cache-Status` sent, for logs and metrics.
+    pub cache_status: Option<String>,
+    pub outcome: &'static str,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            req_dirs: Directives::default(),
+            cache_used: false,
+            lookup: None,
+            forced_by_request: false,
+            request_time: None,
+            response_time: None,
+            upstream_sent_at: None,
+            upstream_status: None,
+            not_modified: None,
+            stored: false,
+            detail: None,
+            stale_served: None,
+            had_stored: false,
+            connect_failures: 0,
+            cache_status: None,
+            outcome: "pass",
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,108 @@
+//! Every metric the edge exports, named in one place (`/metrics` on the admin listener, in the
+//! Prometheus text format). `docs/operations.md` lists them with their meaning.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub const REQUESTS: &str = "outpost_requests_total";
+pub const ORIGIN_RESPONSES: &str = "outpost_origin_responses_total";
+pub const ORIGIN_ERRORS: &str = "outpost_origin_errors_total";
+pub const ORIGIN_SECONDS: &str = "outpost_origin_response_seconds";
+pub const ORIGIN_HEALTHY: &str = "outpost_origin_healthy";
+pub const L1_LOOKUPS: &str = "outpost_l1_lookups_total";
+pub const L1_EVICTIONS: &str = "outpost_l1_evictions_total";
+pub const L1_BYTES: &str = "outpost_l1_bytes";
+pub const L1_ENTRIES: &str = "outpost_l1_entries";
+pub const INVALIDATIONS: &str = "outpost_invalidations_total";
+
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by how the cache handled them (`hit`, `stale`, `miss`, `revalidated`,
+    /// `bypass`, `pass`, `error`).
+    pub requests: IntCounterVec,
+    /// Origin responses by status class (`2xx` … `5xx`).
+    pub origin_responses: IntCounterVec,
+    /// Failed origin exchanges by kind (`connect`, `timeout`, `other`).
+    pub origin_errors: IntCounterVec,
+    /// Time from sending a request to the origin to receiving its response header.
+    pub origin_seconds: Histogram,
+    /// 1 per origin address that passes its health check, 0 otherwise.
+    pub origin_healthy: IntGaugeVec,
+    pub l1_lookups: IntCounterVec,
+    pub l1_evictions: IntCounterVec,
+    pub l1_bytes: IntGauge,
+    pub l1_entries: IntGauge,
+    /// Objects removed because an unsafe method changed their URL (RFC 9111 §4.4).
+    pub invalidations: IntCounter,
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        let origin_seconds = Histogram::with_opts(
+            HistogramOpts::new(ORIGIN_SECONDS, "Origin response header latency").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        r.register(Box::new(origin_seconds.clone()))?;
+        let origin_healthy = IntGaugeVec::new(
+            Opts::new(ORIGIN_HEALTHY, "Origin passes health checks"),
+            &["origin"],
+        )?;
+        r.register(Box::new(origin_healthy.clone()))?;
+        let invalidations =
+            IntCounter::new(INVALIDATIONS, "Objects invalidated by unsafe methods")?;
+        r.register(Box::new(invalidations.clone()))?;
+        Ok(Self {
+            requests: counter_vec(&r, REQUESTS, "Client requests by cache outcome", &["cache"])?,
+            origin_responses: counter_vec(
+                &r,
+                ORIGIN_RESPONSES,
+                "Origin responses by status class",
+                &["class"],
+            )?,
+            origin_errors: counter_vec(&r, ORIGIN_ERRORS, "Failed origin exchanges", &["kind"])?,
+            origin_seconds,
+            origin_healthy,
+            l1_lookups: counter_vec(&r, L1_LOOKUPS, "L1 lookups by result", &["result"])?,
+            l1_evictions: counter_vec(
+                &r,
+                L1_EVICTIONS,
+                "L1 entries dropped, by cause",
+                &["cause"],
+            )?,
+            l1_bytes: gauge(&r, L1_BYTES, "Bytes held in L1")?,
+            l1_entries: gauge(&r, L1_ENTRIES, "Objects held in L1")?,
+            invalidations,
+            registry: r,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}

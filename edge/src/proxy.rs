@@ -1,0 +1,501 @@
+//! `EdgeProxy`, the one [`ProxyHttp`]: a table of contents of the request path. Each phase is a
+//! few lines that hand off to the module that owns the concern (docs/request-lifecycle.md walks
+//! through them in order).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Method;
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::lock::CacheKeyLockImpl;
+use pingora_cache::predictor::Predictor;
+use pingora_cache::{
+    CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HitHandler,
+    NoCacheReason, RespCacheable,
+};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::cache_key::KeyBuilder;
+use crate::cache_status;
+use crate::ctx::{Lookup, RequestCtx, StaleServed};
+use crate::headers::strip_hop_by_hop;
+use crate::metrics::Metrics;
+use crate::policy::freshness::Exchange;
+use crate::policy::{self, Policy, Verdict, directives, vary};
+use crate::storage::TieredStorage;
+use crate::upstream::{self, Origins};
+
+/// Shards of the uncacheable-URL predictor (Pingora's recommended power of two).
+const PREDICTOR_SHARDS: usize = 16;
+
+pub struct EdgeProxy {
+    pub name: String,
+    /// `1.1 <name>`, added to `Via` both ways.
+    pub via: String,
+    pub cache_enabled: bool,
+    pub policy: Policy,
+    pub keys: KeyBuilder,
+    pub storage: &'static TieredStorage,
+    pub lock: &'static CacheKeyLockImpl,
+    pub predictor: &'static Predictor<PREDICTOR_SHARDS>,
+    pub lock_timeout: Duration,
+    pub max_object_bytes: usize,
+    pub origins: Arc<Origins>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Request-specific reasons not to store: they say nothing about the URL, so they must not
+/// teach the predictor to skip the cache for everyone else.
+fn request_specific(reason: &'static str) -> bool {
+    matches!(
+        reason,
+        "request-no-store" | "authorization" | "too-many-variants"
+    )
+}
+
+impl EdgeProxy {
+    pub fn predictor(capacity: usize) -> &'static Predictor<PREDICTOR_SHARDS> {
+        Box::leak(Box::new(Predictor::new(
+            capacity / PREDICTOR_SHARDS,
+            Some(request_specific),
+        )))
+    }
+
+    fn scheme(session: &Session) -> &'static str {
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if tls { "https" } else { "http" }
+    }
+
+    /// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-origin
+    /// `Location` / `Content-Location` it names.
+    fn invalidate_after_unsafe(&self, session: &Session, resp: &ResponseHeader) {
+        let req = session.req_header();
+        let scheme = Self::scheme(session);
+        let mut keys = vec![self.keys.request_key(req, scheme)];
+        for field in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            if let Some(target) = resp.headers.get(&field).and_then(|v| v.to_str().ok()) {
+                keys.extend(self.keys.same_origin_key(req, scheme, target));
+            }
+        }
+        let removed: usize = keys.iter().map(|k| self.storage.invalidate(k)).sum();
+        self.metrics.invalidations.inc_by(removed as u64);
+        tracing::debug!(method = %req.method, removed, "invalidated after unsafe method");
+    }
+
+    /// Writes a short response of our own (an error, or `only-if-cached` with nothing cached).
+    async fn respond(
+        session: &mut Session,
+        status: u16,
+        cache_status: &str,
+        via: &str,
+    ) -> Result<()> {
+        let body = Bytes::from(format!(
+            "{status} {}\n",
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+        ));
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header("cache-status", cache_status)?;
+        resp.insert_header(http::header::VIA, via)?;
+        let head = session.req_header().method == Method::HEAD;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Upstream failures that stale-if-error covers: refused or failed connections, timeouts,
+/// broken exchanges, and 5xx answers.
+fn origin_failure(e: &Error) -> bool {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(code) => *code >= 500,
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | ReadTimedout | WriteTimedout | ReadError | WriteError | ConnectionClosed | H1Error
+        | H2Error | InvalidHTTPHeader => *e.esource() == ErrorSource::Upstream,
+        _ => false,
+    }
+}
+
+fn timed_out(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Bodies are never rewritten: no compression module.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
+    // --- cache lookup ---------------------------------------------------------------------
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let req = session.req_header();
+        ctx.req_dirs = directives::request(&req.headers);
+        if !self.cache_enabled || !matches!(req.method, Method::GET | Method::HEAD) {
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(self.lock_timeout);
+        session.cache.enable(
+            self.storage,
+            None,
+            Some(self.predictor),
+            Some(self.lock),
+            Some(overrides),
+        );
+        session.cache.set_max_file_size_bytes(self.max_object_bytes);
+        ctx.cache_used = true;
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, _ctx: &mut RequestCtx) -> Result<CacheKey> {
+        Ok(self
+            .keys
+            .request_key(session.req_header(), Self::scheme(session)))
+    }
+
+    fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        let vary_miss = session
+            .cache
+            .maybe_cache_key()
+            .is_some_and(|k| k.variance_bin().is_some());
+        ctx.lookup = Some(if vary_miss {
+            Lookup::VaryMiss
+        } else {
+            Lookup::UriMiss
+        });
+        session.cache.cache_miss();
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit: &mut HitHandler,
+        is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        ctx.lookup = Some(if is_fresh {
+            Lookup::Fresh
+        } else {
+            Lookup::Stale
+        });
+        let forced = self.policy.on_hit(&ctx.req_dirs, meta, SystemTime::now());
+        ctx.forced_by_request = forced == Some(ForcedFreshness::ForceExpired);
+        ctx.had_stored = true;
+        Ok(forced)
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        vary::variance(meta.headers(), &req.headers)
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        if !ctx.req_dirs.only_if_cached {
+            return Ok(true);
+        }
+        // §5.2.1.7: nothing usable is stored, and the client forbids asking the origin.
+        let status = format!("{}; detail=only-if-cached", self.name);
+        ctx.cache_status = Some(status.clone());
+        ctx.outcome = "miss";
+        Self::respond(session, 504, &status, &self.via).await?;
+        Ok(false)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            // Called only inside the stale-while-revalidate window.
+            None => {
+                ctx.stale_served = Some(StaleServed::WhileRevalidating);
+                true
+            }
+            Some(e) if origin_failure(e) => {
+                let status = match e.etype() {
+                    ErrorType::HTTPStatus(code) => Some(*code),
+                    _ => None,
+                };
+                ctx.stale_served = Some(StaleServed::OnError(status));
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    // --- to and from the origin ----------------------------------------------------------
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Ok(self.origins.peer())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // The request never reached this origin, so trying another is safe for any method.
+        ctx.connect_failures += 1;
+        self.metrics
+            .origin_errors
+            .with_label_values(&["connect"])
+            .inc();
+        tracing::warn!(origin = %peer, error = %e, "cannot connect to origin");
+        if ctx.connect_failures < self.origins.count() {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        upstream::add_forwarding_headers(
+            upstream_request,
+            &self.via,
+            client_ip,
+            Self::scheme(session),
+        )?;
+        ctx.request_time = Some(SystemTime::now());
+        ctx.upstream_sent_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        ctx.response_time = Some(SystemTime::now());
+        ctx.upstream_status = Some(status);
+        if let Some(sent) = ctx.upstream_sent_at {
+            self.metrics
+                .origin_seconds
+                .observe(sent.elapsed().as_secs_f64());
+        }
+        let class =
+            ["1xx", "2xx", "3xx", "4xx", "5xx"].get(usize::from(status / 100).saturating_sub(1));
+        self.metrics
+            .origin_responses
+            .with_label_values(&[class.copied().unwrap_or("other")])
+            .inc();
+        if status == 304 && session.cache.phase() == CachePhase::Stale {
+            ctx.not_modified = Some(Box::new(resp.clone()));
+        }
+        if !is_safe(&session.req_header().method) && (200..400).contains(&status) {
+            self.invalidate_after_unsafe(session, resp);
+        }
+        Ok(())
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let now = SystemTime::now();
+        let exchange = Exchange {
+            request_time: ctx.request_time.unwrap_or(now),
+            response_time: ctx.response_time.unwrap_or(now),
+        };
+        // On a revalidation Pingora hands us the stored header with five fields of the 304
+        // copied in; apply all of them (§3.2).
+        let merged;
+        let resp = match ctx.not_modified.as_deref() {
+            Some(not_modified) => {
+                merged = policy::merge_304(resp, not_modified);
+                &merged
+            }
+            None => resp,
+        };
+        let req = session.req_header();
+        match self.policy.decide(req, &ctx.req_dirs, resp, exchange) {
+            Verdict::Store(meta) => {
+                if let (Some(key), Some(variance)) = (
+                    session.cache.maybe_cache_key(),
+                    vary::variance(meta.headers(), &req.headers),
+                ) && !self.storage.variants().admit(key.primary_bin(), variance)
+                {
+                    ctx.detail = Some("too-many-variants");
+                    return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                        "too-many-variants",
+                    )));
+                }
+                ctx.stored = true;
+                Ok(RespCacheable::Cacheable(meta))
+            }
+            Verdict::DontStore(why) => {
+                ctx.detail = Some(why);
+                Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(why)))
+            }
+        }
+    }
+
+    // --- to the client -------------------------------------------------------------------
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        strip_hop_by_hop(resp);
+        // Targeted at us; the client's own caches follow Cache-Control.
+        resp.remove_header("cdn-cache-control");
+        resp.remove_header("surrogate-control");
+        let via = match resp
+            .headers
+            .get(http::header::VIA)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(existing) => format!("{existing}, {}", self.via),
+            None => self.via.clone(),
+        };
+        resp.insert_header(http::header::VIA, via)?;
+        let phase = session.cache.phase();
+        let collapsed = session.cache.lock_duration().is_some();
+        let method_cacheable = matches!(session.req_header().method, Method::GET | Method::HEAD);
+        let status = cache_status::value(
+            &self.name,
+            phase,
+            ctx,
+            session.cache.maybe_cache_meta(),
+            method_cacheable,
+            collapsed,
+        );
+        ctx.outcome = cache_status::outcome(phase, ctx);
+        resp.insert_header("cache-status", &status)?;
+        ctx.cache_status = Some(status);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ if *e.esource() == ErrorSource::Upstream => {
+                self.metrics
+                    .origin_errors
+                    .with_label_values(&[if timed_out(e) { "timeout" } else { "other" }])
+                    .inc();
+                // A stored response existed but could not be served (stale and forbidden, or the
+                // client demanded validation): RFC 9111 §4.2.4 names 504 as the answer.
+                if timed_out(e) || ctx.had_stored {
+                    504
+                } else {
+                    502
+                }
+            }
+            _ if *e.esource() == ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            _ => 500,
+        };
+        ctx.outcome = "error";
+        if code > 0 && session.response_written().is_none() {
+            ctx.detail = Some(if code == 504 {
+                "origin-timeout"
+            } else {
+                "origin-error"
+            });
+            let status = cache_status::value(
+                &self.name,
+                session.cache.phase(),
+                ctx,
+                None,
+                matches!(session.req_header().method, Method::GET | Method::HEAD),
+                false,
+            );
+            if let Err(err) = Self::respond(session, code, &status, &self.via).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+            ctx.cache_status = Some(status);
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.metrics
+            .requests
+            .with_label_values(&[ctx.outcome])
+            .inc();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        tracing::info!(
+            target: "access",
+            method = %req.method,
+            uri = %req.uri,
+            status,
+            cache = ctx.cache_status.as_deref().unwrap_or("-"),
+            ms = ctx.started.elapsed().as_millis() as u64,
+            error = e.map(|e| e.to_string()).unwrap_or_default(),
+        );
+    }
+}

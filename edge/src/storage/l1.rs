@@ -1,0 +1,108 @@
+//! The in-process tier: whole objects in a moka cache bounded by bytes (a weigher over body and
+//! header sizes), each entry expiring when it is no longer of any use. Hits are zero-copy
+//! (`Bytes` clones), and moka's TinyLFU admission keeps one-hit wonders from flushing the
+//! working set.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use pingora_cache::key::HashBinary;
+
+use super::StoredMeta;
+use crate::metrics::Metrics;
+
+pub struct L1Entry {
+    pub meta: StoredMeta,
+    pub body: Bytes,
+    /// When moka may drop the entry (see [`StoredMeta::retain_until`]).
+    pub retain_until: SystemTime,
+}
+
+impl L1Entry {
+    /// Bytes this entry costs: body, header fields, and a fixed overhead for the rest.
+    fn weight(&self) -> u32 {
+        let headers: usize = self
+            .meta
+            .header
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        u32::try_from(self.body.len() + headers + 256).unwrap_or(u32::MAX)
+    }
+}
+
+struct UntilUseless;
+
+impl moka::Expiry<HashBinary, Arc<L1Entry>> for UntilUseless {
+    fn expire_after_create(
+        &self,
+        _: &HashBinary,
+        v: &Arc<L1Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(
+            v.retain_until
+                .duration_since(SystemTime::now())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &HashBinary,
+        v: &Arc<L1Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(
+            v.retain_until
+                .duration_since(SystemTime::now())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+pub struct MokaTier {
+    cache: moka::sync::Cache<HashBinary, Arc<L1Entry>>,
+}
+
+impl MokaTier {
+    pub fn new(capacity_bytes: u64, metrics: Arc<Metrics>) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|_, v: &Arc<L1Entry>| v.weight())
+            .expire_after(UntilUseless)
+            .eviction_listener(move |_, _, cause| {
+                let cause = match cause {
+                    RemovalCause::Size => "size",
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                metrics.l1_evictions.with_label_values(&[cause]).inc();
+            })
+            .build();
+        Self { cache }
+    }
+
+    pub fn get(&self, key: &HashBinary) -> Option<Arc<L1Entry>> {
+        self.cache.get(key)
+    }
+
+    pub fn insert(&self, key: HashBinary, entry: L1Entry) {
+        self.cache.insert(key, Arc::new(entry));
+    }
+
+    /// True if something was removed.
+    pub fn remove(&self, key: &HashBinary) -> bool {
+        self.cache.remove(key).is_some()
+    }
+
+    /// Entries and bytes held (after running moka's pending maintenance, so they are current).
+    pub fn usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks();
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}

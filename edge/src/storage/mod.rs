@@ -1,0 +1,341 @@
+//! `TieredStorage`: Pingora's [`Storage`] over our cache tiers. Today that is the in-process L1
+//! ([`l1::MokaTier`]); the region-shared memcached L2 plugs in behind the same lookup, fill and
+//! update paths (see docs/architecture.md §3).
+//!
+//! Freshness lives only in the [`CacheMeta`] (fresh-until, epoch, stale windows); a tier's own
+//! expiry just reclaims memory once an object can no longer be used even to revalidate.
+
+pub mod l1;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, MissFinishType, PurgeOutcome, PurgeTarget, PurgeType,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta, HitHandler, MissHandler, Storage};
+use pingora_error::{ErrorType, OrErr, Result};
+use pingora_http::ResponseHeader;
+
+use crate::metrics::Metrics;
+use crate::policy::vary::VariantRegistry;
+use l1::{L1Entry, MokaTier};
+
+/// Which tier answered a lookup; carried in the hit's [`CacheMeta`] extensions for
+/// `Cache-Status: …; detail=l1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    L1,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::L1 => "l1",
+        }
+    }
+}
+
+/// The parts of a [`CacheMeta`] we keep (it is not `Clone`; rebuilding one per hit costs a
+/// header clone, less than deserializing).
+#[derive(Clone, Debug)]
+pub struct StoredMeta {
+    pub fresh_until: SystemTime,
+    pub created: SystemTime,
+    /// Reference point for age: `response_time − corrected_initial_age`.
+    pub epoch: SystemTime,
+    pub stale_while_revalidate: u32,
+    pub stale_if_error: u32,
+    pub variance: Option<HashBinary>,
+    pub header: ResponseHeader,
+}
+
+impl StoredMeta {
+    pub fn from_meta(meta: &CacheMeta) -> Self {
+        Self {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            epoch: meta.epoch(),
+            stale_while_revalidate: meta.stale_while_revalidate_sec(),
+            stale_if_error: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            header: meta.response_header_copy(),
+        }
+    }
+
+    pub fn to_meta(&self, tier: Tier) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate,
+            self.stale_if_error,
+            self.header.clone(),
+        );
+        meta.set_epoch_override(self.epoch);
+        if let Some(v) = self.variance {
+            meta.set_variance(v);
+        }
+        meta.extensions_mut().insert(tier);
+        meta
+    }
+
+    /// Until when the object is still of use: fresh, servable stale, or worth revalidating.
+    pub fn retain_until(&self, grace: Duration) -> SystemTime {
+        let stale = u64::from(self.stale_while_revalidate.max(self.stale_if_error));
+        self.fresh_until + Duration::from_secs(stale).max(grace)
+    }
+}
+
+/// Settings of the tiers.
+#[derive(Clone, Copy, Debug)]
+pub struct TierConfig {
+    pub l1_capacity_bytes: u64,
+    /// Kept this long past every stale window, to revalidate with a 304.
+    pub grace: Duration,
+    /// No object outlives this in a tier, whatever its headers say.
+    pub max_retain: Duration,
+}
+
+pub struct TieredStorage {
+    l1: MokaTier,
+    variants: VariantRegistry,
+    config: TierConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl TieredStorage {
+    pub fn new(config: TierConfig, max_variants: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            l1: MokaTier::new(config.l1_capacity_bytes, Arc::clone(&metrics)),
+            variants: VariantRegistry::new(
+                max_variants,
+                config.max_retain.min(Duration::from_secs(24 * 3600)),
+            ),
+            config,
+            metrics,
+        }
+    }
+
+    /// Built once and shared by every request for the life of the process, as Pingora needs.
+    pub fn leak(self) -> &'static Self {
+        Box::leak(Box::new(self))
+    }
+
+    pub fn variants(&self) -> &VariantRegistry {
+        &self.variants
+    }
+
+    pub fn l1(&self) -> &MokaTier {
+        &self.l1
+    }
+
+    /// Removes every stored variant of the URL behind `key` (its primary slot and every
+    /// secondary one we know of). Returns how many objects were removed.
+    pub fn invalidate(&self, key: &CacheKey) -> usize {
+        let primary = key.primary_bin();
+        let mut removed = usize::from(self.l1.remove(&primary));
+        for variance in self.variants.variants(&primary) {
+            let mut variant = key.clone();
+            variant.set_variance_key(variance);
+            removed += usize::from(self.l1.remove(&variant.combined_bin()));
+        }
+        self.variants.forget(&primary);
+        removed
+    }
+
+    fn insert(&self, key: HashBinary, meta: StoredMeta, body: Bytes) {
+        let retain_until = meta
+            .retain_until(self.config.grace)
+            .min(SystemTime::now() + self.config.max_retain);
+        self.l1.insert(
+            key,
+            L1Entry {
+                meta,
+                body,
+                retain_until,
+            },
+        );
+    }
+}
+
+#[async_trait]
+impl Storage for TieredStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(entry) = self.l1.get(&key.combined_bin()) else {
+            self.metrics.l1_lookups.with_label_values(&["miss"]).inc();
+            return Ok(None);
+        };
+        self.metrics.l1_lookups.with_label_values(&["hit"]).inc();
+        let hit = BodyHit {
+            body: entry.body.clone(),
+            next: Some(0..entry.body.len()),
+        };
+        Ok(Some((entry.meta.to_meta(Tier::L1), Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(Fill {
+            storage: self,
+            key: key.combined_bin(),
+            meta: StoredMeta::from_meta(meta),
+            chunks: Vec::new(),
+            size: 0,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let removed = self.l1.remove(&target.key().combined_bin());
+        Ok(if removed {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let key = key.combined_bin();
+        let Some(old) = self.l1.get(&key) else {
+            return Ok(false);
+        };
+        self.insert(key, StoredMeta::from_meta(meta), old.body.clone());
+        Ok(true)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// A hit on a whole object held in memory: zero-copy, seekable for ranges.
+struct BodyHit {
+    body: Bytes,
+    /// The part still to be read; `None` once read.
+    next: Option<std::ops::Range<usize>>,
+}
+
+#[async_trait]
+impl HandleHit for BodyHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        Ok(self
+            .next
+            .take()
+            .filter(|r| !r.is_empty())
+            .map(|r| self.body.slice(r)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let end = end.unwrap_or(self.body.len());
+        if start > end || end > self.body.len() {
+            return pingora_error::Error::e_explain(
+                ErrorType::InternalError,
+                format!(
+                    "seek {start}..{end} outside a {} byte body",
+                    self.body.len()
+                ),
+            );
+        }
+        self.next = Some(start..end);
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.body.len()
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// A fill: the body is gathered as it streams to the client and stored whole at the end, so a
+/// reader never sees half an object. Dropped without `finish`, it stores nothing.
+struct Fill {
+    storage: &'static TieredStorage,
+    key: HashBinary,
+    meta: StoredMeta,
+    chunks: Vec<Bytes>,
+    size: usize,
+}
+
+#[async_trait]
+impl HandleMiss for Fill {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.size += data.len();
+        if !data.is_empty() {
+            self.chunks.push(data);
+        }
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let Fill {
+            storage,
+            key,
+            mut meta,
+            chunks,
+            size,
+        } = *self;
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut joined = BytesMut::with_capacity(size);
+                for chunk in &chunks {
+                    joined.extend_from_slice(chunk);
+                }
+                joined.freeze()
+            }
+        };
+        // The whole body is known now: hits get an exact Content-Length instead of chunking.
+        meta.header.remove_header(&http::header::TRANSFER_ENCODING);
+        meta.header
+            .insert_header(http::header::CONTENT_LENGTH, body.len())
+            .or_err(
+                ErrorType::InternalError,
+                "setting Content-Length on a stored object",
+            )?;
+        storage.insert(key, meta, body);
+        Ok(MissFinishType::Created(size))
+    }
+}
