@@ -49,20 +49,23 @@ pub struct EdgeProxy {
     pub metrics: Arc<Metrics>,
 }
 
-/// Request-specific reasons not to store: they say nothing about the URL, so they must not
-/// teach the predictor to skip the cache for everyone else.
-fn request_specific(reason: &'static str) -> bool {
+/// Reasons not to store that say nothing about the URL (they depend on this request, or on a
+/// passing origin error), so they must not teach the predictor to skip the cache for everyone.
+fn says_nothing_about_the_url(reason: &'static str) -> bool {
     matches!(
         reason,
-        "request-no-store" | "authorization" | "too-many-variants"
+        "request-no-store" | "authorization" | "too-many-variants" | ORIGIN_ERROR
     )
 }
+
+/// What the predictor is told when an origin error was not stored.
+const ORIGIN_ERROR: &str = "origin-error-status";
 
 impl EdgeProxy {
     pub fn predictor(capacity: usize) -> &'static Predictor<PREDICTOR_SHARDS> {
         Box::leak(Box::new(Predictor::new(
             capacity / PREDICTOR_SHARDS,
-            Some(request_specific),
+            Some(says_nothing_about_the_url),
         )))
     }
 
@@ -385,7 +388,12 @@ impl ProxyHttp for EdgeProxy {
             }
             Verdict::DontStore(why) => {
                 ctx.detail = Some(why);
-                Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(why)))
+                let reason = if resp.status.is_server_error() {
+                    ORIGIN_ERROR
+                } else {
+                    why
+                };
+                Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(reason)))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! One test binary with a module per area (as linkerd and sozu do); `tests/README.md` maps them.
 
 mod config_files;
+mod edge;
 mod origin_bad_input;
 mod origin_flows;
 

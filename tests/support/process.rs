@@ -1,6 +1,6 @@
-//! The real binaries as child processes: built once per test run, started with a config file on
-//! `127.0.0.1:0`, their bound address read from their log, stopped (SIGTERM, then SIGKILL) on
-//! drop. Their logs are kept for failure messages.
+//! The real binaries as child processes, started with a config file on loopback ports (the
+//! origin binds `:0` and logs its address; the edge gets free ports and is polled until it
+//! answers), stopped on drop. Their logs are kept for failure messages.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -39,7 +39,7 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         .and_then(|m| m.modified())
         .map_err(|_| anyhow::anyhow!("{} does not exist: {hint}", path.display()))?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Some((source, changed)) = newest_source(workspace)
+    if let Some((source, changed)) = newest_source(workspace, name)
         && changed > built
     {
         bail!(
@@ -51,10 +51,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The most recently modified file among the binaries' sources.
-fn newest_source(workspace: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
+/// The most recently modified file among the sources of binary `name` (its crate and common).
+fn newest_source(workspace: &Path, name: &str) -> Option<(PathBuf, std::time::SystemTime)> {
     let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
-    let mut dirs: Vec<PathBuf> = ["common", "edge", "origin"]
+    let mut dirs: Vec<PathBuf> = ["common", name]
         .iter()
         .flat_map(|krate| ["src", "templates", "migrations"].map(|d| workspace.join(krate).join(d)))
         .collect();
@@ -113,7 +113,7 @@ impl OriginProcess {
     }
 
     pub fn logs(&self) -> String {
-        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+        joined(&self.logs)
     }
 
     /// SIGTERM, then wait for a clean exit; the exit status.
@@ -128,13 +128,12 @@ impl Drop for OriginProcess {
     }
 }
 
-/// Spawns `binary --config path`, collects its stderr, and waits for the log line containing
-/// `ready_marker` and an `addr=` field.
-fn spawn_and_wait(
+/// Spawns `binary --config path` with its stderr collected line by line; `on_line` sees each.
+fn spawn(
     binary: &Path,
     config: &Path,
-    ready_marker: &str,
-) -> anyhow::Result<(Child, SocketAddr, Logs)> {
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> anyhow::Result<(Child, Logs)> {
     let mut child = Command::new(binary)
         .arg("--config")
         .arg(config)
@@ -148,34 +147,169 @@ fn spawn_and_wait(
         .spawn()
         .with_context(|| format!("spawning {}", binary.display()))?;
     let stderr = child.stderr.take().context("no stderr pipe")?;
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let marker = ready_marker.to_owned();
+    let logs = Logs::default();
     let sink = Arc::clone(&logs);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(&marker)
-                && let Some(addr) = field(&line, "addr").and_then(|a| a.parse().ok())
-            {
-                let _ = addr_tx.send(addr);
-            }
+            on_line(&line);
             if let Ok(mut l) = sink.lock() {
                 l.push(line);
             }
         }
     });
+    Ok((child, logs))
+}
+
+/// Spawns `binary --config path` and waits for the log line containing `ready_marker` and an
+/// `addr=` field: the address it bound.
+fn spawn_and_wait(
+    binary: &Path,
+    config: &Path,
+    ready_marker: &str,
+) -> anyhow::Result<(Child, SocketAddr, Logs)> {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let marker = ready_marker.to_owned();
+    let (mut child, logs) = spawn(binary, config, move |line| {
+        if line.contains(&marker)
+            && let Some(addr) = field(line, "addr").and_then(|a| a.parse().ok())
+        {
+            let _ = addr_tx.send(addr);
+        }
+    })?;
     match addr_rx.recv_timeout(START_TIMEOUT) {
         Ok(addr) => Ok((child, addr, logs)),
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
-            let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
             bail!(
-                "{} did not start listening ({status:?}); its log:\n{logs}",
-                binary.display()
+                "{} did not start listening ({status:?}); its log:\n{}",
+                binary.display(),
+                joined(&logs)
             )
         }
     }
+}
+
+fn joined(logs: &Logs) -> String {
+    logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+}
+
+/// A loopback port nobody listens on right now (bind :0, read it, release it).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A running `edge`, with the scripted or real origins it was given.
+pub struct EdgeProcess {
+    child: Child,
+    /// The proxy listener.
+    pub addr: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    logs: Logs,
+    _dir: tempfile::TempDir,
+}
+
+impl EdgeProcess {
+    /// Starts `edge` in front of `origins`, with `extra` (TOML) merged over a test base config:
+    /// 2 threads, TCP health checks every 100 ms, free loopback ports.
+    pub fn start(origins: &[SocketAddr], extra: &str) -> anyhow::Result<Self> {
+        let (addr, admin) = (free_port()?, free_port()?);
+        let origins: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
+        let base = format!(
+            "[server]\nlisten = [\"127.0.0.1:{addr}\"]\nthreads = 2\ngraceful_shutdown_timeout_secs = 1\n\
+             [origin]\naddresses = [{}]\nhealth_check_path = \"\"\nhealth_check_interval_ms = 100\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+            origins.join(", ")
+        );
+        let mut config: toml::Table = base.parse()?;
+        merge(
+            &mut config,
+            extra.parse::<toml::Table>().context("extra edge config")?,
+        );
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("edge.toml");
+        std::fs::write(&path, toml::to_string(&config)?)?;
+        let (mut child, logs) = spawn(&binary("edge")?, &path, |_| {})?;
+        let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse()?;
+        let proxy_addr: SocketAddr = format!("127.0.0.1:{addr}").parse()?;
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while !(answers_healthz(admin_addr) && std::net::TcpStream::connect(proxy_addr).is_ok()) {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "edge exited ({status}) before listening; its log:\n{}",
+                    joined(&logs)
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("edge did not start listening; its log:\n{}", joined(&logs));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            child,
+            addr: proxy_addr,
+            admin: admin_addr,
+            logs,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn logs(&self) -> String {
+        joined(&self.logs)
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        terminate(&mut self.child)
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deep-merges `extra` into `base` (tables merge, everything else replaces).
+fn merge(base: &mut toml::Table, extra: toml::Table) {
+    for (k, v) in extra {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(e)) => merge(b, e),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// A blocking `GET /healthz` on the admin listener.
+fn answers_healthz(admin: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(admin) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out.starts_with(b"HTTP/1.1 200")
 }
 
 /// The value of `name=value` in a tracing log line.

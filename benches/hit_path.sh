@@ -1,0 +1,669 @@
+#!/usr/bin/env bash
+# Hit-path load benchmark: Outpost's edge vs nginx (proxy_cache) vs Varnish, serving CACHED
+# objects (1 KiB and 100 KiB) from the same origin.
+#
+# What it measures
+#   For each proxy and object size: requests/second, p50 and p99 latency (wrk --latency) and
+#   requests per server CPU-second (utime+stime from /proc/<pid>/stat summed over all of the
+#   proxy's processes: nginx master+worker, varnishd manager+child, edge; divided by
+#   `getconf CLK_TCK`). Then the ratios Outpost/nginx and Outpost/Varnish.
+#
+# How
+#   - An origin (its own nginx instance, not pinned) serves /1k.bin and /100k.bin with
+#     `Cache-Control: public, max-age=3600` and an ETag. Its access log counts the requests that
+#     reach it: every measured run must add none (all hits), or the script fails.
+#   - Each proxy is started by this script (no system services), pinned to core 0 with
+#     `taskset -c 0`; wrk (1 thread, 64 connections) is pinned to core 1.
+#   - Each cache is warmed and checked to answer from cache (Outpost `cache-status: outpost; hit`,
+#     nginx `X-Cache: HIT`, Varnish two ids in `X-Varnish`) and to return the origin's bytes.
+#   - Runs are interleaved: for round in 1..3, for size in 1k 100k, for each proxy (the order of
+#     proxies rotates per round): 2 s warm-up run, then a 10 s measured run. Tables report the
+#     median over rounds.
+#
+# Run
+#   benches/hit_path.sh [OUT.md]
+#   Prints a Markdown report on stdout (progress on stderr) and also writes it to OUT.md if given.
+#   Installs nginx, varnish, wrk (apt-get; via sudo when not root) if missing and builds the edge
+#   (`cargo build --release --locked -p edge --bin edge`). Takes about 4-5 minutes plus the build
+#   (3 rounds x 2 sizes x 3 proxies x 12 s = 216 s of load).
+#
+# Knobs (environment): HIT_PATH_ROUNDS (3), HIT_PATH_DURATION (10, seconds), HIT_PATH_WARMUP (2),
+#   HIT_PATH_CONNECTIONS (64), HIT_PATH_PORT_BASE (18480; uses 5 ports from it),
+#   HIT_PATH_PROXY_CPU (0), HIT_PATH_WRK_CPU (1), EDGE_BIN (use this edge binary, skip the build).
+#   Needs a Linux machine with at least 2 cores; everything stays on 127.0.0.1.
+
+set -euo pipefail
+umask 022
+
+ROUNDS=${HIT_PATH_ROUNDS:-3}
+DURATION=${HIT_PATH_DURATION:-10}
+WARMUP=${HIT_PATH_WARMUP:-2}
+CONNS=${HIT_PATH_CONNECTIONS:-64}
+PORT_BASE=${HIT_PATH_PORT_BASE:-18480}
+PROXY_CPU=${HIT_PATH_PROXY_CPU:-0}
+WRK_CPU=${HIT_PATH_WRK_CPU:-1}
+
+ORIGIN_PORT=$PORT_BASE
+NGINX_PORT=$((PORT_BASE + 1))
+VARNISH_PORT=$((PORT_BASE + 2))
+EDGE_PORT=$((PORT_BASE + 3))
+EDGE_ADMIN_PORT=$((PORT_BASE + 4))
+
+SIZES=(1k 100k)
+PROXIES=(outpost nginx varnish)
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${1:-}
+if [[ -n $OUT && $OUT != /* ]]; then OUT="$PWD/$OUT"; fi
+# nginx and varnishd live in /usr/sbin, which is not on a normal user's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+log() { printf '[hit_path] %s\n' "$*" >&2; }
+die() {
+    printf '[hit_path] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Prerequisites
+# ---------------------------------------------------------------------------------------------
+
+[[ $(uname -s) == Linux ]] || die "Linux only (taskset, /proc/<pid>/stat)"
+ncpu=$(getconf _NPROCESSORS_ONLN)
+((ncpu >= 2)) || die "needs 2 cores (proxy on core $PROXY_CPU, wrk on core $WRK_CPU); this machine has $ncpu"
+
+SUDO=()
+if [[ $EUID -ne 0 ]]; then
+    command -v sudo >/dev/null || die "not root and no sudo: cannot install packages"
+    SUDO=(sudo)
+fi
+
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v varnishd >/dev/null || missing+=(varnish)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
+command -v pgrep >/dev/null || missing+=(procps)
+command -v taskset >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+    log "installing missing packages: ${missing[*]} (apt-get update; apt-get install -y ${missing[*]})"
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+    # The packages may start system services; this benchmark runs its own instances on its own
+    # ports, so stop the ones the install just started (they would compete for the CPU).
+    for svc in nginx varnish; do
+        if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+            log "stopping the $svc service the package started"
+            "${SUDO[@]}" systemctl stop "$svc" || true
+        elif command -v service >/dev/null && service "$svc" status >/dev/null 2>&1; then
+            log "stopping the $svc service the package started"
+            "${SUDO[@]}" service "$svc" stop || true
+        fi
+    done
+fi
+
+if [[ -n ${EDGE_BIN:-} ]]; then
+    [[ -x $EDGE_BIN ]] || die "EDGE_BIN=$EDGE_BIN is not an executable"
+    log "using EDGE_BIN=$EDGE_BIN (no build)"
+else
+    log "building the edge: cargo build --release --locked -p edge --bin edge"
+    (cd "$ROOT" && cargo build --release --locked -p edge --bin edge) ||
+        die "building the edge failed"
+    EDGE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/edge"
+    [[ -x $EDGE_BIN ]] || die "built edge not found at $EDGE_BIN"
+fi
+
+CLK_TCK=$(getconf CLK_TCK)
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$ORIGIN_PORT" "$NGINX_PORT" "$VARNISH_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT"; do
+    if port_in_use "$p"; then
+        die "port 127.0.0.1:$p is already in use (a stray server from an earlier run?); stop it or set HIT_PATH_PORT_BASE"
+    fi
+done
+
+# ---------------------------------------------------------------------------------------------
+# Temp dir, process bookkeeping, cleanup
+# ---------------------------------------------------------------------------------------------
+
+D=$(mktemp -d -t hit_path.XXXXXX)
+# nginx workers and varnishd's child drop privileges when started as root: let them in.
+chmod 755 "$D"
+
+PIDS=()    # main pid of every server this script started
+SIGNALS=() # the signal that stops it quickly
+NAMES=()
+
+cleanup() {
+    local rc=$? i p children=() deadline
+    set +e
+    trap - EXIT INT TERM
+    for p in "${PIDS[@]}"; do
+        # shellcheck disable=SC2207
+        children+=($(pgrep -P "$p" 2>/dev/null))
+    done
+    for i in "${!PIDS[@]}"; do
+        kill -"${SIGNALS[$i]}" "${PIDS[$i]}" 2>/dev/null
+    done
+    deadline=$((SECONDS + 5))
+    for p in "${PIDS[@]}" "${children[@]}"; do
+        while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null; fi
+    done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$D"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# started NAME SIGNAL PID: remember a server for cleanup.
+started() {
+    NAMES+=("$1")
+    SIGNALS+=("$2")
+    PIDS+=("$3")
+}
+
+# wait_http NAME PID URL LOG: poll URL (bounded: 20 s) until it answers 2xx; fail fast if the
+# process exits.
+wait_http() {
+    local name=$1 pid=$2 url=$3 logf=$4 i
+    for ((i = 0; i < 200; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited during startup; its log ($logf):"
+            tail -n 30 "$logf" >&2 || true
+            die "$name did not start"
+        fi
+        if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    tail -n 30 "$logf" >&2 || true
+    die "$name did not answer $url within 20 s"
+}
+
+# The pids of a server: its main process and its children (nginx worker, varnishd child).
+server_pids() {
+    echo "$1"
+    pgrep -P "$1" | sort -n || true
+}
+
+# cpu_ticks PID...: utime + stime (fields 14 and 15 of /proc/<pid>/stat) summed over PIDs.
+cpu_ticks() {
+    local total=0 pid stat rest f
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || die "process $pid is gone (crashed?)"
+        rest=${stat##*) } # drop "pid (comm) ": comm may hold spaces; f[0] is field 3
+        read -r -a f <<<"$rest"
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+origin_requests() { wc -l <"$D/origin/access.log"; }
+
+# ---------------------------------------------------------------------------------------------
+# Origin: its own nginx, serving two files with Cache-Control and an ETag
+# ---------------------------------------------------------------------------------------------
+
+# nginx_temp_paths DIR: keep nginx's temp files out of /var/lib/nginx.
+nginx_temp_paths() {
+    local t
+    for t in client_body proxy fastcgi uwsgi scgi; do
+        printf '    %s_temp_path %s/tmp/%s;\n' "$t" "$1" "$t"
+    done
+}
+
+mkdir -p "$D/origin/www" "$D/origin/tmp"
+head -c 1024 /dev/urandom >"$D/origin/www/1k.bin"
+head -c 102400 /dev/urandom >"$D/origin/www/100k.bin"
+touch "$D/origin/access.log"
+cat >"$D/origin/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $D/origin/nginx.pid;
+error_log $D/origin/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log $D/origin/access.log;
+$(nginx_temp_paths "$D/origin")
+    default_type application/octet-stream;
+    sendfile on;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        root $D/origin/www;
+        etag on;
+        location / {
+            add_header Cache-Control "public, max-age=3600";
+        }
+    }
+}
+EOF
+
+# start_nginx NAME DIR CPUSET: test the config, then run nginx in the foreground (backgrounded).
+start_nginx() {
+    local name=$1 dir=$2 pin=("${@:3}") pid
+    nginx -t -q -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" 2>"$dir/config-test.log" || {
+        cat "$dir/config-test.log" >&2
+        die "$name: nginx config test failed"
+    }
+    "${pin[@]}" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    started "$name" TERM "$pid"
+}
+
+log "starting the origin (nginx) on 127.0.0.1:$ORIGIN_PORT"
+start_nginx origin "$D/origin"
+ORIGIN_PID=${PIDS[-1]}
+wait_http origin "$ORIGIN_PID" "http://127.0.0.1:$ORIGIN_PORT/1k.bin" "$D/origin/error.log"
+hdr=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/100k.bin")
+grep -qi '^cache-control: public, max-age=3600' <<<"$hdr" || die "origin sends no Cache-Control: $hdr"
+grep -qi '^etag:' <<<"$hdr" || die "origin sends no ETag: $hdr"
+
+PIN=(taskset -c "$PROXY_CPU")
+
+# ---------------------------------------------------------------------------------------------
+# nginx with proxy_cache
+# ---------------------------------------------------------------------------------------------
+
+mkdir -p "$D/nginx/tmp"
+cat >"$D/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $D/nginx/nginx.pid;
+error_log $D/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths "$D/nginx")
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    proxy_cache_path $D/nginx/cache levels=1:2 keys_zone=hit_path:10m max_size=1g inactive=1h use_temp_path=off;
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 16;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache hit_path;
+            # Used only when the origin says nothing; it sends max-age=3600, which nginx honours.
+            proxy_cache_valid 200 10m;
+            proxy_cache_lock on;
+            add_header X-Cache \$upstream_cache_status;
+        }
+    }
+}
+EOF
+log "starting nginx (proxy_cache) on 127.0.0.1:$NGINX_PORT, pinned to core $PROXY_CPU"
+start_nginx nginx "$D/nginx" "${PIN[@]}"
+NGINX_PID=${PIDS[-1]}
+
+# ---------------------------------------------------------------------------------------------
+# Varnish
+# ---------------------------------------------------------------------------------------------
+
+mkdir -p "$D/varnish"
+cat >"$D/varnish/hit_path.vcl" <<EOF
+vcl 4.1;
+
+backend origin {
+    .host = "127.0.0.1";
+    .port = "$ORIGIN_PORT";
+}
+
+sub vcl_deliver {
+    if (obj.hits > 0) {
+        set resp.http.X-Cache = "HIT";
+    } else {
+        set resp.http.X-Cache = "MISS";
+    }
+}
+EOF
+log "starting varnishd on 127.0.0.1:$VARNISH_PORT, pinned to core $PROXY_CPU"
+"${PIN[@]}" varnishd -F -a "127.0.0.1:$VARNISH_PORT" -T 127.0.0.1:0 -f "$D/varnish/hit_path.vcl" \
+    -s malloc,256m -n "$D/varnish/work" -P "$D/varnish/varnishd.pid" \
+    >"$D/varnish/varnishd.log" 2>&1 &
+started varnish TERM "$!"
+VARNISH_PID=$!
+
+# ---------------------------------------------------------------------------------------------
+# Outpost's edge
+# ---------------------------------------------------------------------------------------------
+
+mkdir -p "$D/edge"
+cat >"$D/edge/edge.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$EDGE_PORT"]
+threads = 1
+
+[origin]
+addresses = ["127.0.0.1:$ORIGIN_PORT"]
+health_check_path = ""
+
+[cache.l1]
+capacity_bytes = 268435456
+
+[admin]
+listen = "127.0.0.1:$EDGE_ADMIN_PORT"
+EOF
+"$EDGE_BIN" --config "$D/edge/edge.toml" --validate >"$D/edge/validate.log" 2>&1 || {
+    cat "$D/edge/validate.log" >&2
+    die "edge --validate rejected the config"
+}
+log "starting the edge on 127.0.0.1:$EDGE_PORT (admin $EDGE_ADMIN_PORT), pinned to core $PROXY_CPU"
+# RUST_LOG=warn: no access log line per request.
+RUST_LOG=warn "${PIN[@]}" "$EDGE_BIN" --config "$D/edge/edge.toml" >"$D/edge/edge.log" 2>&1 &
+started outpost INT "$!"
+EDGE_PID=$!
+
+wait_http nginx "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/1k.bin" "$D/nginx/error.log"
+wait_http varnish "$VARNISH_PID" "http://127.0.0.1:$VARNISH_PORT/1k.bin" "$D/varnish/varnishd.log"
+wait_http "edge admin" "$EDGE_PID" "http://127.0.0.1:$EDGE_ADMIN_PORT/healthz" "$D/edge/edge.log"
+wait_http "edge (readyz: origin healthy)" "$EDGE_PID" "http://127.0.0.1:$EDGE_ADMIN_PORT/readyz" "$D/edge/edge.log"
+wait_http edge "$EDGE_PID" "http://127.0.0.1:$EDGE_PORT/1k.bin" "$D/edge/edge.log"
+
+proxy_pid() {
+    case $1 in
+    outpost) echo "$EDGE_PID" ;;
+    nginx) echo "$NGINX_PID" ;;
+    varnish) echo "$VARNISH_PID" ;;
+    esac
+}
+proxy_port() {
+    case $1 in
+    outpost) echo "$EDGE_PORT" ;;
+    nginx) echo "$NGINX_PORT" ;;
+    varnish) echo "$VARNISH_PORT" ;;
+    esac
+}
+proxy_label() {
+    case $1 in
+    outpost) echo "Outpost edge" ;;
+    nginx) echo "nginx proxy_cache" ;;
+    varnish) echo "Varnish" ;;
+    esac
+}
+size_label() {
+    case $1 in
+    1k) echo "1 KiB" ;;
+    100k) echo "100 KiB" ;;
+    esac
+}
+
+# Every process of every proxy must be pinned to the proxy core.
+for proxy in "${PROXIES[@]}"; do
+    for pid in $(server_pids "$(proxy_pid "$proxy")"); do
+        for task in /proc/"$pid"/task/*; do
+            aff=$(taskset -cp "${task##*/}" 2>/dev/null | awk -F': ' '{print $2}') || aff=
+            [[ $aff == "$PROXY_CPU" ]] ||
+                die "$proxy process $pid thread ${task##*/} runs on cores '$aff', expected $PROXY_CPU"
+        done
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Warm the caches and check that each proxy answers from cache with the origin's bytes
+# ---------------------------------------------------------------------------------------------
+
+# is_hit PROXY HEADERS_FILE
+is_hit() {
+    case $1 in
+    outpost) grep -qiE '^cache-status: *outpost; *hit' "$2" ;;
+    nginx) grep -qiE '^x-cache: *HIT' "$2" ;;
+    varnish) grep -qiE '^x-varnish: *[0-9]+ +[0-9]+' "$2" ;;
+    esac
+}
+
+mkdir -p "$D/check"
+for proxy in "${PROXIES[@]}"; do
+    port=$(proxy_port "$proxy")
+    for size in "${SIZES[@]}"; do
+        for i in 1 2 3 4; do
+            code=$(curl -sS --max-time 5 -o "$D/check/body" -D "$D/check/$proxy-$size.hdr" \
+                -w '%{http_code}' "http://127.0.0.1:$port/$size.bin") ||
+                die "$proxy: request for /$size.bin failed"
+            [[ $code == 200 ]] || die "$proxy: /$size.bin answered $code"
+            cmp -s "$D/check/body" "$D/origin/www/$size.bin" ||
+                die "$proxy: /$size.bin body differs from the origin's"
+        done
+        if ! is_hit "$proxy" "$D/check/$proxy-$size.hdr"; then
+            cat "$D/check/$proxy-$size.hdr" >&2
+            die "$proxy does not serve /$size.bin from cache after 4 requests (headers above)"
+        fi
+    done
+done
+# And the origin must see nothing more once the caches are warm.
+before=$(origin_requests)
+for proxy in "${PROXIES[@]}"; do
+    for size in "${SIZES[@]}"; do
+        for i in 1 2 3 4 5; do
+            curl -fsS --max-time 5 -o /dev/null "http://127.0.0.1:$(proxy_port "$proxy")/$size.bin"
+        done
+    done
+done
+after=$(origin_requests)
+((after == before)) || die "warm caches still sent $((after - before)) requests to the origin"
+log "all three proxies serve both objects from cache"
+
+# ---------------------------------------------------------------------------------------------
+# Load
+# ---------------------------------------------------------------------------------------------
+
+# parse_wrk FILE -> "rps p50_ms p99_ms requests non2xx socket_errors"
+parse_wrk() {
+    awk '
+    function ms(v,   n, u) {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") return n / 1000
+        if (u == "ms") return n
+        if (u == "s") return n * 1000
+        if (u == "m") return n * 60000
+        if (u == "h") return n * 3600000
+        return -1
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    / requests in / { req = $1 }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ { gsub(",", ""); sockerr = $4 + $6 + $8 + $10 }
+    END {
+        if (rps == "" || p50 == "" || p99 == "" || req == "" || p50 < 0 || p99 < 0) exit 1
+        printf "%s %s %s %s %d %d\n", rps, p50, p99, req, non2xx, sockerr
+    }' "$1"
+}
+
+WRK=(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS")
+RESULTS="$D/results.tsv"
+: >"$RESULTS"
+mkdir -p "$D/wrk"
+
+run_one() {
+    local round=$1 size=$2 proxy=$3 url pid pids_before pids_after t0 t1 o0 o1 out parsed
+    local rps p50 p99 req non2xx sockerr cpu_s cpu_pct per_cpu
+    url="http://127.0.0.1:$(proxy_port "$proxy")/$size.bin"
+    pid=$(proxy_pid "$proxy")
+    out="$D/wrk/$round-$size-$proxy.txt"
+    "${WRK[@]}" -d"${WARMUP}s" "$url" >"$out.warmup" 2>&1 || {
+        cat "$out.warmup" >&2
+        die "wrk warm-up against $proxy failed"
+    }
+    pids_before=$(server_pids "$pid")
+    o0=$(origin_requests)
+    # shellcheck disable=SC2086
+    t0=$(cpu_ticks $pids_before)
+    "${WRK[@]}" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || {
+        cat "$out" >&2
+        die "wrk against $proxy failed"
+    }
+    # shellcheck disable=SC2086
+    t1=$(cpu_ticks $pids_before)
+    o1=$(origin_requests)
+    pids_after=$(server_pids "$pid")
+    [[ $pids_before == "$pids_after" ]] ||
+        die "$proxy's processes changed during the run (a crash/restart?): $(echo $pids_before) -> $(echo $pids_after)"
+    parsed=$(parse_wrk "$out") || {
+        cat "$out" >&2
+        die "could not parse wrk's output (above)"
+    }
+    read -r rps p50 p99 req non2xx sockerr <<<"$parsed"
+    ((t1 > t0)) || die "$proxy used no CPU time during the run?"
+    read -r cpu_s cpu_pct per_cpu < <(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v req="$req" \
+        -v dur="$DURATION" 'BEGIN { s = d / hz; printf "%.2f %.1f %.0f\n", s, 100 * s / dur, req / s }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" "$proxy" "$rps" \
+        "$p50" "$p99" "$req" "$cpu_s" "$cpu_pct" "$per_cpu" "$((non2xx + sockerr))" "$((o1 - o0))" \
+        >>"$RESULTS"
+    log "$(printf 'round %d %-5s %-8s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %8.0f req/CPU-s  cpu %5.1f%%  errors %d  origin %d' \
+        "$round" "$size" "$proxy" "$rps" "$p50" "$p99" "$per_cpu" "$cpu_pct" "$((non2xx + sockerr))" "$((o1 - o0))")"
+}
+
+started_at=$SECONDS
+log "load: $ROUNDS rounds x ${#SIZES[@]} sizes x ${#PROXIES[@]} proxies, each ${WARMUP}s warm-up + ${DURATION}s measured, $CONNS connections"
+for ((round = 1; round <= ROUNDS; round++)); do
+    for size in "${SIZES[@]}"; do
+        for ((k = 0; k < ${#PROXIES[@]}; k++)); do
+            # Rotate which proxy goes first so no proxy always runs right after the same one.
+            proxy=${PROXIES[$(((k + round - 1) % ${#PROXIES[@]}))]}
+            run_one "$round" "$size" "$proxy"
+        done
+    done
+done
+load_secs=$((SECONDS - started_at))
+
+# Every run must have been served from cache, without errors.
+bad_origin=$(awk -F'\t' '$12 > 0' "$RESULTS")
+bad_errors=$(awk -F'\t' '$11 > 0' "$RESULTS")
+
+# Anything the edge logged at warn/error level during the benchmark.
+edge_log_lines=$(grep -cvE '^\s*$' "$D/edge/edge.log" || true)
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+# Medians per (size, proxy): "size proxy rps p50 p99 per_cpu cpu_pct errors"
+MEDIANS="$D/medians.tsv"
+awk -F'\t' '
+function median(key, col,   n, i, j, t, v) {
+    n = cnt[key]
+    for (i = 1; i <= n; i++) v[i] = val[key, col, i]
+    for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+{
+    key = $2 SUBSEP $3
+    if (!(key in cnt)) order[++nkeys] = key
+    n = ++cnt[key]
+    val[key, 4, n] = $4; val[key, 5, n] = $5; val[key, 6, n] = $6
+    val[key, 10, n] = $10; val[key, 9, n] = $9; err[key] += $11
+}
+END {
+    for (k = 1; k <= nkeys; k++) {
+        key = order[k]; split(key, p, SUBSEP)
+        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p[1], p[2], median(key, 4), median(key, 5),
+            median(key, 6), median(key, 10), median(key, 9), err[key]
+    }
+}' "$RESULTS" >"$MEDIANS"
+
+med() { # med SIZE PROXY COLUMN(3=rps 4=p50 5=p99 6=per_cpu 7=cpu% 8=errors)
+    awk -F'\t' -v s="$1" -v p="$2" -v c="$3" '$1 == s && $2 == p { print $c }' "$MEDIANS"
+}
+
+cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+nginx_version=$(nginx -v 2>&1 | sed 's/^nginx version: //')
+varnish_version=$(varnishd -V 2>&1 | head -n 1)
+wrk_version=$({ wrk -v 2>&1 || true; } | head -n 1 | awk '{ print $1, $2 }')
+edge_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain -- edge common Cargo.lock 2>/dev/null) ]]; then
+    edge_commit="$edge_commit (edge/common with uncommitted changes)"
+fi
+
+REPORT="$D/report.md"
+{
+    echo "# Hit-path benchmark: Outpost edge vs nginx proxy_cache vs Varnish"
+    echo
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "- CPU: $cpu_model ($ncpu cores online), kernel $(uname -r)"
+    echo "- Outpost edge: commit $edge_commit, release build, \`threads = 1\`, \`RUST_LOG=warn\`"
+    echo "- nginx: $nginx_version (\`worker_processes 1\`, proxy_cache on disk in a temp dir, \`access_log off\`)"
+    echo "- Varnish: $varnish_version (\`-s malloc,256m\`, default thread pools)"
+    echo "- wrk: $wrk_version, 1 thread, $CONNS connections, keep-alive"
+    echo "- Each proxy (all its processes) pinned to core $PROXY_CPU, wrk to core $WRK_CPU; origin: a separate nginx, not pinned, idle during runs (0 requests reached it)"
+    echo "- $ROUNDS rounds, interleaved (round → object → proxy, proxy order rotating), each a ${WARMUP} s warm-up then ${DURATION} s measured; medians over rounds. Load phase: ${load_secs} s"
+    echo "- req per CPU-s = requests / (utime+stime of all the proxy's processes from /proc/<pid>/stat, in seconds); server CPU % = that CPU time / ${DURATION} s (100% = the proxy's core saturated)"
+    echo
+    echo "## Results (median of $ROUNDS)"
+    echo
+    echo "| proxy | object | req/s | p50 ms | p99 ms | req per CPU-s | server CPU % | errors |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for size in "${SIZES[@]}"; do
+        for proxy in "${PROXIES[@]}"; do
+            printf '| %s | %s | %.0f | %.3f | %.3f | %.0f | %.1f | %d |\n' "$(proxy_label "$proxy")" \
+                "$(size_label "$size")" "$(med "$size" "$proxy" 3)" "$(med "$size" "$proxy" 4)" \
+                "$(med "$size" "$proxy" 5)" "$(med "$size" "$proxy" 6)" "$(med "$size" "$proxy" 7)" \
+                "$(med "$size" "$proxy" 8)"
+        done
+    done
+    echo
+    echo "errors = wrk's non-2xx/3xx responses + socket errors (connect, read, write, timeout), summed over rounds."
+    echo
+    echo "## Ratios (Outpost / other, from the medians)"
+    echo
+    echo "| object | metric | better when | Outpost/nginx | Outpost/Varnish |"
+    echo "|---|---|---|---:|---:|"
+    for size in "${SIZES[@]}"; do
+        for m in "3 req/s higher" "4 p50_latency lower" "5 p99_latency lower" "6 req_per_CPU-s higher"; do
+            read -r col name better <<<"$m"
+            o=$(med "$size" outpost "$col")
+            n=$(med "$size" nginx "$col")
+            v=$(med "$size" varnish "$col")
+            awk -v s="$(size_label "$size")" -v name="${name//_/ }" -v b="$better" -v o="$o" -v n="$n" -v v="$v" \
+                'BEGIN { printf "| %s | %s | %s | %.2f | %.2f |\n", s, name, b, o / n, o / v }'
+        done
+    done
+    echo
+    echo "For req/s and req per CPU-s a ratio above 1 favours Outpost; for latency (lower is better) a ratio below 1 favours Outpost."
+    echo
+    echo "## Every run"
+    echo
+    echo "| round | object | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | req per CPU-s | errors | origin requests |"
+    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' "$RESULTS"
+    echo
+    echo "## Hit response headers (as checked before the load)"
+    for proxy in "${PROXIES[@]}"; do
+        echo
+        echo "$(proxy_label "$proxy"), /1k.bin:"
+        echo
+        echo '```'
+        tr -d '\r' <"$D/check/$proxy-1k.hdr" | sed '/^$/d'
+        echo '```'
+    done
+    echo
+    if ((edge_log_lines > 0)); then
+        echo "## Edge log (RUST_LOG=warn): $edge_log_lines lines"
+        echo
+        echo '```'
+        tail -n 20 "$D/edge/edge.log"
+        echo '```'
+    else
+        echo "Edge log (RUST_LOG=warn): empty: no warnings or errors."
+    fi
+} >"$REPORT"
+
+cat "$REPORT"
+if [[ -n $OUT ]]; then
+    cp "$REPORT" "$OUT"
+    log "report written to $OUT"
+fi
+
+[[ -z $bad_origin ]] || die "some runs reached the origin (not pure hits), see the 'origin requests' column: $bad_origin"
+[[ -z $bad_errors ]] || die "some runs had wrk errors (non-2xx or socket errors), see the 'errors' column"
+log "done in $SECONDS s"

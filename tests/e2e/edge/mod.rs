@@ -1,0 +1,119 @@
+//! Edge tests: the real `edge` binary in front of a scripted origin. Every test asserts both what
+//! the client saw and how many requests reached the origin.
+
+mod freshness;
+mod invalidation;
+mod passthrough;
+mod requests;
+mod stale;
+mod storing;
+mod validation;
+mod vary;
+
+use std::time::Duration;
+
+use outpost_e2e::{EdgeProcess, ScriptedOrigin, http_client};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// A scripted origin, an edge in front of it, and a client.
+pub(crate) struct Setup {
+    pub origin: ScriptedOrigin,
+    pub edge: EdgeProcess,
+    pub client: reqwest::Client,
+}
+
+impl Setup {
+    pub async fn new() -> anyhow::Result<Self> {
+        Self::with_config("").await
+    }
+
+    /// `extra` is TOML merged over the test edge config.
+    pub async fn with_config(extra: &str) -> anyhow::Result<Self> {
+        let origin = ScriptedOrigin::start().await?;
+        let edge = EdgeProcess::start(&[origin.addr], extra)?;
+        Ok(Self {
+            origin,
+            edge,
+            client: http_client(),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Response> {
+        self.get_with(path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Response> {
+        self.send("GET", path, headers, Vec::new()).await
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Response> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes())?,
+                HeaderValue::from_str(v)?,
+            );
+        }
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let res = self
+            .client
+            .request(method, self.edge.url(path))
+            .headers(map)
+            .body(body)
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.bytes().await?.to_vec();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// True when the edge answered from cache without asking the origin.
+    pub fn is_hit(&self) -> bool {
+        self.cache_status().starts_with("outpost; hit")
+    }
+}
+
+/// Runs `check` until it holds, for things that happen in the background.
+pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+    outpost_e2e::wait::eventually(Duration::from_secs(10), what, || {
+        let ok = check();
+        async move { ok.then_some(()) }
+    })
+    .await
+}
