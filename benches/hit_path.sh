@@ -202,6 +202,11 @@ cpu_ticks() {
 
 origin_requests() { wc -l <"$D/origin/access.log"; }
 
+# core_ticks CPU -> "busy total" jiffies of one core from /proc/stat (busy = all but idle+iowait).
+core_ticks() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
 # ---------------------------------------------------------------------------------------------
 # Origin: its own nginx, serving two files with Cache-Control and an ETag
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +492,7 @@ mkdir -p "$D/wrk"
 
 run_one() {
     local round=$1 size=$2 proxy=$3 url pid pids_before pids_after t0 t1 o0 o1 out parsed
-    local rps p50 p99 req non2xx sockerr cpu_s cpu_pct per_cpu
+    local rps p50 p99 req non2xx sockerr cpu_s cpu_pct per_cpu busy0 total0 busy1 total1 other_pct
     url="http://127.0.0.1:$(proxy_port "$proxy")/$size.bin"
     pid=$(proxy_pid "$proxy")
     out="$D/wrk/$round-$size-$proxy.txt"
@@ -499,12 +504,14 @@ run_one() {
     o0=$(origin_requests)
     # shellcheck disable=SC2086
     t0=$(cpu_ticks $pids_before)
+    read -r busy0 total0 < <(core_ticks "$PROXY_CPU")
     "${WRK[@]}" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || {
         cat "$out" >&2
         die "wrk against $proxy failed"
     }
     # shellcheck disable=SC2086
     t1=$(cpu_ticks $pids_before)
+    read -r busy1 total1 < <(core_ticks "$PROXY_CPU")
     o1=$(origin_requests)
     pids_after=$(server_pids "$pid")
     [[ $pids_before == "$pids_after" ]] ||
@@ -517,14 +524,20 @@ run_one() {
     ((t1 > t0)) || die "$proxy used no CPU time during the run?"
     read -r cpu_s cpu_pct per_cpu < <(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v req="$req" \
         -v dur="$DURATION" 'BEGIN { s = d / hz; printf "%.2f %.1f %.0f\n", s, 100 * s / dur, req / s }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" "$proxy" "$rps" \
+    # Busy time on the proxy's core not charged to the proxy's processes: other programs on the
+    # machine, plus interrupt time the kernel does not charge to any process. High = noisy run.
+    other_pct=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" -v p="$((t1 - t0))" \
+        'BEGIN { v = (t > 0) ? 100 * (b - p) / t : 0; printf "%.1f\n", (v < 0) ? 0 : v }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" "$proxy" "$rps" \
         "$p50" "$p99" "$req" "$cpu_s" "$cpu_pct" "$per_cpu" "$((non2xx + sockerr))" "$((o1 - o0))" \
-        >>"$RESULTS"
-    log "$(printf 'round %d %-5s %-8s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %8.0f req/CPU-s  cpu %5.1f%%  errors %d  origin %d' \
-        "$round" "$size" "$proxy" "$rps" "$p50" "$p99" "$per_cpu" "$cpu_pct" "$((non2xx + sockerr))" "$((o1 - o0))")"
+        "$other_pct" >>"$RESULTS"
+    log "$(printf 'round %d %-5s %-8s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %6.0f req/CPU-s  cpu %5.1f%%  other %4.1f%%  errors %d  origin %d' \
+        "$round" "$size" "$proxy" "$rps" "$p50" "$p99" "$per_cpu" "$cpu_pct" "$other_pct" \
+        "$((non2xx + sockerr))" "$((o1 - o0))")"
 }
 
 started_at=$SECONDS
+loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load: $ROUNDS rounds x ${#SIZES[@]} sizes x ${#PROXIES[@]} proxies, each ${WARMUP}s warm-up + ${DURATION}s measured, $CONNS connections"
 for ((round = 1; round <= ROUNDS; round++)); do
     for size in "${SIZES[@]}"; do
@@ -536,6 +549,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 load_secs=$((SECONDS - started_at))
+loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Every run must have been served from cache, without errors.
 bad_origin=$(awk -F'\t' '$12 > 0' "$RESULTS")
@@ -633,9 +647,11 @@ REPORT="$D/report.md"
     echo
     echo "## Every run"
     echo
-    echo "| round | object | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | req per CPU-s | errors | origin requests |"
-    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    awk -F'\t' '{ printf "| %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' "$RESULTS"
+    echo "| round | object | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | other busy % on core $PROXY_CPU | req per CPU-s | errors | origin requests |"
+    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $13, $10, $11, $12 }' "$RESULTS"
+    echo
+    echo "other busy % = busy time of core $PROXY_CPU (/proc/stat) not charged to the proxy's processes: other programs, and interrupt time charged to no process. Load average before/after the load phase: $loadavg_before / $loadavg_after."
     echo
     echo "## Hit response headers (as checked before the load)"
     for proxy in "${PROXIES[@]}"; do
@@ -648,10 +664,10 @@ REPORT="$D/report.md"
     done
     echo
     if ((edge_log_lines > 0)); then
-        echo "## Edge log (RUST_LOG=warn): $edge_log_lines lines"
+        echo "## Edge log (RUST_LOG=warn): $edge_log_lines lines, by message (timestamps dropped)"
         echo
         echo '```'
-        tail -n 20 "$D/edge/edge.log"
+        sed -E 's/^[0-9T:.-]+Z +//' "$D/edge/edge.log" | sort | uniq -c | sort -rn | head -n 20
         echo '```'
     else
         echo "Edge log (RUST_LOG=warn): empty: no warnings or errors."

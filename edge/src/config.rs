@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub const DEFAULT_L1_CAPACITY: u64 = 256 * 1024 * 1024;
 /// 8 MiB: photos and pages fit; video segments and archives stream through uncached.
 pub const DEFAULT_L1_MAX_OBJECT: u64 = 8 * 1024 * 1024;
+/// 64 KiB: eight times nginx's default line limit; real browsers send a few KiB.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
 /// One year: the longest freshness RFC 9111 expects caches to honour.
 pub const DEFAULT_MAX_TTL_SECS: u64 = 365 * 24 * 3600;
 
@@ -37,6 +39,8 @@ pub struct ServerConfig {
     pub grace_period_secs: u64,
     /// Then how long in-flight requests get to finish.
     pub graceful_shutdown_timeout_secs: u64,
+    /// Largest request head (request line and fields) accepted; larger gets 431.
+    pub max_request_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             name: "outpost".to_owned(),
             grace_period_secs: 0,
             graceful_shutdown_timeout_secs: 5,
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
         }
     }
 }
@@ -257,6 +262,11 @@ impl Validate for EdgeConfig {
             "needs at least one address",
         );
         check(s.threads <= 1_024, "server.threads", "must be at most 1024");
+        check(
+            (1024..=1_048_575).contains(&s.max_request_header_bytes),
+            "server.max_request_header_bytes",
+            "must be between 1024 and 1048575 (Pingora's own limit)",
+        );
         check(
             !s.name.is_empty()
                 && s.name

@@ -89,6 +89,7 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
         predictor: EdgeProxy::predictor(PREDICTOR_CAPACITY),
         lock_timeout,
         max_object_bytes: usize::try_from(cache.l1.max_object_bytes).unwrap_or(usize::MAX),
+        max_request_header_bytes: config.server.max_request_header_bytes,
         origins: Arc::clone(&origins),
         metrics: Arc::clone(&metrics),
     };

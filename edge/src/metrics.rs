@@ -17,8 +17,21 @@ pub const L1_BYTES: &str = "outpost_l1_bytes";
 pub const L1_ENTRIES: &str = "outpost_l1_entries";
 pub const INVALIDATIONS: &str = "outpost_invalidations_total";
 
+/// Every value of the `cache` label of [`REQUESTS`].
+pub const OUTCOMES: [&str; 7] = [
+    "hit",
+    "stale",
+    "miss",
+    "revalidated",
+    "bypass",
+    "pass",
+    "error",
+];
+
 pub struct Metrics {
     registry: Registry,
+    /// [`Metrics::requests`] resolved per outcome once, not per request.
+    by_outcome: Vec<IntCounter>,
     /// Client requests by how the cache handled them (`hit`, `stale`, `miss`, `revalidated`,
     /// `bypass`, `pass`, `error`).
     pub requests: IntCounterVec,
@@ -72,8 +85,14 @@ impl Metrics {
         let invalidations =
             IntCounter::new(INVALIDATIONS, "Objects invalidated by unsafe methods")?;
         r.register(Box::new(invalidations.clone()))?;
+        let requests = counter_vec(&r, REQUESTS, "Client requests by cache outcome", &["cache"])?;
+        let by_outcome = OUTCOMES
+            .iter()
+            .map(|o| requests.with_label_values(&[o]))
+            .collect();
         Ok(Self {
-            requests: counter_vec(&r, REQUESTS, "Client requests by cache outcome", &["cache"])?,
+            by_outcome,
+            requests,
             origin_responses: counter_vec(
                 &r,
                 ORIGIN_RESPONSES,
@@ -95,6 +114,14 @@ impl Metrics {
             invalidations,
             registry: r,
         })
+    }
+
+    /// Counts one client request with this outcome (one of [`OUTCOMES`]).
+    pub fn request(&self, outcome: &str) {
+        match OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => self.by_outcome[i].inc(),
+            None => self.requests.with_label_values(&[outcome]).inc(),
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -45,6 +45,7 @@ pub struct EdgeProxy {
     pub predictor: &'static Predictor<PREDICTOR_SHARDS>,
     pub lock_timeout: Duration,
     pub max_object_bytes: usize,
+    pub max_request_header_bytes: usize,
     pub origins: Arc<Origins>,
     pub metrics: Arc<Metrics>,
 }
@@ -111,12 +112,25 @@ impl EdgeProxy {
         resp.insert_header("cache-status", cache_status)?;
         resp.insert_header(http::header::VIA, via)?;
         let head = session.req_header().method == Method::HEAD;
+        // The connection is not reused after our own answers (a request body may be unread):
+        // say so, or a client reusing it races the close.
+        session.set_keepalive(None);
         session.write_response_header(Box::new(resp), head).await?;
         if !head {
             session.write_response_body(Some(body), true).await?;
         }
         Ok(())
     }
+}
+
+/// Bytes of the request line and header fields, as received.
+fn request_head_size(req: &RequestHeader) -> usize {
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    req.method.as_str().len() + req.raw_path().len() + 12 + fields
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -156,6 +170,20 @@ impl ProxyHttp for EdgeProxy {
 
     /// Bodies are never rewritten: no compression module.
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
+    // --- the request ------------------------------------------------------------------------
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let size = request_head_size(session.req_header());
+        if size > self.max_request_header_bytes {
+            let status = format!("{}; detail=request-header-too-large", self.name);
+            ctx.cache_status = Some(status.clone());
+            ctx.outcome = "error";
+            Self::respond(session, 431, &status, &self.via).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
 
     // --- cache lookup ---------------------------------------------------------------------
 

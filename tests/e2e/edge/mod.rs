@@ -1,9 +1,14 @@
 //! Edge tests: the real `edge` binary in front of a scripted origin. Every test asserts both what
 //! the client saw and how many requests reached the origin.
 
+mod admin;
+mod bad_input;
+mod cache_key;
+mod coalescing;
 mod freshness;
 mod invalidation;
 mod passthrough;
+mod ranges;
 mod requests;
 mod stale;
 mod storing;
