@@ -171,3 +171,14 @@ async fn requests_fail_over_to_a_live_origin() -> anyhow::Result<()> {
     eventually("all requests at the live origin", || up.count("/any") == 6).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_cleanly() -> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    s.origin.route("/x", Reply::ok("max-age=60", "x"));
+    assert_eq!(s.get("/x").await?.status, 200);
+    let Setup { edge, .. } = s;
+    let status = tokio::task::spawn_blocking(move || edge.stop()).await??;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
