@@ -41,7 +41,7 @@ impl KeyBuilder {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or("");
-        CacheKey::new(self.primary(scheme, host, &req.uri), "")
+        key(self.primary(scheme, host, &req.uri))
     }
 
     /// The key of `target` (absolute, or relative to the request) if it is same-origin with the
@@ -65,14 +65,21 @@ impl KeyBuilder {
             }
             Some(_) if uri.scheme_str().is_some_and(|s| s != scheme) => None,
             _ if !uri.path().starts_with('/') => None,
-            _ => Some(CacheKey::new(self.primary(scheme, request_host, &uri), "")),
+            _ => Some(key(self.primary(scheme, request_host, &uri))),
         }
     }
 
     pub fn primary(&self, scheme: &str, host: &str, uri: &Uri) -> String {
         let host = normalize_host(host, scheme);
-        let mut key = format!("{scheme}://{host}{}", uri.path());
-        if let Some(query) = uri.query() {
+        let path = uri.path();
+        let query = uri.query().unwrap_or("");
+        let mut key =
+            String::with_capacity(scheme.len() + 3 + host.len() + path.len() + 1 + query.len());
+        key.push_str(scheme);
+        key.push_str("://");
+        key.push_str(&host);
+        key.push_str(path);
+        if !query.is_empty() {
             let mut params: Vec<&str> = query
                 .split('&')
                 .filter(|p| !p.is_empty() && !self.dropped(p))
@@ -80,9 +87,9 @@ impl KeyBuilder {
             if self.sort_query {
                 params.sort_unstable();
             }
-            if !params.is_empty() {
-                key.push('?');
-                key.push_str(&params.join("&"));
+            for (i, param) in params.iter().enumerate() {
+                key.push(if i == 0 { '?' } else { '&' });
+                key.push_str(param);
             }
         }
         key
@@ -98,12 +105,28 @@ impl KeyBuilder {
     }
 }
 
+/// A cache key for `primary`, its hash (BLAKE3, truncated to 128 bits) computed once here:
+/// Pingora would otherwise rehash it with Blake2b each time it is asked.
+pub fn key(primary: String) -> CacheKey {
+    let hash = blake3::hash(primary.as_bytes());
+    let mut bin = [0u8; 16];
+    bin.copy_from_slice(&hash.as_bytes()[..16]);
+    let mut key = CacheKey::new(primary, "");
+    key.set_primary_bin_override(bin);
+    key
+}
+
 /// Lower-case, without a trailing dot or the scheme's default port.
-fn normalize_host(host: &str, scheme: &str) -> String {
-    let host = host.trim().to_ascii_lowercase();
+fn normalize_host<'a>(host: &'a str, scheme: &str) -> std::borrow::Cow<'a, str> {
+    let host = host.trim();
     let default_port = if scheme == "https" { ":443" } else { ":80" };
-    let host = host.strip_suffix(default_port).unwrap_or(&host);
-    host.strip_suffix('.').unwrap_or(host).to_owned()
+    let host = host.strip_suffix(default_port).unwrap_or(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub struct RequestCtx {
     /// The cache took part in this request (a GET or HEAD with caching on).
     pub cache_used: bool,
     pub lookup: Option<Lookup>,
+    /// The tier that held the stored response, if one was found.
+    pub tier: Option<crate::storage::Tier>,
     /// The client's directives forced a stored response to be revalidated.
     pub forced_by_request: bool,
     /// When the request to the origin was sent and its response header arrived.
@@ -67,6 +69,7 @@ impl RequestCtx {
             req_dirs: Directives::default(),
             cache_used: false,
             lookup: None,
+            tier: None,
             forced_by_request: false,
             request_time: None,
             response_time: None,

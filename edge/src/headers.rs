@@ -1,6 +1,9 @@
 //! Header rules shared by the request path and the cache: hop-by-hop fields (RFC 9110 §7.6.1),
-//! which a proxy neither stores nor forwards.
+//! which a proxy neither stores nor forwards, and the fields targeted at us, which clients never
+//! see. This runs on every response, so it scans the field names once instead of looking each
+//! candidate up.
 
+use http::HeaderName;
 use pingora_http::ResponseHeader;
 
 /// Standard hop-by-hop fields. `Transfer-Encoding` is left to Pingora, which frames the message.
@@ -13,10 +16,13 @@ const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// Fields addressed to this cache (RFC 9213, Edge Architecture), removed before the client.
+const TARGETED: [&str; 2] = ["cdn-cache-control", "surrogate-control"];
+
 /// Field names listed in `Connection` (lower-cased): hop-by-hop for this message only.
 pub fn connection_listed(resp: &ResponseHeader) -> Vec<String> {
     resp.headers
-        .get_all("connection")
+        .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -32,12 +38,34 @@ pub fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
 
 /// Removes hop-by-hop fields. `Upgrade` stays on a 101, where it is the point.
 pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
-    let listed = connection_listed(resp);
+    strip(resp, false);
+}
+
+/// Removes hop-by-hop fields and the fields targeted at us: what a client must not see.
+pub fn strip_for_client(resp: &mut ResponseHeader) {
+    strip(resp, true);
+}
+
+fn strip(resp: &mut ResponseHeader, targeted: bool) {
     let upgrade = resp.status.as_u16() == 101;
-    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
-        if upgrade && (name == "upgrade" || name == "connection") {
-            continue;
-        }
+    let listed = if resp.headers.contains_key(http::header::CONNECTION) {
+        connection_listed(resp)
+    } else {
+        Vec::new()
+    };
+    let doomed: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            if upgrade && (n == "upgrade" || n == "connection") {
+                return false;
+            }
+            is_hop_by_hop(n, &listed) || (targeted && TARGETED.contains(&n))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
         resp.remove_header(&name);
     }
 }
@@ -46,22 +74,43 @@ pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
 mod tests {
     use super::*;
 
+    fn response(fields: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(200, None).expect("header");
+        for (k, v) in fields {
+            r.append_header(k.to_string(), *v).expect("valid");
+        }
+        r
+    }
+
     #[test]
     fn strips_standard_and_listed_fields() {
-        let mut r = ResponseHeader::build(200, None).expect("header");
-        for (k, v) in [
+        let mut r = response(&[
             ("Connection", "close, X-Secret"),
             ("Keep-Alive", "timeout=5"),
             ("X-Secret", "1"),
             ("X-Kept", "2"),
             ("Content-Length", "0"),
-        ] {
-            r.append_header(k, v).expect("valid");
-        }
+            ("CDN-Cache-Control", "max-age=5"),
+        ]);
         strip_hop_by_hop(&mut r);
         assert!(r.headers.get("x-secret").is_none() && r.headers.get("keep-alive").is_none());
         assert!(r.headers.get("connection").is_none());
         assert_eq!(r.headers["x-kept"], "2");
         assert_eq!(r.headers["content-length"], "0");
+        assert_eq!(
+            r.headers["cdn-cache-control"], "max-age=5",
+            "kept in what is stored"
+        );
+        strip_for_client(&mut r);
+        assert!(r.headers.get("cdn-cache-control").is_none());
+    }
+
+    #[test]
+    fn upgrade_survives_on_101() {
+        let mut r = ResponseHeader::build(101, None).expect("header");
+        r.append_header("Upgrade", "websocket").expect("valid");
+        r.append_header("Connection", "Upgrade").expect("valid");
+        strip_hop_by_hop(&mut r);
+        assert_eq!(r.headers["upgrade"], "websocket");
     }
 }

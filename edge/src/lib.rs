@@ -81,6 +81,8 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
     let proxy = EdgeProxy {
         name: config.server.name.clone(),
         via: format!("1.1 {}", config.server.name),
+        via_value: http::HeaderValue::from_str(&format!("1.1 {}", config.server.name))
+            .context("server.name as a header value")?,
         cache_enabled: cache.enabled,
         policy: Policy::new(&config.server.name, cache),
         keys: KeyBuilder::new(&cache.key),

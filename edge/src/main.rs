@@ -8,6 +8,9 @@ use clap::Parser;
 use edge::config::EdgeConfig;
 use outpost_common::cli;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Outpost edge node: caching reverse proxy")]
 struct Args {

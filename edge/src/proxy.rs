@@ -23,12 +23,21 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::cache_key::KeyBuilder;
 use crate::cache_status;
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
-use crate::headers::strip_hop_by_hop;
+use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
 use crate::policy::freshness::Exchange;
 use crate::policy::{self, Policy, Verdict, directives, vary};
 use crate::storage::TieredStorage;
 use crate::upstream::{self, Origins};
+
+/// RFC 9211's field, as a ready name (the hit path adds it to every response).
+pub const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+
+/// `Accept-Ranges: bytes`, as Pingora (and nginx) advertise on whole objects.
+pub const ACCEPT_BYTES: http::HeaderValue = http::HeaderValue::from_static("bytes");
+
+/// Most ranges served in one multipart response (Pingora's default).
+const MAX_RANGES: usize = 200;
 
 /// Shards of the uncacheable-URL predictor (Pingora's recommended power of two).
 const PREDICTOR_SHARDS: usize = 16;
@@ -37,6 +46,8 @@ pub struct EdgeProxy {
     pub name: String,
     /// `1.1 <name>`, added to `Via` both ways.
     pub via: String,
+    /// The same, ready to insert as it is when the response has no `Via` of its own.
+    pub via_value: http::HeaderValue,
     pub cache_enabled: bool,
     pub policy: Policy,
     pub keys: KeyBuilder,
@@ -109,7 +120,7 @@ impl EdgeProxy {
         resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
         resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        resp.insert_header("cache-status", cache_status)?;
+        resp.insert_header(CACHE_STATUS, cache_status)?;
         resp.insert_header(http::header::VIA, via)?;
         let head = session.req_header().method == Method::HEAD;
         // The connection is not reused after our own answers (a request body may be unread):
@@ -230,10 +241,11 @@ impl ProxyHttp for EdgeProxy {
         &self,
         _session: &mut Session,
         meta: &CacheMeta,
-        _hit: &mut HitHandler,
+        hit: &mut HitHandler,
         is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
+        ctx.tier = crate::storage::tier_of(hit.as_ref());
         ctx.lookup = Some(if is_fresh {
             Lookup::Fresh
         } else {
@@ -243,6 +255,30 @@ impl ProxyHttp for EdgeProxy {
         ctx.forced_by_request = forced == Some(ForcedFreshness::ForceExpired);
         ctx.had_stored = true;
         Ok(forced)
+    }
+
+    /// Ranges are worked out only when asked for; the stored object already says
+    /// `Accept-Ranges: bytes`, so a plain hit costs nothing here.
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora_proxy::RangeType {
+        if !session
+            .req_header()
+            .headers
+            .contains_key(http::header::RANGE)
+        {
+            if resp.status == http::StatusCode::OK
+                && !resp.headers.contains_key(http::header::ACCEPT_RANGES)
+                && resp.headers.contains_key(http::header::CONTENT_LENGTH)
+            {
+                let _ = resp.insert_header(http::header::ACCEPT_RANGES, ACCEPT_BYTES);
+            }
+            return pingora_proxy::RangeType::None;
+        }
+        pingora_proxy::range_header_filter(session.req_header(), resp, Some(MAX_RANGES))
     }
 
     fn cache_vary_filter(
@@ -434,19 +470,18 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        strip_hop_by_hop(resp);
-        // Targeted at us; the client's own caches follow Cache-Control.
-        resp.remove_header("cdn-cache-control");
-        resp.remove_header("surrogate-control");
-        let via = match resp
+        strip_for_client(resp);
+        match resp
             .headers
             .get(http::header::VIA)
             .and_then(|v| v.to_str().ok())
         {
-            Some(existing) => format!("{existing}, {}", self.via),
-            None => self.via.clone(),
-        };
-        resp.insert_header(http::header::VIA, via)?;
+            Some(existing) => {
+                let via = format!("{existing}, {}", self.via);
+                resp.insert_header(http::header::VIA, via)?;
+            }
+            None => resp.insert_header(http::header::VIA, self.via_value.clone())?,
+        }
         let phase = session.cache.phase();
         let collapsed = session.cache.lock_duration().is_some();
         let method_cacheable = matches!(session.req_header().method, Method::GET | Method::HEAD);
@@ -459,7 +494,7 @@ impl ProxyHttp for EdgeProxy {
             collapsed,
         );
         ctx.outcome = cache_status::outcome(phase, ctx);
-        resp.insert_header("cache-status", &status)?;
+        resp.insert_header(CACHE_STATUS, &status)?;
         ctx.cache_status = Some(status);
         Ok(())
     }
@@ -518,10 +553,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        self.metrics
-            .requests
-            .with_label_values(&[ctx.outcome])
-            .inc();
+        self.metrics.request(ctx.outcome);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         tracing::info!(

@@ -65,8 +65,41 @@ impl moka::Expiry<HashBinary, Arc<L1Entry>> for UntilUseless {
     }
 }
 
+/// Keys are already uniform cryptographic hashes: hash them by taking their first bytes instead
+/// of running SipHash over them on every lookup.
+#[derive(Clone, Copy, Default)]
+pub struct KeyHashBuilder;
+
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {
+        // The length prefix of a fixed-size key adds nothing.
+    }
+}
+
+impl std::hash::BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher::default()
+    }
+}
+
 pub struct MokaTier {
-    cache: moka::sync::Cache<HashBinary, Arc<L1Entry>>,
+    cache: moka::sync::Cache<HashBinary, Arc<L1Entry>, KeyHashBuilder>,
 }
 
 impl MokaTier {
@@ -83,7 +116,7 @@ impl MokaTier {
                 };
                 metrics.l1_evictions.with_label_values(&[cause]).inc();
             })
-            .build();
+            .build_with_hasher(KeyHashBuilder);
         Self { cache }
     }
 

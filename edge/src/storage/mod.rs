@@ -21,13 +21,13 @@ use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, HitHandler, MissHandler, Storage};
 use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
+use prometheus::IntCounter;
 
 use crate::metrics::Metrics;
 use crate::policy::vary::VariantRegistry;
 use l1::{L1Entry, MokaTier};
 
-/// Which tier answered a lookup; carried in the hit's [`CacheMeta`] extensions for
-/// `Cache-Status: …; detail=l1`.
+/// Which tier answered a lookup, for `Cache-Status: …; detail=l1`; read off the hit handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tier {
     L1,
@@ -68,7 +68,7 @@ impl StoredMeta {
         }
     }
 
-    pub fn to_meta(&self, tier: Tier) -> CacheMeta {
+    pub fn to_meta(&self) -> CacheMeta {
         let mut meta = CacheMeta::new(
             self.fresh_until,
             self.created,
@@ -80,7 +80,6 @@ impl StoredMeta {
         if let Some(v) = self.variance {
             meta.set_variance(v);
         }
-        meta.extensions_mut().insert(tier);
         meta
     }
 
@@ -105,19 +104,22 @@ pub struct TieredStorage {
     l1: MokaTier,
     variants: VariantRegistry,
     config: TierConfig,
-    metrics: Arc<Metrics>,
+    /// `outpost_l1_lookups_total{result=…}`, resolved once.
+    l1_hits: IntCounter,
+    l1_misses: IntCounter,
 }
 
 impl TieredStorage {
     pub fn new(config: TierConfig, max_variants: usize, metrics: Arc<Metrics>) -> Self {
         Self {
+            l1_hits: metrics.l1_lookups.with_label_values(&["hit"]),
+            l1_misses: metrics.l1_lookups.with_label_values(&["miss"]),
             l1: MokaTier::new(config.l1_capacity_bytes, Arc::clone(&metrics)),
             variants: VariantRegistry::new(
                 max_variants,
                 config.max_retain.min(Duration::from_secs(24 * 3600)),
             ),
             config,
-            metrics,
         }
     }
 
@@ -171,15 +173,16 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let Some(entry) = self.l1.get(&key.combined_bin()) else {
-            self.metrics.l1_lookups.with_label_values(&["miss"]).inc();
+            self.l1_misses.inc();
             return Ok(None);
         };
-        self.metrics.l1_lookups.with_label_values(&["hit"]).inc();
+        self.l1_hits.inc();
         let hit = BodyHit {
             body: entry.body.clone(),
             next: Some(0..entry.body.len()),
+            tier: Tier::L1,
         };
-        Ok(Some((entry.meta.to_meta(Tier::L1), Box::new(hit))))
+        Ok(Some((entry.meta.to_meta(), Box::new(hit))))
     }
 
     async fn get_miss_handler(
@@ -235,6 +238,12 @@ struct BodyHit {
     body: Bytes,
     /// The part still to be read; `None` once read.
     next: Option<std::ops::Range<usize>>,
+    tier: Tier,
+}
+
+/// The tier a hit handler of ours reads from.
+pub fn tier_of(hit: &(dyn HandleHit + Send + Sync)) -> Option<Tier> {
+    hit.as_any().downcast_ref::<BodyHit>().map(|h| h.tier)
 }
 
 #[async_trait]
@@ -335,7 +344,130 @@ impl HandleMiss for Fill {
                 ErrorType::InternalError,
                 "setting Content-Length on a stored object",
             )?;
+        if meta.header.status == http::StatusCode::OK {
+            // Whole objects in memory serve ranges; say so once here, not on every hit.
+            meta.header
+                .insert_header(http::header::ACCEPT_RANGES, crate::proxy::ACCEPT_BYTES)
+                .or_err(
+                    ErrorType::InternalError,
+                    "setting Accept-Ranges on a stored object",
+                )?;
+        }
         storage.insert(key, meta, body);
         Ok(MissFinishType::Created(size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_cache::trace::Span;
+
+    fn storage() -> &'static TieredStorage {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let config = TierConfig {
+            l1_capacity_bytes: 16 << 20,
+            grace: Duration::from_secs(60),
+            max_retain: Duration::from_secs(3600),
+        };
+        TieredStorage::new(config, 4, metrics).leak()
+    }
+
+    fn meta(status: u16) -> CacheMeta {
+        let mut header = ResponseHeader::build(status, None).expect("header");
+        header
+            .insert_header("transfer-encoding", "chunked")
+            .expect("te");
+        let now = SystemTime::now();
+        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    async fn fill(s: &'static TieredStorage, key: &CacheKey, status: u16, chunks: &[&[u8]]) {
+        let span = Span::inactive().handle();
+        let mut miss = s
+            .get_miss_handler(key, &meta(status), &span)
+            .await
+            .expect("miss handler");
+        for c in chunks {
+            miss.write_body(Bytes::copy_from_slice(c), false)
+                .await
+                .expect("write");
+        }
+        miss.finish().await.expect("finish");
+    }
+
+    async fn read_all(hit: &mut HitHandler) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = hit.read_body().await.expect("read") {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_fill_is_stored_whole_with_exact_framing() {
+        let s = storage();
+        let key = crate::cache_key::key("http://h/a".into());
+        let span = Span::inactive().handle();
+        assert!(s.lookup(&key, &span).await.expect("lookup").is_none());
+        fill(s, &key, 200, &[b"hello ", b"world"]).await;
+        let (meta, mut hit) = s
+            .lookup(&key, &span)
+            .await
+            .expect("lookup")
+            .expect("stored");
+        assert_eq!(read_all(&mut hit).await, b"hello world");
+        let h = meta.headers();
+        assert_eq!(
+            (
+                h["content-length"].as_bytes(),
+                h["accept-ranges"].as_bytes()
+            ),
+            (&b"11"[..], &b"bytes"[..])
+        );
+        assert!(h.get("transfer-encoding").is_none());
+        assert_eq!(tier_of(hit.as_ref()), Some(Tier::L1));
+        // Seeking serves a range of the same bytes.
+        hit.seek(6, Some(11)).expect("seek");
+        assert_eq!(read_all(&mut hit).await, b"world");
+        assert!(hit.seek(5, Some(99)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_fill_stores_nothing_and_invalidation_removes_variants() {
+        let s = storage();
+        let key = crate::cache_key::key("http://h/b".into());
+        let span = Span::inactive().handle();
+        let mut miss = s
+            .get_miss_handler(&key, &meta(200), &span)
+            .await
+            .expect("miss handler");
+        miss.write_body(Bytes::from_static(b"half"), false)
+            .await
+            .expect("write");
+        drop(miss);
+        assert!(
+            s.lookup(&key, &span).await.expect("lookup").is_none(),
+            "no half objects"
+        );
+
+        fill(s, &key, 404, &[b"gone"]).await;
+        let (meta, _) = s
+            .lookup(&key, &span)
+            .await
+            .expect("lookup")
+            .expect("stored");
+        assert!(
+            meta.headers().get("accept-ranges").is_none(),
+            "only whole 200s advertise ranges"
+        );
+        let mut variant = key.clone();
+        let v = pingora_cache::key::hash_key("variant");
+        variant.set_variance_key(v);
+        s.variants().admit(key.primary_bin(), v);
+        fill(s, &variant, 200, &[b"v"]).await;
+        assert_eq!(s.invalidate(&key), 2);
+        assert!(s.lookup(&key, &span).await.expect("lookup").is_none());
+        assert!(s.lookup(&variant, &span).await.expect("lookup").is_none());
     }
 }
