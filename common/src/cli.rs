@@ -1,27 +1,66 @@
 //! What both binaries do before their own work: log to stderr, load the config file (or the
 //! built-in defaults), and answer `--validate`.
 
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{self, Validate};
 
 /// Exit status for a bad config file or command line (sysexits' EX_USAGE).
 pub const EX_USAGE: u8 = 64;
 
-/// Logs to stderr (colour only on a terminal); `RUST_LOG` overrides `default_filter`.
-pub fn init_logging(default_filter: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
+/// An event to drop: its target starts with `.0` and its message contains `.1`.
+pub type Noise = (&'static str, &'static str);
+
+/// Logs to stderr (colour only on a terminal); `RUST_LOG` overrides `default_filter`. Events
+/// matching `noise` are dropped: routine conditions that libraries report as errors.
+pub fn init_logging(default_filter: &str, noise: &'static [Noise]) {
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(env)
+        .with_filter(DropNoise(noise));
+    tracing_subscriber::registry().with(layer).init();
+}
+
+struct DropNoise(&'static [Noise]);
+
+impl<S> Filter<S> for DropNoise {
+    fn enabled(&self, _: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: &Context<'_, S>) -> bool {
+        let target = event.metadata().target();
+        let candidates: Vec<&str> =
+            self.0.iter().filter(|(t, _)| target.starts_with(t)).map(|(_, m)| *m).collect();
+        if candidates.is_empty() {
+            return true;
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        !candidates.iter().any(|m| message.0.contains(m))
+    }
+}
+
+struct Message(String);
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        }
+    }
 }
 
 /// Loads `path` (defaults without one). `Err` carries the exit status to stop with: 64 after
@@ -43,4 +82,43 @@ where
         return Err(ExitCode::SUCCESS);
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn noise_is_dropped_by_target_and_message_only() {
+        static NOISE: &[Noise] = &[("lib::cache", "Broken pipe")];
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_filter(DropNoise(NOISE));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "lib::cache", "Fail to serve cache: Broken pipe (os error 32)");
+            tracing::error!(target: "lib::cache", "Fail to serve cache: disk on fire");
+            tracing::error!(target: "other", "Broken pipe elsewhere");
+        });
+        let out = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(!out.contains("os error 32"), "{out}");
+        assert!(out.contains("disk on fire") && out.contains("Broken pipe elsewhere"), "{out}");
+    }
 }

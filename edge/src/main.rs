@@ -8,6 +8,13 @@ use clap::Parser;
 use edge::config::EdgeConfig;
 use outpost_common::cli;
 
+/// A client closing its connection mid-response is routine; Pingora logs it from its cache path
+/// at error level, outside the `suppress_error_log` hook. The access log still records it.
+const CLIENT_HANG_UPS: &[cli::Noise] = &[
+    ("pingora_proxy", "Downstream WriteError"),
+    ("pingora_proxy", "Downstream ConnectionClosed"),
+];
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -24,7 +31,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::init_logging("info,pingora_core=warn,pingora_proxy=warn");
+    cli::init_logging("info,pingora_core=warn,pingora_proxy=warn", CLIENT_HANG_UPS);
     let config: EdgeConfig = match cli::load_config(args.config.as_deref(), args.validate) {
         Ok(config) => config,
         Err(exit) => return exit,

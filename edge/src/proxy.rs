@@ -552,6 +552,16 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    /// A client that hangs up or breaks the connection is routine, not an error to log (the
+    /// access line records it).
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        *error.esource() == ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            )
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         self.metrics.request(ctx.outcome);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());

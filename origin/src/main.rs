@@ -21,7 +21,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::init_logging("info,sqlx=warn,tower_http=info");
+    cli::init_logging("info,sqlx=warn,tower_http=info", &[]);
     let config: OriginConfig = match cli::load_config(args.config.as_deref(), args.validate) {
         Ok(config) => config,
         Err(exit) => return exit,
