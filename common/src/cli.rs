@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
 use tracing::field::{Field, Visit};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
-use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{self, Validate};
 
@@ -22,35 +22,61 @@ pub type Noise = (&'static str, &'static str);
 
 /// Logs to stderr (colour only on a terminal); `RUST_LOG` overrides `default_filter`. Events
 /// matching `noise` are dropped: routine conditions that libraries report as errors.
+///
+/// Level filtering stays global (`EnvFilter`), so its level hint also keeps `log` macros in
+/// libraries cheap: disabled levels never build a record. Noise is dropped at formatting.
 pub fn init_logging(default_filter: &str, noise: &'static [Noise]) {
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_filter.into());
-    let layer = tracing_subscriber::fmt::layer()
+    tracing_subscriber::fmt()
+        .with_env_filter(env)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(env)
-        .with_filter(DropNoise(noise));
-    tracing_subscriber::registry().with(layer).init();
+        .event_format(Quiet {
+            inner: tracing_subscriber::fmt::format(),
+            noise,
+        })
+        .init();
 }
 
-struct DropNoise(&'static [Noise]);
+/// A formatter that writes nothing for noise and defers to `inner` for the rest.
+struct Quiet<F> {
+    inner: F,
+    noise: &'static [Noise],
+}
 
-impl<S> Filter<S> for DropNoise {
-    fn enabled(&self, _: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
-        true
-    }
-
-    fn event_enabled(&self, event: &tracing::Event<'_>, _: &Context<'_, S>) -> bool {
-        let target = event.metadata().target();
-        let candidates: Vec<&str> =
-            self.0.iter().filter(|(t, _)| target.starts_with(t)).map(|(_, m)| *m).collect();
-        if candidates.is_empty() {
-            return true;
+impl<S, N, F> FormatEvent<S, N> for Quiet<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if is_noise(self.noise, event) {
+            return Ok(());
         }
-        let mut message = Message(String::new());
-        event.record(&mut message);
-        !candidates.iter().any(|m| message.0.contains(m))
+        self.inner.format_event(ctx, writer, event)
     }
+}
+
+fn is_noise(noise: &[Noise], event: &tracing::Event<'_>) -> bool {
+    let target = event.metadata().target();
+    let candidates: Vec<&str> = noise
+        .iter()
+        .filter(|(t, _)| target.starts_with(t))
+        .map(|(_, m)| *m)
+        .collect();
+    if candidates.is_empty() {
+        return false;
+    }
+    let mut message = Message(String::new());
+    event.record(&mut message);
+    candidates.iter().any(|m| message.0.contains(m))
 }
 
 struct Message(String);
@@ -92,9 +118,12 @@ mod tests {
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
 
-    impl std::io::Write for Sink {
+    impl Write for Sink {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -107,18 +136,30 @@ mod tests {
         static NOISE: &[Noise] = &[("lib::cache", "Broken pipe")];
         let sink = Sink::default();
         let writer = sink.clone();
-        let layer = tracing_subscriber::fmt::layer()
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
             .with_writer(move || writer.clone())
             .with_ansi(false)
-            .with_filter(DropNoise(NOISE));
-        let subscriber = tracing_subscriber::registry().with(layer);
+            .event_format(Quiet {
+                inner: tracing_subscriber::fmt::format(),
+                noise: NOISE,
+            })
+            .finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(target: "lib::cache", "Fail to serve cache: Broken pipe (os error 32)");
             tracing::error!(target: "lib::cache", "Fail to serve cache: disk on fire");
             tracing::error!(target: "other", "Broken pipe elsewhere");
+            tracing::debug!(target: "other", "below the level");
         });
         let out = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
         assert!(!out.contains("os error 32"), "{out}");
-        assert!(out.contains("disk on fire") && out.contains("Broken pipe elsewhere"), "{out}");
+        assert!(
+            out.contains("disk on fire") && out.contains("Broken pipe elsewhere"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("below the level"),
+            "levels still apply: {out}"
+        );
     }
 }

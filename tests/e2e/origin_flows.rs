@@ -178,20 +178,18 @@ impl PurgeRecorder {
         let sink = rec.clone();
         let app = axum::Router::new().route(
             "/purge",
-            post(
-                move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
-                    let sink = sink.clone();
-                    async move {
-                        let auth = headers
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        sink.seen.lock().map(|mut s| s.push((auth, body.0))).ok();
-                        axum::Json(serde_json::json!({"id": "test"}))
-                    }
-                },
-            ),
+            post(move |headers: http::HeaderMap, body: axum::Json<Value>| {
+                let sink = sink.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    sink.seen.lock().map(|mut s| s.push((auth, body.0))).ok();
+                    axum::Json(serde_json::json!({"id": "test"}))
+                }
+            }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);

@@ -90,13 +90,11 @@ impl Directives {
             }
             "stale-if-error" => self.stale_if_error = self.stale_if_error.or_else(delta),
             "min-fresh" => self.min_fresh = self.min_fresh.or_else(delta),
-            "max-stale" => {
-                if self.max_stale.is_none() {
-                    self.max_stale = match value {
-                        None => Some(None),
-                        Some(v) => parse_delta(v).map(Some),
-                    };
-                }
+            "max-stale" if self.max_stale.is_none() => {
+                self.max_stale = match value {
+                    None => Some(None),
+                    Some(v) => parse_delta(v).map(Some),
+                };
             }
             _ => {}
         }
@@ -394,9 +392,8 @@ mod tests {
         assert_eq!(d.max_age, None);
         let d = cc("foo=bar=baz, max-age=7, ;;;");
         assert_eq!(d.max_age, Some(7));
-        assert_eq!(
-            cc("no-store;x").no_store,
-            false,
+        assert!(
+            !cc("no-store;x").no_store,
             "targeted items are not Cache-Control"
         );
     }

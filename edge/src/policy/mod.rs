@@ -228,6 +228,9 @@ mod tests {
     use super::*;
     use crate::config::CacheConfig;
 
+    /// Header fields of a test request or response.
+    type Fields = &'static [(&'static str, &'static str)];
+
     fn policy() -> Policy {
         Policy::new("outpost", &CacheConfig::default())
     }
@@ -268,7 +271,7 @@ mod tests {
 
     #[test]
     fn refuses_what_rfc_9111_forbids() {
-        let cases: [(&[(&str, &str)], &[(&str, &str)], u16, NotStored); 9] = [
+        let cases: [(Fields, Fields, u16, NotStored); 9] = [
             (
                 &[],
                 &[("cache-control", "no-store, max-age=60")],
