@@ -308,7 +308,7 @@ impl ProxyHttp for EdgeProxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
@@ -321,7 +321,13 @@ impl ProxyHttp for EdgeProxy {
             Some(e) if origin_failure(e) => {
                 let status = match e.etype() {
                     ErrorType::HTTPStatus(code) => Some(*code),
-                    _ => None,
+                    // The exchange with the origin broke: Pingora will not reuse the client's
+                    // connection after this answer, so the answer must say so, or a client
+                    // reusing it races the close.
+                    _ => {
+                        session.set_keepalive(None);
+                        None
+                    }
                 };
                 ctx.stale_served = Some(StaleServed::OnError(status));
                 true
