@@ -21,7 +21,6 @@ use std::time::SystemTime;
 use pingora_cache::{CacheMeta, CachePhase};
 
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
-use crate::storage::Tier;
 
 /// What the outcome is called in metrics and logs.
 pub fn outcome(phase: CachePhase, ctx: &RequestCtx) -> &'static str {
@@ -60,10 +59,9 @@ pub fn value(
         CachePhase::Hit => {
             s.push_str("; hit");
             push_ttl(&mut s, ttl_of(meta));
-            let tier = meta
-                .and_then(|m| m.extensions().get::<Tier>())
-                .map_or("l1", |t| t.as_str());
-            let _ = write!(s, "; detail={tier}");
+            if let Some(tier) = ctx.tier {
+                let _ = write!(s, "; detail={}", tier.as_str());
+            }
         }
         CachePhase::StaleUpdating => {
             s.push_str("; hit");
@@ -117,6 +115,7 @@ fn push_ttl(s: &mut String, ttl: Option<i64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Tier;
     use pingora_http::ResponseHeader;
     use std::time::Duration;
 
@@ -127,20 +126,19 @@ mod tests {
         } else {
             now - Duration::from_secs(fresh_for.unsigned_abs())
         };
-        let mut m = CacheMeta::new(
+        CacheMeta::new(
             until,
             now,
             0,
             0,
             ResponseHeader::build(200, None).expect("header"),
-        );
-        m.extensions_mut().insert(Tier::L1);
-        m
+        )
     }
 
     fn ctx() -> RequestCtx {
         RequestCtx {
             cache_used: true,
+            tier: Some(Tier::L1),
             ..RequestCtx::new()
         }
     }

@@ -23,6 +23,7 @@ pub struct EdgeConfig {
     pub server: ServerConfig,
     pub origin: OriginPoolConfig,
     pub cache: CacheConfig,
+    pub l2: L2Config,
     pub admin: AdminConfig,
 }
 
@@ -223,6 +224,68 @@ impl Default for CacheKeyConfig {
     }
 }
 
+/// The shared tier: a memcached pool every edge node of the region uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L2Config {
+    /// The region's memcached servers (the same list, in any order, on every node). Empty: no
+    /// shared tier.
+    pub servers: Vec<SocketAddr>,
+    /// Key prefix; change it to start the region on a cold cache.
+    pub namespace: String,
+    /// Deadline of one small operation (a manifest read or write, a delete).
+    pub deadline_ms: u64,
+    /// Deadline of one chunk read or write.
+    pub chunk_deadline_ms: u64,
+    /// Largest object stored in the shared tier.
+    pub max_object_bytes: u64,
+    /// Bodies up to this size travel inside the manifest; larger ones in chunks.
+    pub inline_max_bytes: u64,
+    /// Chunk size: under memcached's 1 MiB item limit with room for the key and overhead.
+    pub chunk_bytes: u64,
+    /// Bytes of pending writes held in memory; a write that would exceed it is dropped.
+    pub write_queue_bytes: u64,
+    /// Objects written to the shared tier at once.
+    pub write_concurrency: usize,
+    /// Consecutive failures that open a server's circuit breaker…
+    pub breaker_failures: u32,
+    /// …and how long it stays open before one probe may close it.
+    pub breaker_open_ms: u64,
+    /// Connections per memcached server.
+    pub max_connections_per_server: usize,
+}
+
+impl Default for L2Config {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            namespace: "outpost".to_owned(),
+            deadline_ms: 5,
+            chunk_deadline_ms: 50,
+            max_object_bytes: 8 * 1024 * 1024,
+            inline_max_bytes: 64 * 1024,
+            chunk_bytes: 508 * 1024,
+            write_queue_bytes: 64 * 1024 * 1024,
+            write_concurrency: 8,
+            breaker_failures: 5,
+            breaker_open_ms: 1_000,
+            max_connections_per_server: 64,
+        }
+    }
+}
+
+impl L2Config {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+    pub fn chunk_deadline(&self) -> Duration {
+        Duration::from_millis(self.chunk_deadline_ms)
+    }
+    pub fn breaker_open(&self) -> Duration {
+        Duration::from_millis(self.breaker_open_ms)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
@@ -349,6 +412,69 @@ impl Validate for EdgeConfig {
             !s.listen.contains(&self.admin.listen),
             "admin.listen",
             "must differ from every server.listen",
+        );
+        let l2 = &self.l2;
+        let mut seen = std::collections::HashSet::new();
+        check(
+            l2.servers.iter().all(|a| seen.insert(*a)),
+            "l2.servers",
+            "lists a server twice",
+        );
+        check(
+            !l2.namespace.is_empty()
+                && l2.namespace.len() <= 32
+                && l2
+                    .namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "l2.namespace",
+            "must be 1 to 32 letters, digits, - _ .",
+        );
+        check(l2.deadline_ms >= 1, "l2.deadline_ms", "must be at least 1");
+        check(
+            l2.chunk_deadline_ms >= 1,
+            "l2.chunk_deadline_ms",
+            "must be at least 1",
+        );
+        check(
+            (64 * 1024..=1_000_000).contains(&l2.chunk_bytes),
+            "l2.chunk_bytes",
+            "must be between 64 KiB and 1000000 bytes (memcached's item limit is 1 MiB with its overhead)",
+        );
+        check(
+            l2.inline_max_bytes <= l2.chunk_bytes,
+            "l2.inline_max_bytes",
+            "must not exceed l2.chunk_bytes",
+        );
+        check(
+            l2.max_object_bytes >= 1,
+            "l2.max_object_bytes",
+            "must be at least 1",
+        );
+        check(
+            l2.write_queue_bytes >= l2.max_object_bytes,
+            "l2.write_queue_bytes",
+            "must hold at least one object of l2.max_object_bytes",
+        );
+        check(
+            l2.write_concurrency >= 1,
+            "l2.write_concurrency",
+            "must be at least 1",
+        );
+        check(
+            l2.breaker_failures >= 1,
+            "l2.breaker_failures",
+            "must be at least 1",
+        );
+        check(
+            l2.breaker_open_ms >= 1,
+            "l2.breaker_open_ms",
+            "must be at least 1",
+        );
+        check(
+            l2.max_connections_per_server >= 1,
+            "l2.max_connections_per_server",
+            "must be at least 1",
         );
     }
 }

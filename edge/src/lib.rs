@@ -33,6 +33,8 @@ use crate::config::EdgeConfig;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::proxy::EdgeProxy;
+use crate::storage::l2::{L2, L2Settings};
+use crate::storage::shared::{MemcachedTier, PoolSettings};
 use crate::storage::{TierConfig, TieredStorage};
 use crate::upstream::Origins;
 
@@ -60,9 +62,11 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
 
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let cache = &config.cache;
+    let l2 = shared_tier(config, &metrics)?;
     let storage = TieredStorage::new(
         TierConfig {
             l1_capacity_bytes: cache.l1.capacity_bytes,
+            l1_max_object: usize::try_from(cache.l1.max_object_bytes).unwrap_or(usize::MAX),
             grace: Duration::from_secs(cache.grace_secs),
             max_retain: Duration::from_secs(
                 cache.max_ttl_secs.saturating_add(cache.max_stale_secs),
@@ -70,6 +74,7 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
         },
         cache.max_variants,
         Arc::clone(&metrics),
+        l2,
     )
     .leak();
     let (origins, health_checks) =
@@ -90,7 +95,7 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
         lock: Box::leak(Box::new(pingora_cache::lock::CacheLock::new(lock_timeout))),
         predictor: EdgeProxy::predictor(PREDICTOR_CAPACITY),
         lock_timeout,
-        max_object_bytes: usize::try_from(cache.l1.max_object_bytes).unwrap_or(usize::MAX),
+        max_object_bytes: storage.max_object(),
         max_request_header_bytes: config.server.max_request_header_bytes,
         origins: Arc::clone(&origins),
         metrics: Arc::clone(&metrics),
@@ -113,6 +118,43 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
     admin_service.add_tcp(&config.admin.listen.to_string());
     server.add_service(admin_service);
     Ok(Edge { server, draining })
+}
+
+/// The region's shared tier, when `l2.servers` lists any. Clients are built here (addresses
+/// resolved) but connect lazily: the edge starts and serves with every memcached down.
+fn shared_tier(config: &EdgeConfig, metrics: &Arc<Metrics>) -> anyhow::Result<Option<Arc<L2>>> {
+    let l2 = &config.l2;
+    if l2.servers.is_empty() {
+        return Ok(None);
+    }
+    let settings = PoolSettings {
+        breaker_failures: l2.breaker_failures,
+        breaker_open: l2.breaker_open(),
+        max_connections: l2.max_connections_per_server,
+        connect_timeout: l2.chunk_deadline(),
+    };
+    // Building clients resolves addresses, an async step; Pingora's runtimes start later.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tier = runtime
+        .block_on(MemcachedTier::new(&l2.servers, &settings, metrics))
+        .context("building the memcached clients")?;
+    let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Ok(Some(L2::new(
+        Arc::new(tier),
+        L2Settings {
+            namespace: l2.namespace.clone(),
+            deadline: l2.deadline(),
+            chunk_deadline: l2.chunk_deadline(),
+            inline_max: to_usize(l2.inline_max_bytes),
+            chunk_bytes: to_usize(l2.chunk_bytes),
+            max_object: to_usize(l2.max_object_bytes),
+            write_queue_bytes: l2.write_queue_bytes,
+            write_concurrency: l2.write_concurrency,
+        },
+        metrics,
+    )))
 }
 
 /// Runs the edge until SIGTERM (graceful: drain, then stop), SIGINT (fast) or SIGQUIT (graceful

@@ -8,11 +8,15 @@ use clap::Parser;
 use edge::config::EdgeConfig;
 use outpost_common::cli;
 
-/// A client closing its connection mid-response is routine; Pingora logs it from its cache path
-/// at error level, outside the `suppress_error_log` hook. The access log still records it.
-const CLIENT_HANG_UPS: &[cli::Noise] = &[
+/// Library messages that are not news to an operator.
+const NOISE: &[cli::Noise] = &[
+    // A client closing its connection mid-response is routine; Pingora logs it from its cache
+    // path at error level, outside the `suppress_error_log` hook. The access log records it.
     ("pingora_proxy", "Downstream WriteError"),
     ("pingora_proxy", "Downstream ConnectionClosed"),
+    // Shared-tier metadata is serialized without a dictionary on purpose: every node of a
+    // region, whatever its version, must read every other node's entries.
+    ("pingora_cache::meta", "no header compression dictionary"),
 ];
 
 #[global_allocator]
@@ -31,7 +35,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::init_logging("info,pingora_core=warn,pingora_proxy=warn", CLIENT_HANG_UPS);
+    cli::init_logging("info,pingora_core=warn,pingora_proxy=warn", NOISE);
     let config: EdgeConfig = match cli::load_config(args.config.as_deref(), args.validate) {
         Ok(config) => config,
         Err(exit) => return exit,

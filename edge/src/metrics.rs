@@ -2,8 +2,8 @@
 //! Prometheus text format). `docs/operations.md` lists them with their meaning.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub const REQUESTS: &str = "outpost_requests_total";
@@ -16,6 +16,12 @@ pub const L1_EVICTIONS: &str = "outpost_l1_evictions_total";
 pub const L1_BYTES: &str = "outpost_l1_bytes";
 pub const L1_ENTRIES: &str = "outpost_l1_entries";
 pub const INVALIDATIONS: &str = "outpost_invalidations_total";
+pub const L2_LOOKUPS: &str = "outpost_l2_lookups_total";
+pub const L2_OP_SECONDS: &str = "outpost_l2_op_seconds";
+pub const L2_SERVER_ERRORS: &str = "outpost_l2_server_errors_total";
+pub const L2_BREAKER_OPEN: &str = "outpost_l2_breaker_open";
+pub const L2_WRITES: &str = "outpost_l2_writes_total";
+pub const L2_WRITE_QUEUE_BYTES: &str = "outpost_l2_write_queue_bytes";
 
 /// Every value of the `cache` label of [`REQUESTS`].
 pub const OUTCOMES: [&str; 7] = [
@@ -49,6 +55,18 @@ pub struct Metrics {
     pub l1_entries: IntGauge,
     /// Objects removed because an unsafe method changed their URL (RFC 9111 §4.4).
     pub invalidations: IntCounter,
+    /// Shared-tier lookups: `hit`, `miss`, `error` (an error or timeout is served as a miss).
+    pub l2_lookups: IntCounterVec,
+    /// Duration of each shared-tier operation.
+    pub l2_op_seconds: HistogramVec,
+    /// Failed or late operations per memcached server.
+    pub l2_server_errors: IntCounterVec,
+    /// 1 while a server's circuit breaker is open (or probing).
+    pub l2_breaker_open: IntGaugeVec,
+    /// Shared-tier writes: `stored`, `failed`, `dropped` (queue full).
+    pub l2_writes: IntCounterVec,
+    /// Bytes waiting to be written to the shared tier.
+    pub l2_write_queue_bytes: IntGauge,
 }
 
 fn counter_vec(
@@ -85,6 +103,20 @@ impl Metrics {
         let invalidations =
             IntCounter::new(INVALIDATIONS, "Objects invalidated by unsafe methods")?;
         r.register(Box::new(invalidations.clone()))?;
+        let l2_op_seconds = HistogramVec::new(
+            HistogramOpts::new(L2_OP_SECONDS, "Shared-tier operation latency per server").buckets(
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                ],
+            ),
+            &["server"],
+        )?;
+        r.register(Box::new(l2_op_seconds.clone()))?;
+        let l2_breaker_open = IntGaugeVec::new(
+            Opts::new(L2_BREAKER_OPEN, "Server circuit breaker open"),
+            &["server"],
+        )?;
+        r.register(Box::new(l2_breaker_open.clone()))?;
         let requests = counter_vec(&r, REQUESTS, "Client requests by cache outcome", &["cache"])?;
         let by_outcome = OUTCOMES
             .iter()
@@ -112,6 +144,21 @@ impl Metrics {
             l1_bytes: gauge(&r, L1_BYTES, "Bytes held in L1")?,
             l1_entries: gauge(&r, L1_ENTRIES, "Objects held in L1")?,
             invalidations,
+            l2_lookups: counter_vec(&r, L2_LOOKUPS, "Shared-tier lookups by result", &["result"])?,
+            l2_op_seconds,
+            l2_server_errors: counter_vec(
+                &r,
+                L2_SERVER_ERRORS,
+                "Shared-tier errors per server",
+                &["server"],
+            )?,
+            l2_breaker_open,
+            l2_writes: counter_vec(&r, L2_WRITES, "Shared-tier writes by result", &["result"])?,
+            l2_write_queue_bytes: gauge(
+                &r,
+                L2_WRITE_QUEUE_BYTES,
+                "Bytes waiting to be written to the shared tier",
+            )?,
             registry: r,
         })
     }

@@ -5,18 +5,21 @@
 //! - [`process`]: the real `origin` (and later `edge`) binaries, started on port 0 and stopped on
 //!   drop.
 //! - [`fixtures`]: image files for uploads, good and hostile.
+//! - [`memcached`]: real memcached servers, killable and freezable.
 //! - [`scripted_origin`]: an HTTP server whose every answer a test scripts, for edge tests.
 //! - [`raw`]: byte-exact HTTP/1.1 exchanges, where a client library would hide the details.
 //! - [`wait`]: waiting on a condition with a deadline instead of sleeping.
 
 pub mod db;
 pub mod fixtures;
+pub mod memcached;
 pub mod process;
 pub mod raw;
 pub mod scripted_origin;
 pub mod wait;
 
 pub use db::{Backend, TestDatabase};
+pub use memcached::Memcached;
 pub use process::{EdgeProcess, OriginProcess};
 pub use scripted_origin::{Recorded, Reply, ScriptedOrigin};
 

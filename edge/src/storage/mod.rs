@@ -5,7 +5,16 @@
 //! Freshness lives only in the [`CacheMeta`] (fresh-until, epoch, stale windows); a tier's own
 //! expiry just reclaims memory once an object can no longer be used even to revalidate.
 
+pub mod breaker;
+pub mod codec;
+#[cfg(test)]
+pub mod fake;
 pub mod l1;
+pub mod l2;
+#[cfg(test)]
+mod l2_tests;
+pub mod router;
+pub mod shared;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -26,17 +35,20 @@ use prometheus::IntCounter;
 use crate::metrics::Metrics;
 use crate::policy::vary::VariantRegistry;
 use l1::{L1Entry, MokaTier};
+use l2::L2;
 
 /// Which tier answered a lookup, for `Cache-Status: …; detail=l1`; read off the hit handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tier {
     L1,
+    L2,
 }
 
 impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::L1 => "l1",
+            Tier::L2 => "l2",
         }
     }
 }
@@ -94,6 +106,8 @@ impl StoredMeta {
 #[derive(Clone, Copy, Debug)]
 pub struct TierConfig {
     pub l1_capacity_bytes: u64,
+    /// Largest object the L1 holds (larger ones may still go to the L2).
+    pub l1_max_object: usize,
     /// Kept this long past every stale window, to revalidate with a 304.
     pub grace: Duration,
     /// No object outlives this in a tier, whatever its headers say.
@@ -102,6 +116,8 @@ pub struct TierConfig {
 
 pub struct TieredStorage {
     l1: MokaTier,
+    /// The region's shared tier, when configured.
+    l2: Option<Arc<L2>>,
     variants: VariantRegistry,
     config: TierConfig,
     /// `outpost_l1_lookups_total{result=…}`, resolved once.
@@ -110,8 +126,14 @@ pub struct TieredStorage {
 }
 
 impl TieredStorage {
-    pub fn new(config: TierConfig, max_variants: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: TierConfig,
+        max_variants: usize,
+        metrics: Arc<Metrics>,
+        l2: Option<Arc<L2>>,
+    ) -> Self {
         Self {
+            l2,
             l1_hits: metrics.l1_lookups.with_label_values(&["hit"]),
             l1_misses: metrics.l1_lookups.with_label_values(&["miss"]),
             l1: MokaTier::new(config.l1_capacity_bytes, Arc::clone(&metrics)),
@@ -136,6 +158,36 @@ impl TieredStorage {
         &self.l1
     }
 
+    /// Largest object any tier stores: the per-request limit to give Pingora.
+    pub fn max_object(&self) -> usize {
+        let l2 = self.l2.as_ref().map_or(0, |l2| l2.max_object());
+        self.config.l1_max_object.max(l2)
+    }
+
+    /// How long a tier should keep `meta`'s object.
+    fn retain_for(&self, meta: &StoredMeta) -> Duration {
+        let until = meta
+            .retain_until(self.config.grace)
+            .min(SystemTime::now() + self.config.max_retain);
+        until.duration_since(SystemTime::now()).unwrap_or_default()
+    }
+
+    /// An L2 object into L1, when it fits.
+    fn promote(&self, key: HashBinary, found: &l2::Found) {
+        if found.body.len() <= self.config.l1_max_object {
+            self.insert(key, found.meta.clone(), found.body.clone());
+        }
+    }
+
+    fn hit(meta: &StoredMeta, body: &Bytes, tier: Tier) -> (CacheMeta, HitHandler) {
+        let hit = BodyHit {
+            body: body.clone(),
+            next: Some(0..body.len()),
+            tier,
+        };
+        (meta.to_meta(), Box::new(hit))
+    }
+
     /// Removes every stored variant of the URL behind `key` (its primary slot and every
     /// secondary one we know of). Returns how many objects were removed.
     pub fn invalidate(&self, key: &CacheKey) -> usize {
@@ -144,7 +196,14 @@ impl TieredStorage {
         for variance in self.variants.variants(&primary) {
             let mut variant = key.clone();
             variant.set_variance_key(variance);
-            removed += usize::from(self.l1.remove(&variant.combined_bin()));
+            let combined = variant.combined_bin();
+            removed += usize::from(self.l1.remove(&combined));
+            if let Some(l2) = &self.l2 {
+                l2.delete_behind(combined);
+            }
+        }
+        if let Some(l2) = &self.l2 {
+            l2.delete_behind(primary);
         }
         self.variants.forget(&primary);
         removed
@@ -172,17 +231,26 @@ impl Storage for TieredStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(entry) = self.l1.get(&key.combined_bin()) else {
+        let key = key.combined_bin();
+        let Some(entry) = self.l1.get(&key) else {
             self.l1_misses.inc();
-            return Ok(None);
+            let Some(l2) = &self.l2 else { return Ok(None) };
+            return Ok(l2.read(&key).await.map(|found| {
+                self.promote(key, &found);
+                Self::hit(&found.meta, &found.body, Tier::L2)
+            }));
         };
         self.l1_hits.inc();
-        let hit = BodyHit {
-            body: entry.body.clone(),
-            next: Some(0..entry.body.len()),
-            tier: Tier::L1,
-        };
-        Ok(Some((entry.meta.to_meta(), Box::new(hit))))
+        // Stale here: another node may have refreshed it in the shared tier already.
+        if let Some(l2) = &self.l2
+            && entry.meta.fresh_until < SystemTime::now()
+            && let Some(found) = l2.read(&key).await
+            && found.meta.fresh_until > entry.meta.fresh_until
+        {
+            self.promote(key, &found);
+            return Ok(Some(Self::hit(&found.meta, &found.body, Tier::L2)));
+        }
+        Ok(Some(Self::hit(&entry.meta, &entry.body, Tier::L1)))
     }
 
     async fn get_miss_handler(
@@ -206,7 +274,11 @@ impl Storage for TieredStorage {
         _purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let removed = self.l1.remove(&target.key().combined_bin());
+        let key = target.key().combined_bin();
+        let removed = self.l1.remove(&key);
+        if let Some(l2) = &self.l2 {
+            l2.delete_behind(key);
+        }
         Ok(if removed {
             PurgeOutcome::Purged(None)
         } else {
@@ -221,10 +293,14 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let key = key.combined_bin();
+        let meta = StoredMeta::from_meta(meta);
+        if let Some(l2) = &self.l2 {
+            l2.update_meta_behind(key, meta.clone(), self.retain_for(&meta));
+        }
         let Some(old) = self.l1.get(&key) else {
             return Ok(false);
         };
-        self.insert(key, StoredMeta::from_meta(meta), old.body.clone());
+        self.insert(key, meta, old.body.clone());
         Ok(true)
     }
 
@@ -353,7 +429,13 @@ impl HandleMiss for Fill {
                     "setting Accept-Ranges on a stored object",
                 )?;
         }
-        storage.insert(key, meta, body);
+        if let Some(l2) = &storage.l2 {
+            // Spawned, bounded, droppable: the client never waits for the shared tier.
+            l2.write_behind(key, &meta, body.clone(), storage.retain_for(&meta));
+        }
+        if body.len() <= storage.config.l1_max_object {
+            storage.insert(key, meta, body);
+        }
         Ok(MissFinishType::Created(size))
     }
 }
@@ -367,10 +449,11 @@ mod tests {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let config = TierConfig {
             l1_capacity_bytes: 16 << 20,
+            l1_max_object: 1 << 20,
             grace: Duration::from_secs(60),
             max_retain: Duration::from_secs(3600),
         };
-        TieredStorage::new(config, 4, metrics).leak()
+        TieredStorage::new(config, 4, metrics, None).leak()
     }
 
     fn meta(status: u16) -> CacheMeta {

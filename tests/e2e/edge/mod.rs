@@ -10,6 +10,7 @@ mod invalidation;
 mod passthrough;
 mod ranges;
 mod requests;
+mod shared_tier;
 mod stale;
 mod storing;
 mod validation;

@@ -1,0 +1,195 @@
+//! `SharedTier`: byte items in the region's shared store, each operation bounded by a deadline.
+//! `MemcachedTier` is the real one: our router picks the server, a per-server breaker skips a
+//! failing one, and every error or timeout is reported, never hidden. Test fakes live in
+//! `fake.rs`; the e2e tests always run real memcached.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use memcache::exp::{AsyncMetaClient, GetStatus, MutationStatus, Ttl};
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+use super::breaker::Breaker;
+use super::router::Router;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TierError {
+    #[error("deadline of {0:?} passed")]
+    Timeout(Duration),
+    #[error("server {0} skipped: its circuit breaker is open")]
+    Open(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[async_trait]
+pub trait SharedTier: Send + Sync + 'static {
+    async fn get(&self, key: &str, deadline: Duration) -> Result<Option<Vec<u8>>, TierError>;
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        deadline: Duration,
+    ) -> Result<(), TierError>;
+    async fn delete(&self, key: &str, deadline: Duration) -> Result<(), TierError>;
+    /// Extends an item's life without reading it; false when it is gone.
+    async fn touch(&self, key: &str, ttl: Duration, deadline: Duration) -> Result<bool, TierError>;
+}
+
+/// One memcached server: its client, breaker and metrics.
+struct Server {
+    name: String,
+    client: AsyncMetaClient,
+    breaker: Breaker,
+    errors: IntCounter,
+    open: IntGauge,
+    seconds: Histogram,
+}
+
+pub struct MemcachedTier {
+    servers: Vec<Server>,
+    router: Router,
+}
+
+/// Settings of the memcached pool.
+pub struct PoolSettings {
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+}
+
+impl MemcachedTier {
+    /// Builds clients for `servers`. Connections are dialed lazily: a server that is down now
+    /// only makes its items misses.
+    pub async fn new(
+        servers: &[std::net::SocketAddr],
+        settings: &PoolSettings,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let mut built = Vec::new();
+        for addr in servers {
+            let name = addr.to_string();
+            let client = AsyncMetaClient::builder()
+                .max_connections(Some(settings.max_connections))
+                .max_idle(settings.max_connections)
+                .connect_timeout(Some(settings.connect_timeout))
+                // Deadlines are ours (per operation); the client must not add its own.
+                .io_timeout(None)
+                .connect_multiple_async([*addr])
+                .await?;
+            built.push(Server {
+                errors: metrics.l2_server_errors.with_label_values(&[&name]),
+                open: metrics.l2_breaker_open.with_label_values(&[&name]),
+                seconds: metrics.l2_op_seconds.with_label_values(&[&name]),
+                breaker: Breaker::new(settings.breaker_failures, settings.breaker_open),
+                name,
+                client,
+            });
+        }
+        let names: Vec<&str> = built.iter().map(|s| s.name.as_str()).collect();
+        Ok(Self {
+            router: Router::new(&names),
+            servers: built,
+        })
+    }
+
+    /// Runs `op` against the server for `key`, within `deadline`, through its breaker.
+    async fn call<T, F, Fut>(&self, key: &str, deadline: Duration, op: F) -> Result<T, TierError>
+    where
+        F: FnOnce(AsyncMetaClient) -> Fut,
+        Fut: Future<Output = memcache::exp::Result<T>>,
+    {
+        let server = &self.servers[self.router.route(key.as_bytes())];
+        let started = Instant::now();
+        if !server.breaker.allow(started) {
+            return Err(TierError::Open(server.name.clone()));
+        }
+        let outcome = match tokio::time::timeout(deadline, op(server.client.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(TierError::Failed(format!("{}: {e}", server.name))),
+            Err(_) => Err(TierError::Timeout(deadline)),
+        };
+        let now = Instant::now();
+        server
+            .seconds
+            .observe(now.duration_since(started).as_secs_f64());
+        server.breaker.record(outcome.is_ok(), now);
+        server.open.set(i64::from(server.breaker.is_open()));
+        if outcome.is_err() {
+            server.errors.inc();
+        }
+        outcome
+    }
+}
+
+/// Longest item life we ask for; far beyond any configured retention, yet an absolute expiry
+/// that still fits memcached's 32-bit timestamps.
+const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Lives over 30 days go out as absolute times (the protocol reads a larger relative number as
+/// a timestamp); `Ttl` does that conversion when the command is encoded.
+fn ttl(d: Duration) -> Ttl {
+    Ttl::secs(d.clamp(Duration::from_secs(1), MAX_TTL).as_secs() as u32)
+}
+
+#[async_trait]
+impl SharedTier for MemcachedTier {
+    async fn get(&self, key: &str, deadline: Duration) -> Result<Option<Vec<u8>>, TierError> {
+        self.call(key, deadline, |c| async move {
+            let r = c.get(key).send().await?;
+            Ok(if r.status == GetStatus::Hit {
+                r.value
+            } else {
+                None
+            })
+        })
+        .await
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        life: Duration,
+        deadline: Duration,
+    ) -> Result<(), TierError> {
+        self.call(key, deadline, |c| async move {
+            c.set(key, value).ttl(ttl(life)).send().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str, deadline: Duration) -> Result<(), TierError> {
+        self.call(key, deadline, |c| async move {
+            let r = c.delete(key).send().await?;
+            let _gone = matches!(r.status, MutationStatus::Applied | MutationStatus::NotFound);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch(
+        &self,
+        key: &str,
+        life: Duration,
+        deadline: Duration,
+    ) -> Result<bool, TierError> {
+        self.call(key, deadline, |c| async move {
+            let r = c
+                .run(
+                    memcache::exp::Get::new(key)
+                        .touch(ttl(life))
+                        .without_value(),
+                )
+                .await?;
+            Ok(r.status == GetStatus::Hit)
+        })
+        .await
+    }
+}
