@@ -511,4 +511,25 @@ mod tests {
             assert!(err.names(key), "{key} not named in {err}");
         }
     }
+
+    #[test]
+    fn bad_shared_tier_keys_are_named() {
+        let err = EdgeConfig::from_toml(
+            "[l2]\nservers = [\"127.0.0.1:11211\", \"127.0.0.1:11211\"]\nnamespace = \"a b\"\n\
+             chunk_bytes = 2000000\ndeadline_ms = 0\nwrite_queue_bytes = 10\nsevers = []\n",
+        )
+        .expect_err("bad");
+        for key in [
+            "l2.servers",
+            "l2.namespace",
+            "l2.chunk_bytes",
+            "l2.deadline_ms",
+            "l2.write_queue_bytes",
+            "l2.severs",
+        ] {
+            assert!(err.names(key), "{key} not named in {err}");
+        }
+        let err = EdgeConfig::from_toml("[l2]\nservers = [\"memcached\"]\n").expect_err("bad");
+        assert!(err.names("l2.servers[0]"), "{err}");
+    }
 }

@@ -13,14 +13,29 @@ use crate::process::free_port;
 pub struct Memcached {
     child: Option<Child>,
     pub addr: SocketAddr,
+    memory_mb: u32,
 }
 
 impl Memcached {
+    /// A server with 64 MiB of item memory.
     pub fn start() -> anyhow::Result<Self> {
+        Self::with_memory(64)
+    }
+
+    pub fn with_memory(memory_mb: u32) -> anyhow::Result<Self> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let mut m = Self { child: None, addr };
+        let mut m = Self {
+            child: None,
+            addr,
+            memory_mb,
+        };
         m.spawn()?;
         Ok(m)
+    }
+
+    /// The process id while it runs (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -34,7 +49,7 @@ impl Memcached {
                 "-U",
                 "0",
                 "-m",
-                "64",
+                &self.memory_mb.to_string(),
                 "-u",
                 "root",
             ])

@@ -270,6 +270,11 @@ impl EdgeProcess {
         joined(&self.logs)
     }
 
+    /// The process id (for CPU accounting and pinning in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then wait for the exit status.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         terminate(&mut self.child)

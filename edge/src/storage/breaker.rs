@@ -14,8 +14,12 @@ pub enum State {
     Open {
         until: Instant,
     },
-    /// One probe is in flight; everyone else is refused until it reports.
-    HalfOpen,
+    /// One probe is in flight; everyone else is refused until it reports, or until `until`:
+    /// a probe whose request was dropped mid-flight never reports, and must not leave the
+    /// server skipped for good.
+    HalfOpen {
+        until: Instant,
+    },
 }
 
 pub struct Breaker {
@@ -40,11 +44,13 @@ impl Breaker {
         };
         match *state {
             State::Closed { .. } => true,
-            State::Open { until } if now >= until => {
-                *state = State::HalfOpen;
+            State::Open { until } | State::HalfOpen { until } if now >= until => {
+                *state = State::HalfOpen {
+                    until: now + self.open_for,
+                };
                 true
             }
-            State::Open { .. } | State::HalfOpen => false,
+            State::Open { .. } | State::HalfOpen { .. } => false,
         }
     }
 
@@ -69,8 +75,9 @@ impl Breaker {
             .map_or(true, |s| !matches!(*s, State::Closed { .. }))
     }
 
-    pub fn state(&self) -> State {
-        self.state.lock().map_or(State::HalfOpen, |s| *s)
+    #[cfg(test)]
+    pub fn state(&self) -> Option<State> {
+        self.state.lock().ok().map(|s| *s)
     }
 }
 
@@ -94,7 +101,7 @@ mod tests {
         assert!(b.allow(later), "one probe after the open period");
         assert!(!b.allow(later), "…and only one");
         b.record(true, later);
-        assert_eq!(b.state(), State::Closed { failures: 0 });
+        assert_eq!(b.state(), Some(State::Closed { failures: 0 }));
         assert!(b.allow(later));
     }
 
@@ -108,9 +115,26 @@ mod tests {
         b.record(false, later);
         assert_eq!(
             b.state(),
-            State::Open {
+            Some(State::Open {
                 until: later + Duration::from_secs(1)
-            }
+            })
+        );
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_keep_the_server_skipped() {
+        let t0 = Instant::now();
+        let b = Breaker::new(1, Duration::from_secs(1));
+        b.record(false, t0);
+        let probe = t0 + Duration::from_secs(1);
+        assert!(
+            b.allow(probe),
+            "the probe goes out and its request is dropped: no record()"
+        );
+        assert!(!b.allow(probe + Duration::from_millis(999)));
+        assert!(
+            b.allow(probe + Duration::from_secs(1)),
+            "another probe after a further period"
         );
     }
 }
