@@ -526,7 +526,8 @@ async fn zipf_load(
             let mut rng = Rng(seed.wrapping_mul(1000).wrapping_add(w));
             let (mut tally, mut seen) = (Tally::default(), HashSet::new());
             while left.fetch_sub(1, Ordering::Relaxed) > 0 {
-                let object = cdf.partition_point(|&c| c < rng.unit()).min(OBJECTS - 1);
+                let u = rng.unit();
+                let object = cdf.partition_point(|&c| c < u).min(OBJECTS - 1);
                 let node = (rng.next() % conns.len() as u64) as usize;
                 seen.insert(object);
                 tally.count(conns[node].get(&format!("/o/{object}")).await, OBJECT_BYTES);
