@@ -1,6 +1,7 @@
 //! The admin listener (loopback by default): `/healthz` (the process answers), `/readyz` (for
-//! DNS / load-balancer health checks: not ready while draining or with every origin down) and
-//! `/metrics` (Prometheus). Purging joins it with its own issue.
+//! DNS / load-balancer health checks: not ready while draining or with every origin down),
+//! `/metrics` (Prometheus), and the purge API (`POST /purge`, `GET /purge/{id}`; bearer token;
+//! docs/admin-api.md, docs/openapi.json).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +12,27 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
+use crate::purge::{PurgeError, PurgeRequest, Purges, token_matches};
 use crate::storage::TieredStorage;
 use crate::upstream::Origins;
 
+/// Largest purge request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Every route, for the API description check: (method, path template).
+pub const ROUTES: [(&str, &str); 5] = [
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("POST", "/purge"),
+    ("GET", "/purge/{id}"),
+];
+
 pub struct AdminApp {
     pub metrics: Arc<Metrics>,
+    pub purges: Arc<Purges>,
+    /// `admin.token`; empty refuses every purge.
+    pub token: String,
     pub storage: &'static TieredStorage,
     pub origins: Arc<Origins>,
     /// Set when a shutdown signal arrived: stop attracting traffic.
@@ -33,7 +50,105 @@ fn text(status: StatusCode, body: impl Into<Vec<u8>>, content_type: &str) -> Res
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
+/// A JSON answer; errors are `{"error": "...", "field": "..."}`.
+pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    text(status, body, "application/json")
+}
+
+pub fn json_error(status: StatusCode, error: &str, field: Option<&str>) -> Response<Vec<u8>> {
+    json(
+        status,
+        &serde_json::json!({ "error": error, "field": field }),
+    )
+}
+
+/// The answer to a purge that was accepted or refused.
+pub fn purge_outcome(outcome: Result<crate::purge::Receipt, PurgeError>) -> Response<Vec<u8>> {
+    match outcome {
+        Ok(receipt) => json(StatusCode::OK, &receipt),
+        Err(PurgeError::Invalid { field, message }) => json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("{field}: {message}"),
+            Some(&field),
+        ),
+        Err(e @ PurgeError::LogUnavailable(_)) => {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None)
+        }
+    }
+}
+
+/// Parses a purge request, naming the field at fault.
+pub fn parse_purge(body: &[u8]) -> Result<PurgeRequest, Box<Response<Vec<u8>>>> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize::<_, PurgeRequest>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = (path != ".").then_some(path);
+        let message = match &field {
+            Some(f) => format!("{f}: {inner}"),
+            None => format!("malformed JSON: {inner}"),
+        };
+        Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            field.as_deref(),
+        ))
+    })
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(
+    session: &mut ServerSession,
+    limit: usize,
+) -> Result<Vec<u8>, Box<Response<Vec<u8>>>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(Box::new(json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("request body over {limit} bytes"),
+                        None,
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(Box::new(json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("reading the request body: {e}"),
+                    None,
+                )));
+            }
+        }
+    }
+}
+
 impl AdminApp {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        token_matches(presented, &self.token)
+    }
+
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let body = match read_body(session, MAX_BODY).await {
+            Ok(b) => b,
+            Err(resp) => return *resp,
+        };
+        let req = match parse_purge(&body) {
+            Ok(r) => r,
+            Err(resp) => return *resp,
+        };
+        purge_outcome(self.purges.submit(req).await)
+    }
+
     fn readiness(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Relaxed) {
             Err("draining")
@@ -78,6 +193,34 @@ impl ServeHttp for AdminApp {
             }
             (_, "/healthz" | "/readyz" | "/metrics") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n", plain)
+            }
+            (method, path) if path == "/purge" || path.starts_with("/purge/") => {
+                let path = path.to_owned();
+                let method = method.to_owned();
+                if !self.authorized(session) {
+                    let why = if self.token.is_empty() {
+                        "purging is disabled: no admin.token is configured"
+                    } else {
+                        "missing or wrong bearer token"
+                    };
+                    let mut resp = json_error(StatusCode::UNAUTHORIZED, why, None);
+                    resp.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer"),
+                    );
+                    return resp;
+                }
+                match (method.as_str(), path.strip_prefix("/purge/")) {
+                    ("POST", None) => self.purge(session).await,
+                    ("GET", Some(id)) if !id.is_empty() && !id.contains('/') => {
+                        match self.purges.receipt(id).await {
+                            Some(r) => json(StatusCode::OK, &r),
+                            None => json_error(StatusCode::NOT_FOUND, "no such purge", None),
+                        }
+                    }
+                    (_, None) => json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST", None),
+                    _ => json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET", None),
+                }
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n", plain),
         }

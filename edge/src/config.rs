@@ -25,6 +25,7 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     pub l2: L2Config,
     pub admin: AdminConfig,
+    pub purge: PurgeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,14 +292,97 @@ impl L2Config {
 pub struct AdminConfig {
     /// The admin listener (health, metrics, purge); loopback by default.
     pub listen: SocketAddr,
+    /// Bearer token for the purge API (and `PURGE` without an allowed network). Empty: purging
+    /// is refused.
+    pub token: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            token: String::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurgeConfig {
+    /// This node's region: in receipts, and how other regions address it.
+    pub region: String,
+    /// How often the node reads the region's purge log.
+    pub poll_interval_ms: u64,
+    /// Not synced with the log for this long: nothing is served from cache unrevalidated.
+    pub max_lag_ms: u64,
+    /// memcached servers holding a copy of the purge log (at most the pool's size).
+    pub log_replicas: usize,
+    /// Clock difference tolerated between nodes: objects stored this soon after a purge (by
+    /// another node's clock) count as purged too.
+    pub clock_skew_ms: u64,
+    /// Longest `wait: true` before the receipt is returned as it stands.
+    pub max_wait_ms: u64,
+    /// Networks allowed to send `PURGE` on the proxy listener without the token.
+    pub allow_networks: Vec<String>,
+    /// Attempts to forward a purge to another region before giving up.
+    pub forward_attempts: u32,
+    /// One admin endpoint per other region.
+    pub regions: Vec<RegionConfig>,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        Self {
+            region: "local".to_owned(),
+            poll_interval_ms: 100,
+            max_lag_ms: 2_000,
+            log_replicas: 2,
+            clock_skew_ms: 100,
+            max_wait_ms: 5_000,
+            allow_networks: Vec::new(),
+            forward_attempts: 8,
+            regions: Vec::new(),
+        }
+    }
+}
+
+impl PurgeConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn max_lag(&self) -> Duration {
+        Duration::from_millis(self.max_lag_ms)
+    }
+    pub fn clock_skew(&self) -> Duration {
+        Duration::from_millis(self.clock_skew_ms)
+    }
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+    /// `allow_networks` parsed; call after validation.
+    pub fn networks(&self) -> Vec<ipnet::IpNet> {
+        self.allow_networks
+            .iter()
+            .filter_map(|n| parse_network(n))
+            .collect()
+    }
+}
+
+/// `10.0.0.0/8`, or a single address.
+fn parse_network(n: &str) -> Option<ipnet::IpNet> {
+    n.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| n.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    pub name: String,
+    /// That region's admin API, e.g. `http://10.1.0.5:9091`.
+    pub admin_url: String,
+    /// Its admin token.
+    pub token: String,
 }
 
 impl EdgeConfig {
@@ -413,6 +497,70 @@ impl Validate for EdgeConfig {
             "admin.listen",
             "must differ from every server.listen",
         );
+        let p = &self.purge;
+        let token_ok = |t: &str| t.bytes().all(|b| b.is_ascii_graphic());
+        check(
+            token_ok(&self.admin.token),
+            "admin.token",
+            "must be printable ASCII without spaces",
+        );
+        check(
+            !p.region.is_empty()
+                && p.region
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "purge.region",
+            "must be a non-empty token (letters, digits, - _ .)",
+        );
+        check(
+            (10..=10_000).contains(&p.poll_interval_ms),
+            "purge.poll_interval_ms",
+            "must be between 10 and 10000",
+        );
+        check(
+            p.max_lag_ms >= 2 * p.poll_interval_ms,
+            "purge.max_lag_ms",
+            "must be at least twice purge.poll_interval_ms",
+        );
+        check(
+            p.log_replicas >= 1,
+            "purge.log_replicas",
+            "must be at least 1",
+        );
+        check(
+            p.clock_skew_ms <= 10_000,
+            "purge.clock_skew_ms",
+            "must be at most 10000",
+        );
+        check(
+            (1..=60_000).contains(&p.max_wait_ms),
+            "purge.max_wait_ms",
+            "must be between 1 and 60000",
+        );
+        for (i, n) in p.allow_networks.iter().enumerate() {
+            check(
+                parse_network(n).is_some(),
+                &format!("purge.allow_networks[{i}]"),
+                "must be a network (10.0.0.0/8) or an address",
+            );
+        }
+        for (i, r) in p.regions.iter().enumerate() {
+            check(
+                !r.name.is_empty() && r.name != p.region,
+                &format!("purge.regions[{i}].name"),
+                "must be set and differ from purge.region",
+            );
+            check(
+                r.admin_url.starts_with("http://") || r.admin_url.starts_with("https://"),
+                &format!("purge.regions[{i}].admin_url"),
+                "must be an http:// or https:// URL",
+            );
+            check(
+                !r.token.is_empty() && token_ok(&r.token),
+                &format!("purge.regions[{i}].token"),
+                "must be set (printable ASCII without spaces)",
+            );
+        }
         let l2 = &self.l2;
         let mut seen = std::collections::HashSet::new();
         check(

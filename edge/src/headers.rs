@@ -16,8 +16,14 @@ const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
-/// Fields addressed to this cache (RFC 9213, Edge Architecture), removed before the client.
-const TARGETED: [&str; 2] = ["cdn-cache-control", "surrogate-control"];
+/// Fields addressed to this cache (RFC 9213, Edge Architecture, and the purge tags), removed
+/// before the client.
+const TARGETED: [&str; 4] = [
+    "cdn-cache-control",
+    "surrogate-control",
+    "surrogate-key",
+    "cache-tag",
+];
 
 /// Field names listed in `Connection` (lower-cased): hop-by-hop for this message only.
 pub fn connection_listed(resp: &ResponseHeader) -> Vec<String> {

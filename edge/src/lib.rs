@@ -14,6 +14,7 @@ pub mod headers;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod purge;
 pub mod storage;
 pub mod upstream;
 
@@ -33,8 +34,11 @@ use crate::config::EdgeConfig;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::proxy::EdgeProxy;
+use crate::purge::Purges;
+use crate::purge::filter::Filter;
+use crate::purge::local::LocalStore;
 use crate::storage::l2::{L2, L2Settings};
-use crate::storage::shared::{MemcachedTier, PoolSettings};
+use crate::storage::shared::{MemcachedTier, PoolSettings, ServerStore};
 use crate::storage::{TierConfig, TieredStorage};
 use crate::upstream::Origins;
 
@@ -62,7 +66,22 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
 
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let cache = &config.cache;
-    let l2 = shared_tier(config, &metrics)?;
+    let (l2, pool) = match shared_tier(config, &metrics)? {
+        Some((l2, pool)) => (Some(l2), Some(pool)),
+        None => (None, None),
+    };
+    // Marks outlive every object stored before them: the longest time a tier keeps one.
+    let longest_life = Duration::from_secs(
+        cache
+            .max_ttl_secs
+            .saturating_add(cache.max_stale_secs)
+            .saturating_add(cache.grace_secs),
+    );
+    let filter = Arc::new(Filter::new(
+        config.purge.max_lag(),
+        config.purge.clock_skew(),
+        longest_life,
+    ));
     let storage = TieredStorage::new(
         TierConfig {
             l1_capacity_bytes: cache.l1.capacity_bytes,
@@ -75,8 +94,23 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
         cache.max_variants,
         Arc::clone(&metrics),
         l2,
+        Arc::clone(&filter),
     )
     .leak();
+    let keys = KeyBuilder::new(&cache.key);
+    let purges = purges(
+        config,
+        pool,
+        filter,
+        storage,
+        keys.clone(),
+        &metrics,
+        longest_life,
+    )?;
+    server.add_service(pingora_core::services::background::background_service(
+        "purge log",
+        PurgePoller(Arc::clone(&purges)),
+    ));
     let (origins, health_checks) =
         Origins::new(&config.origin, Arc::clone(&metrics)).context("building the origin pool")?;
     let origins = Arc::new(origins);
@@ -90,7 +124,10 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
             .context("server.name as a header value")?,
         cache_enabled: cache.enabled,
         policy: Policy::new(&config.server.name, cache),
-        keys: KeyBuilder::new(&cache.key),
+        keys,
+        purges: Arc::clone(&purges),
+        purge_token: config.admin.token.clone(),
+        purge_networks: config.purge.networks(),
         storage,
         lock: Box::leak(Box::new(pingora_cache::lock::CacheLock::new(lock_timeout))),
         predictor: EdgeProxy::predictor(PREDICTOR_CAPACITY),
@@ -110,6 +147,8 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
     let draining = Arc::new(AtomicBool::new(false));
     let admin = AdminApp {
         metrics,
+        purges,
+        token: config.admin.token.clone(),
         storage,
         origins,
         draining: Arc::clone(&draining),
@@ -120,9 +159,63 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
     Ok(Edge { server, draining })
 }
 
+/// The node's purge machinery, its log in the region's pool (or in process without one).
+fn purges(
+    config: &EdgeConfig,
+    pool: Option<Arc<MemcachedTier>>,
+    filter: Arc<Filter>,
+    storage: &'static TieredStorage,
+    keys: KeyBuilder,
+    metrics: &Arc<Metrics>,
+    longest_life: Duration,
+) -> anyhow::Result<Arc<Purges>> {
+    let p = &config.purge;
+    let store: Arc<dyn ServerStore> = match pool {
+        Some(pool) => pool,
+        None => Arc::new(LocalStore::with_servers(1)),
+    };
+    let log = purge::log::Log::new(
+        store,
+        purge::log::Settings {
+            namespace: config.l2.namespace.clone(),
+            replicas: p.log_replicas,
+            deadline: config.l2.deadline().max(Duration::from_millis(50)),
+            entry_ttl: longest_life.min(Duration::from_secs(30 * 24 * 3600)),
+            heartbeat_ttl: p.max_lag().max(p.poll_interval() * 10),
+            missing_grace: Duration::from_secs(1),
+            batch: 256,
+        },
+    );
+    let settings = purge::Settings {
+        node: config.server.name.clone(),
+        config: p.clone(),
+    };
+    Ok(Arc::new(
+        Purges::new(settings, filter, storage, keys, log, Arc::clone(metrics))
+            .context("building the purge forwarder")?,
+    ))
+}
+
+/// Runs the purge log poller until shutdown.
+struct PurgePoller(Arc<Purges>);
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for PurgePoller {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        tokio::select! {
+            () = Arc::clone(&self.0).run() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 /// The region's shared tier, when `l2.servers` lists any. Clients are built here (addresses
 /// resolved) but connect lazily: the edge starts and serves with every memcached down.
-fn shared_tier(config: &EdgeConfig, metrics: &Arc<Metrics>) -> anyhow::Result<Option<Arc<L2>>> {
+#[allow(clippy::type_complexity)]
+fn shared_tier(
+    config: &EdgeConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<(Arc<L2>, Arc<MemcachedTier>)>> {
     let l2 = &config.l2;
     if l2.servers.is_empty() {
         return Ok(None);
@@ -141,8 +234,9 @@ fn shared_tier(config: &EdgeConfig, metrics: &Arc<Metrics>) -> anyhow::Result<Op
         .block_on(MemcachedTier::new(&l2.servers, &settings, metrics))
         .context("building the memcached clients")?;
     let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    Ok(Some(L2::new(
-        Arc::new(tier),
+    let tier = Arc::new(tier);
+    let l2 = L2::new(
+        Arc::clone(&tier) as Arc<dyn storage::shared::SharedTier>,
         L2Settings {
             namespace: l2.namespace.clone(),
             deadline: l2.deadline(),
@@ -154,7 +248,8 @@ fn shared_tier(config: &EdgeConfig, metrics: &Arc<Metrics>) -> anyhow::Result<Op
             write_concurrency: l2.write_concurrency,
         },
         metrics,
-    )))
+    );
+    Ok(Some((l2, tier)))
 }
 
 /// Runs the edge until SIGTERM (graceful: drain, then stop), SIGINT (fast) or SIGQUIT (graceful

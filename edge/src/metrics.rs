@@ -22,6 +22,13 @@ pub const L2_SERVER_ERRORS: &str = "outpost_l2_server_errors_total";
 pub const L2_BREAKER_OPEN: &str = "outpost_l2_breaker_open";
 pub const L2_WRITES: &str = "outpost_l2_writes_total";
 pub const L2_WRITE_QUEUE_BYTES: &str = "outpost_l2_write_queue_bytes";
+pub const PURGES: &str = "outpost_purges_total";
+pub const PURGE_ENTRIES_APPLIED: &str = "outpost_purge_entries_applied_total";
+pub const PURGE_LOG_GAPS: &str = "outpost_purge_log_gaps_total";
+pub const PURGE_LAG_SECONDS: &str = "outpost_purge_lag_seconds";
+pub const PURGE_MARKS: &str = "outpost_purge_marks";
+pub const PURGE_FILTERED: &str = "outpost_purge_filtered_total";
+pub const PURGE_FORWARDS: &str = "outpost_purge_forwards_total";
 
 /// Every value of the `cache` label of [`REQUESTS`].
 pub const OUTCOMES: [&str; 7] = [
@@ -67,6 +74,20 @@ pub struct Metrics {
     pub l2_writes: IntCounterVec,
     /// Bytes waiting to be written to the shared tier.
     pub l2_write_queue_bytes: IntGauge,
+    /// Purges accepted by this node, `hard` or `soft`.
+    pub purges: IntCounterVec,
+    /// Purges applied by this node (its own and those read from the region's log).
+    pub purge_entries_applied: IntCounter,
+    /// Gaps found in the purge log (each drops L1 and revalidates older objects).
+    pub purge_log_gaps: IntCounter,
+    /// Time since this node last caught up with the region's purge log.
+    pub purge_lag_seconds: prometheus::Gauge,
+    /// URL, tag and prefix marks the purge filter holds.
+    pub purge_marks: IntGauge,
+    /// Hits the purge filter changed: `stale` (soft), `revalidate` (gap or lag), `gone` (hard).
+    pub purge_filtered: IntCounterVec,
+    /// Attempts to forward a purge to another region, by `region` and `result`.
+    pub purge_forwards: IntCounterVec,
 }
 
 fn counter_vec(
@@ -158,6 +179,38 @@ impl Metrics {
                 &r,
                 L2_WRITE_QUEUE_BYTES,
                 "Bytes waiting to be written to the shared tier",
+            )?,
+            purges: counter_vec(&r, PURGES, "Purges accepted by this node", &["kind"])?,
+            purge_entries_applied: {
+                let c = IntCounter::new(PURGE_ENTRIES_APPLIED, "Purges applied by this node")?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            purge_log_gaps: {
+                let c = IntCounter::new(PURGE_LOG_GAPS, "Gaps found in the purge log")?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            purge_lag_seconds: {
+                let g = prometheus::Gauge::new(
+                    PURGE_LAG_SECONDS,
+                    "Seconds since this node last caught up with the purge log",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            purge_marks: gauge(&r, PURGE_MARKS, "Marks held by the purge filter")?,
+            purge_filtered: counter_vec(
+                &r,
+                PURGE_FILTERED,
+                "Hits changed by the purge filter",
+                &["verdict"],
+            )?,
+            purge_forwards: counter_vec(
+                &r,
+                PURGE_FORWARDS,
+                "Purge forwarding attempts to other regions",
+                &["region", "result"],
             )?,
             registry: r,
         })

@@ -27,6 +27,7 @@ use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
 use crate::policy::freshness::Exchange;
 use crate::policy::{self, Policy, Verdict, directives, vary};
+use crate::purge::{PurgeRequest, Purges, token_matches};
 use crate::storage::TieredStorage;
 use crate::upstream::{self, Origins};
 
@@ -59,6 +60,11 @@ pub struct EdgeProxy {
     pub max_request_header_bytes: usize,
     pub origins: Arc<Origins>,
     pub metrics: Arc<Metrics>,
+    pub purges: Arc<Purges>,
+    /// `admin.token`: `PURGE` carrying it is allowed from anywhere…
+    pub purge_token: String,
+    /// …and without it only from these networks.
+    pub purge_networks: Vec<ipnet::IpNet>,
 }
 
 /// Reasons not to store that say nothing about the URL (they depend on this request, or on a
@@ -100,6 +106,66 @@ impl EdgeProxy {
         let removed: usize = keys.iter().map(|k| self.storage.invalidate(k)).sum();
         self.metrics.invalidations.inc_by(removed as u64);
         tracing::debug!(method = %req.method, removed, "invalidated after unsafe method");
+        // The other nodes of the region hold copies too.
+        let urls = keys
+            .iter()
+            .filter_map(|k| k.primary_key_str().map(str::to_owned))
+            .collect();
+        self.purges.invalidated(urls);
+    }
+
+    /// `PURGE /path` (the Varnish/Squid habit): a hard purge of that URL (every variant), or a
+    /// soft one with `Soft-Purge: 1`; with the admin token, or from an allowed network.
+    async fn purge_method(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.outcome = "pass";
+        let req = session.req_header();
+        let token = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let from_allowed = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .is_some_and(|a| self.purge_networks.iter().any(|n| n.contains(&a.ip())));
+        let resp = if !(from_allowed || token_matches(token, &self.purge_token)) {
+            crate::admin::json_error(
+                http::StatusCode::UNAUTHORIZED,
+                "PURGE needs the admin bearer token or an allowed network",
+                None,
+            )
+        } else {
+            let scheme = Self::scheme(session);
+            let host = req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let soft = req
+                .headers
+                .get("soft-purge")
+                .is_some_and(|v| v.as_bytes() == b"1");
+            let url = format!(
+                "{scheme}://{host}{}",
+                req.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            let purge = PurgeRequest {
+                urls: vec![url],
+                soft,
+                ..PurgeRequest::default()
+            };
+            crate::admin::purge_outcome(self.purges.submit(purge).await)
+        };
+        let (parts, body) = resp.into_parts();
+        let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len()))?;
+        for (name, value) in &parts.headers {
+            head.insert_header(name.clone(), value.clone())?;
+        }
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(head), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+        Ok(())
     }
 
     /// Writes a short response of our own (an error, or `only-if-cached` with nothing cached).
@@ -185,6 +251,10 @@ impl ProxyHttp for EdgeProxy {
     // --- the request ------------------------------------------------------------------------
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if session.req_header().method.as_str() == "PURGE" {
+            self.purge_method(session, ctx).await?;
+            return Ok(true);
+        }
         let size = request_head_size(session.req_header());
         if size > self.max_request_header_bytes {
             let status = format!("{}; detail=request-header-too-large", self.name);

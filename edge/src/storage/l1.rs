@@ -133,6 +133,11 @@ impl MokaTier {
         self.cache.remove(key).is_some()
     }
 
+    /// Drops every entry (a hard purge of everything, or a gap in the purge log).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// Entries and bytes held (after running moka's pending maintenance, so they are current).
     pub fn usage(&self) -> (u64, u64) {
         self.cache.run_pending_tasks();

@@ -366,10 +366,14 @@ impl L2 {
 /// The object's surrogate keys: `Surrogate-Key` (space-separated) and `Cache-Tag`
 /// (comma-separated).
 pub fn tags(header: &pingora_http::ResponseHeader) -> Vec<String> {
+    tags_of(&header.headers)
+}
+
+/// [`tags`] of a header map.
+pub fn tags_of(headers: &http::HeaderMap) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for (field, sep) in [("surrogate-key", ' '), ("cache-tag", ',')] {
-        for value in header
-            .headers
+        for value in headers
             .get_all(field)
             .iter()
             .filter_map(|v| v.to_str().ok())

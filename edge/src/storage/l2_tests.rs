@@ -40,7 +40,14 @@ fn node(tier: Arc<dyn SharedTier>, settings: L2Settings) -> (&'static TieredStor
         max_retain: Duration::from_secs(3600),
     };
     (
-        TieredStorage::new(config, 4, Arc::clone(&metrics), Some(l2)).leak(),
+        TieredStorage::new(
+            config,
+            4,
+            Arc::clone(&metrics),
+            Some(l2),
+            crate::purge::filter::Filter::never_lagging(),
+        )
+        .leak(),
         metrics,
     )
 }

@@ -34,6 +34,7 @@ use prometheus::IntCounter;
 
 use crate::metrics::Metrics;
 use crate::policy::vary::VariantRegistry;
+use crate::purge::filter::{Filter, Object, Verdict};
 use l1::{L1Entry, MokaTier};
 use l2::L2;
 
@@ -65,6 +66,8 @@ pub struct StoredMeta {
     pub stale_if_error: u32,
     pub variance: Option<HashBinary>,
     pub header: ResponseHeader,
+    /// Surrogate keys (`Surrogate-Key`, `Cache-Tag`), parsed once for the purge filter.
+    pub tags: Arc<[String]>,
 }
 
 impl StoredMeta {
@@ -76,6 +79,7 @@ impl StoredMeta {
             stale_while_revalidate: meta.stale_while_revalidate_sec(),
             stale_if_error: meta.stale_if_error_sec(),
             variance: meta.variance(),
+            tags: l2::tags_of(meta.headers()).into(),
             header: meta.response_header_copy(),
         }
     }
@@ -123,6 +127,10 @@ pub struct TieredStorage {
     /// `outpost_l1_lookups_total{result=…}`, resolved once.
     l1_hits: IntCounter,
     l1_misses: IntCounter,
+    /// What has been purged; every hit passes it.
+    filter: Arc<Filter>,
+    /// `outpost_purge_filtered_total{verdict=…}`.
+    filtered: [IntCounter; 3],
 }
 
 impl TieredStorage {
@@ -131,9 +139,13 @@ impl TieredStorage {
         max_variants: usize,
         metrics: Arc<Metrics>,
         l2: Option<Arc<L2>>,
+        filter: Arc<Filter>,
     ) -> Self {
         Self {
             l2,
+            filter,
+            filtered: ["stale", "revalidate", "gone"]
+                .map(|v| metrics.purge_filtered.with_label_values(&[v])),
             l1_hits: metrics.l1_lookups.with_label_values(&["hit"]),
             l1_misses: metrics.l1_lookups.with_label_values(&["miss"]),
             l1: MokaTier::new(config.l1_capacity_bytes, Arc::clone(&metrics)),
@@ -188,6 +200,77 @@ impl TieredStorage {
         (meta.to_meta(), Box::new(hit))
     }
 
+    /// Removes every variant of the URL behind `key` from this node's L1 only (another node
+    /// deletes it from the shared tier). Returns how many objects were removed.
+    pub fn forget_l1(&self, key: &CacheKey) -> usize {
+        let primary = key.primary_bin();
+        let mut removed = usize::from(self.l1.remove(&primary));
+        for variance in self.variants.variants(&primary) {
+            let mut variant = key.clone();
+            variant.set_variance_key(variance);
+            removed += usize::from(self.l1.remove(&variant.combined_bin()));
+        }
+        removed
+    }
+
+    /// What the purge filter makes of a stored object, and the meta to serve it with.
+    fn judge(&self, key: &CacheKey, meta: &StoredMeta) -> (Verdict, Option<StoredMeta>) {
+        let now = SystemTime::now();
+        let verdict = self.filter.check(
+            &Object {
+                primary: &key.primary_bin(),
+                primary_text: key.primary_key_str().unwrap_or(""),
+                tags: &meta.tags,
+                stored: meta.created,
+            },
+            crate::purge::filter::ms(now),
+        );
+        let stale_now = |keep_windows: bool| {
+            let mut m = meta.clone();
+            m.fresh_until = m
+                .fresh_until
+                .min(now.checked_sub(Duration::from_millis(1)).unwrap_or(now));
+            if !keep_windows {
+                m.stale_while_revalidate = 0;
+                m.stale_if_error = 0;
+            }
+            m
+        };
+        match verdict {
+            Verdict::Serve => (verdict, None),
+            Verdict::Stale => {
+                self.filtered[0].inc();
+                (verdict, Some(stale_now(true)))
+            }
+            Verdict::Revalidate => {
+                self.filtered[1].inc();
+                (verdict, Some(stale_now(false)))
+            }
+            Verdict::Gone => {
+                self.filtered[2].inc();
+                (verdict, None)
+            }
+        }
+    }
+
+    /// An L2 read, passed through the purge filter.
+    async fn read_l2(
+        &self,
+        l2: &L2,
+        key: &CacheKey,
+        bin: HashBinary,
+    ) -> Option<(CacheMeta, HitHandler)> {
+        let found = l2.read(&bin).await?;
+        match self.judge(key, &found.meta) {
+            (Verdict::Gone, _) => None,
+            (_, Some(meta)) => Some(Self::hit(&meta, &found.body, Tier::L2)),
+            (_, None) => {
+                self.promote(bin, &found);
+                Some(Self::hit(&found.meta, &found.body, Tier::L2))
+            }
+        }
+    }
+
     /// Removes every stored variant of the URL behind `key` (its primary slot and every
     /// secondary one we know of). Returns how many objects were removed.
     pub fn invalidate(&self, key: &CacheKey) -> usize {
@@ -231,26 +314,37 @@ impl Storage for TieredStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let full = key;
         let key = key.combined_bin();
-        let Some(entry) = self.l1.get(&key) else {
+        let entry = self.l1.get(&key);
+        let judged = entry.as_ref().map(|e| self.judge(full, &e.meta));
+        let entry = match (entry, judged) {
+            (Some(_), Some((Verdict::Gone, _))) => {
+                // Purged here; another node may have refilled the shared tier since.
+                self.l1.remove(&key);
+                None
+            }
+            (Some(e), Some((_, restaled))) => Some((e, restaled)),
+            _ => None,
+        };
+        let Some((entry, restaled)) = entry else {
             self.l1_misses.inc();
             let Some(l2) = &self.l2 else { return Ok(None) };
-            return Ok(l2.read(&key).await.map(|found| {
-                self.promote(key, &found);
-                Self::hit(&found.meta, &found.body, Tier::L2)
-            }));
+            return Ok(self.read_l2(l2, full, key).await);
         };
         self.l1_hits.inc();
+        let meta = restaled.as_ref().unwrap_or(&entry.meta);
         // Stale here: another node may have refreshed it in the shared tier already.
         if let Some(l2) = &self.l2
-            && entry.meta.fresh_until < SystemTime::now()
+            && meta.fresh_until < SystemTime::now()
             && let Some(found) = l2.read(&key).await
+            && self.judge(full, &found.meta).0 == Verdict::Serve
             && found.meta.fresh_until > entry.meta.fresh_until
         {
             self.promote(key, &found);
             return Ok(Some(Self::hit(&found.meta, &found.body, Tier::L2)));
         }
-        Ok(Some(Self::hit(&entry.meta, &entry.body, Tier::L1)))
+        Ok(Some(Self::hit(meta, &entry.body, Tier::L1)))
     }
 
     async fn get_miss_handler(
@@ -453,7 +547,7 @@ mod tests {
             grace: Duration::from_secs(60),
             max_retain: Duration::from_secs(3600),
         };
-        TieredStorage::new(config, 4, metrics, None).leak()
+        TieredStorage::new(config, 4, metrics, None, Filter::never_lagging()).leak()
     }
 
     fn meta(status: u16) -> CacheMeta {

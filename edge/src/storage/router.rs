@@ -20,6 +20,18 @@ impl Router {
         }
     }
 
+    /// Every server for `key`, best first: where copies of a replicated item go.
+    pub fn ranked(&self, key: &[u8]) -> Vec<usize> {
+        let mut scored: Vec<(u64, usize)> = self
+            .seeds
+            .iter()
+            .enumerate()
+            .map(|(i, seed)| (xxh3_64_with_seed(key, *seed), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().map(|(_, i)| i).collect()
+    }
+
     /// The index of the server for `key`.
     pub fn route(&self, key: &[u8]) -> usize {
         let mut best = (0, 0u64);
@@ -55,6 +67,18 @@ mod tests {
         .map(|k| r.route(k.as_bytes()))
         .collect();
         assert_eq!(got, ROUTES_PINNED);
+    }
+
+    #[test]
+    fn the_first_ranked_server_is_the_routed_one() {
+        let r = Router::new(&THREE);
+        for k in ["a", "b", "outpost:purge:seq", "zz"] {
+            let ranked = r.ranked(k.as_bytes());
+            assert_eq!(ranked[0], r.route(k.as_bytes()), "{k}");
+            let mut sorted = ranked.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![0, 1, 2]);
+        }
     }
 
     /// Computed once with xxh3 0.8; see the test above.

@@ -40,6 +40,42 @@ pub trait SharedTier: Send + Sync + 'static {
     async fn touch(&self, key: &str, ttl: Duration, deadline: Duration) -> Result<bool, TierError>;
 }
 
+/// Operations on one chosen server, for data that must live on several servers at once (the
+/// purge log). Servers are numbered as configured.
+#[async_trait]
+pub trait ServerStore: Send + Sync + 'static {
+    /// Every server, best first for `key` (rendezvous order): the same order on every node.
+    fn ranked(&self, key: &str) -> Vec<usize>;
+    fn server_name(&self, server: usize) -> String;
+    async fn get_on(
+        &self,
+        server: usize,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Option<Vec<u8>>, TierError>;
+    async fn set_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        deadline: Duration,
+    ) -> Result<(), TierError>;
+    /// Stores only if absent; false when the key already exists. A zero `ttl` (here and in
+    /// `set_on`) keeps the item until it is evicted.
+    async fn add_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        deadline: Duration,
+    ) -> Result<bool, TierError>;
+    /// Adds one to a counter, creating it at 1 (kept forever) when missing; the new value.
+    async fn incr_on(&self, server: usize, key: &str, deadline: Duration)
+    -> Result<u64, TierError>;
+}
+
 /// One memcached server: its client, breaker and metrics.
 struct Server {
     name: String,
@@ -104,7 +140,24 @@ impl MemcachedTier {
         F: FnOnce(AsyncMetaClient) -> Fut,
         Fut: Future<Output = memcache::exp::Result<T>>,
     {
-        let server = &self.servers[self.router.route(key.as_bytes())];
+        self.call_on(self.router.route(key.as_bytes()), deadline, op)
+            .await
+    }
+
+    /// Runs `op` against server number `index`, within `deadline`, through its breaker.
+    async fn call_on<T, F, Fut>(
+        &self,
+        index: usize,
+        deadline: Duration,
+        op: F,
+    ) -> Result<T, TierError>
+    where
+        F: FnOnce(AsyncMetaClient) -> Fut,
+        Fut: Future<Output = memcache::exp::Result<T>>,
+    {
+        let Some(server) = self.servers.get(index) else {
+            return Err(TierError::Failed(format!("no server number {index}")));
+        };
         let started = Instant::now();
         if !server.breaker.allow(started) {
             return Err(TierError::Open(server.name.clone()));
@@ -135,6 +188,11 @@ const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// a timestamp); `Ttl` does that conversion when the command is encoded.
 fn ttl(d: Duration) -> Ttl {
     Ttl::secs(d.clamp(Duration::from_secs(1), MAX_TTL).as_secs() as u32)
+}
+
+/// For [`ServerStore`]: zero means kept until evicted.
+fn ttl_or_never(d: Duration) -> Ttl {
+    if d.is_zero() { Ttl::NEVER } else { ttl(d) }
 }
 
 #[async_trait]
@@ -191,5 +249,86 @@ impl SharedTier for MemcachedTier {
             Ok(r.status == GetStatus::Hit)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl ServerStore for MemcachedTier {
+    fn ranked(&self, key: &str) -> Vec<usize> {
+        self.router.ranked(key.as_bytes())
+    }
+
+    fn server_name(&self, server: usize) -> String {
+        self.servers
+            .get(server)
+            .map_or_else(|| format!("#{server}"), |s| s.name.clone())
+    }
+
+    async fn get_on(
+        &self,
+        server: usize,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<Option<Vec<u8>>, TierError> {
+        self.call_on(server, deadline, |c| async move {
+            let r = c.get(key).send().await?;
+            Ok(if r.status == GetStatus::Hit {
+                r.value
+            } else {
+                None
+            })
+        })
+        .await
+    }
+
+    async fn set_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        life: Duration,
+        deadline: Duration,
+    ) -> Result<(), TierError> {
+        self.call_on(server, deadline, |c| async move {
+            c.set(key, value).ttl(ttl_or_never(life)).send().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        life: Duration,
+        deadline: Duration,
+    ) -> Result<bool, TierError> {
+        self.call_on(server, deadline, |c| async move {
+            let r = c
+                .set(key, value)
+                .ttl(ttl_or_never(life))
+                .add()
+                .send()
+                .await?;
+            Ok(r.status == MutationStatus::Applied)
+        })
+        .await
+    }
+
+    async fn incr_on(
+        &self,
+        server: usize,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<u64, TierError> {
+        let name = self.server_name(server);
+        self.call_on(server, deadline, |c| async move {
+            // Created at 1 when missing (no expiry), so the first entry of a log is number 1.
+            let r = c.increment(key).delta(1).initial(1, 0).send().await?;
+            Ok(r.value)
+        })
+        .await?
+        .ok_or_else(|| TierError::Failed(format!("{name}: increment returned no value")))
     }
 }

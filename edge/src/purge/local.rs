@@ -1,0 +1,130 @@
+//! The purge log's store when a node has no memcached pool: the same [`ServerStore`] calls, held
+//! in this process (a region of one node). Unit tests use it with several "servers".
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::storage::shared::{ServerStore, TierError};
+
+type Items = HashMap<String, (Vec<u8>, Option<Instant>)>;
+
+pub struct LocalStore {
+    servers: Vec<Mutex<Items>>,
+}
+
+/// Expired items are swept when a server holds more than this many.
+const SWEEP_ABOVE: usize = 4096;
+
+impl LocalStore {
+    pub fn with_servers(n: usize) -> Self {
+        Self {
+            servers: (0..n.max(1)).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn server(&self, i: usize) -> Result<std::sync::MutexGuard<'_, Items>, TierError> {
+        self.servers
+            .get(i)
+            .ok_or_else(|| TierError::Failed(format!("no server number {i}")))?
+            .lock()
+            .map_err(|_| TierError::Failed("local store poisoned".to_owned()))
+    }
+
+    /// Forgets everything on server `i`, as a restarted memcached would.
+    #[cfg(test)]
+    pub fn clear(&self, i: usize) {
+        if let Ok(mut s) = self.server(i) {
+            s.clear();
+        }
+    }
+
+    /// Removes the item whose key contains `part` and ends with `:{n}`.
+    #[cfg(test)]
+    pub fn remove_matching(&self, i: usize, part: &str, n: u64) {
+        if let Ok(mut s) = self.server(i) {
+            let end = format!(":{n}");
+            s.retain(|k, _| !(k.contains(part) && k.ends_with(&end)));
+        }
+    }
+}
+
+fn live(item: &(Vec<u8>, Option<Instant>)) -> bool {
+    item.1.is_none_or(|until| until > Instant::now())
+}
+
+fn until(ttl: Duration) -> Option<Instant> {
+    (!ttl.is_zero()).then(|| Instant::now() + ttl)
+}
+
+fn store(items: &mut Items, key: &str, value: &[u8], ttl: Duration) {
+    if items.len() > SWEEP_ABOVE {
+        items.retain(|_, v| live(v));
+    }
+    items.insert(key.to_owned(), (value.to_vec(), until(ttl)));
+}
+
+#[async_trait]
+impl ServerStore for LocalStore {
+    fn ranked(&self, _key: &str) -> Vec<usize> {
+        (0..self.servers.len()).collect()
+    }
+
+    fn server_name(&self, server: usize) -> String {
+        format!("local#{server}")
+    }
+
+    async fn get_on(
+        &self,
+        server: usize,
+        key: &str,
+        _: Duration,
+    ) -> Result<Option<Vec<u8>>, TierError> {
+        Ok(self
+            .server(server)?
+            .get(key)
+            .filter(|v| live(v))
+            .map(|v| v.0.clone()))
+    }
+
+    async fn set_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        _: Duration,
+    ) -> Result<(), TierError> {
+        store(&mut *self.server(server)?, key, value, ttl);
+        Ok(())
+    }
+
+    async fn add_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        _: Duration,
+    ) -> Result<bool, TierError> {
+        let mut items = self.server(server)?;
+        if items.get(key).is_some_and(live) {
+            return Ok(false);
+        }
+        store(&mut items, key, value, ttl);
+        Ok(true)
+    }
+
+    async fn incr_on(&self, server: usize, key: &str, _: Duration) -> Result<u64, TierError> {
+        let mut items = self.server(server)?;
+        let next = items
+            .get(key)
+            .filter(|v| live(v))
+            .and_then(|v| std::str::from_utf8(&v.0).ok()?.trim().parse::<u64>().ok())
+            .map_or(1, |n| n + 1);
+        items.insert(key.to_owned(), (next.to_string().into_bytes(), None));
+        Ok(next)
+    }
+}

@@ -1,0 +1,583 @@
+//! Purging (docs/architecture.md §4, docs/admin-api.md): a purge is accepted by one node, applied
+//! there at once, appended to the region's purge log ([`log`]), applied by every other node when
+//! it polls the log (its [`filter::Filter`], and its L1), acknowledged per node for receipts, and
+//! forwarded to one admin endpoint per other region ([`forward`]).
+
+pub mod filter;
+pub mod forward;
+pub mod local;
+pub mod log;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::Uri;
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use serde::{Deserialize, Serialize};
+
+use crate::cache_key::{self, KeyBuilder};
+use crate::config::{PurgeConfig, RegionConfig};
+use crate::metrics::Metrics;
+use crate::storage::TieredStorage;
+use filter::{Filter, Purge};
+use forward::Forwarder;
+use log::{Entry, Log};
+
+/// At most this many URLs, prefixes and tags in one purge.
+pub const MAX_ITEMS: usize = 10_000;
+/// Applied purge ids are remembered this long (a replica re-read must not re-apply).
+const REMEMBER_APPLIED: Duration = Duration::from_secs(600);
+/// Heartbeat every this many polls.
+const HEARTBEAT_EVERY: u32 = 3;
+
+/// A purge request (`POST /purge`). `id` and `forwarded_from` are set only when one region
+/// forwards a purge to another.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub soft: bool,
+    #[serde(default, skip_serializing)]
+    pub wait: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_from: Option<String>,
+}
+
+/// The fields a purge request may carry, for the API description check.
+pub const REQUEST_FIELDS: [&str; 8] = [
+    "urls",
+    "prefixes",
+    "tags",
+    "all",
+    "soft",
+    "wait",
+    "id",
+    "forwarded_from",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("applied on this node only: the region's purge log is unreachable ({0})")]
+    LogUnavailable(String),
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> PurgeError {
+    PurgeError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// How a forwarded copy of a purge is doing in another region.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionReceipt {
+    /// `pending` (not yet accepted there), `forwarded` (accepted), or `failed` (gave up).
+    pub state: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub applied: Vec<String>,
+    #[serde(default)]
+    pub pending: Vec<String>,
+}
+
+/// What `POST /purge` and `GET /purge/{id}` answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Receipt {
+    pub id: String,
+    pub region: String,
+    pub soft: bool,
+    pub accepted_at_ms: u64,
+    /// Live nodes of this region that have applied it.
+    pub applied: Vec<String>,
+    /// Live nodes of this region that have not yet.
+    pub pending: Vec<String>,
+    /// Every live node of every region has applied it.
+    pub complete: bool,
+    pub regions: BTreeMap<String, RegionReceipt>,
+}
+
+/// The receipt's fields, for the API description check.
+pub const RECEIPT_FIELDS: [&str; 8] = [
+    "id",
+    "region",
+    "soft",
+    "accepted_at_ms",
+    "applied",
+    "pending",
+    "complete",
+    "regions",
+];
+
+/// What the region keeps about a purge (in the log's store), for any node to answer receipts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    region: String,
+    soft: bool,
+    accepted_at_ms: u64,
+    regions: BTreeMap<String, RegionReceipt>,
+}
+
+pub struct Settings {
+    pub node: String,
+    pub config: PurgeConfig,
+}
+
+pub struct Purges {
+    node: String,
+    config: PurgeConfig,
+    filter: Arc<Filter>,
+    storage: &'static TieredStorage,
+    keys: KeyBuilder,
+    log: Log,
+    forwarder: Forwarder,
+    metrics: Arc<Metrics>,
+    /// Purge ids applied here, and when.
+    applied: Mutex<HashMap<String, Instant>>,
+    /// Purges this node accepted: it owns their forwarding state.
+    records: Mutex<HashMap<String, Record>>,
+}
+
+impl Purges {
+    pub fn new(
+        s: Settings,
+        filter: Arc<Filter>,
+        storage: &'static TieredStorage,
+        keys: KeyBuilder,
+        log: Log,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            forwarder: Forwarder::new()?,
+            node: s.node,
+            config: s.config,
+            filter,
+            storage,
+            keys,
+            log,
+            metrics,
+            applied: Mutex::new(HashMap::new()),
+            records: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn filter(&self) -> &Arc<Filter> {
+        &self.filter
+    }
+
+    /// The primary cache key of an absolute URL (or prefix), as requests produce it.
+    fn normalise(&self, field: &str, url: &str) -> Result<String, PurgeError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| invalid(field, format!("not a URL ({e})")))?;
+        let scheme = uri
+            .scheme_str()
+            .filter(|s| *s == "http" || *s == "https")
+            .ok_or_else(|| invalid(field, "must be an absolute http:// or https:// URL"))?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str())
+            .filter(|h| !h.is_empty() && !h.contains('@'))
+            .ok_or_else(|| invalid(field, "must name a host"))?;
+        Ok(self.keys.primary(scheme, host, &uri))
+    }
+
+    /// Checks a request and turns it into a log entry.
+    fn entry(&self, req: &PurgeRequest) -> Result<Entry, PurgeError> {
+        let items = req.urls.len() + req.prefixes.len() + req.tags.len();
+        if items == 0 && !req.all {
+            return Err(invalid(
+                "urls",
+                "nothing to purge: give urls, prefixes, tags, or all: true",
+            ));
+        }
+        if items > MAX_ITEMS {
+            return Err(invalid(
+                "urls",
+                format!("at most {MAX_ITEMS} urls, prefixes and tags in one purge"),
+            ));
+        }
+        let urls = req
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| self.normalise(&format!("urls[{i}]"), u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut prefixes = Vec::with_capacity(req.prefixes.len());
+        for (i, p) in req.prefixes.iter().enumerate() {
+            let field = format!("prefixes[{i}]");
+            let normalised = self.normalise(&field, p)?;
+            // A bare host would end at the authority: ban the whole host explicitly instead.
+            prefixes.push(normalised);
+        }
+        for (i, t) in req.tags.iter().enumerate() {
+            if t.is_empty()
+                || t.len() > 256
+                || t.bytes().any(|b| !b.is_ascii_graphic() || b == b',')
+            {
+                return Err(invalid(
+                    format!("tags[{i}]"),
+                    "must be 1-256 printable characters without spaces or commas",
+                ));
+            }
+        }
+        let id = match &req.id {
+            Some(id)
+                if !id.is_empty()
+                    && id.len() <= 64
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                id.clone()
+            }
+            Some(_) => return Err(invalid("id", "must be 1-64 letters, digits, - _ .")),
+            None => format!("{}-{:016x}", self.config.region, log::random_u64()),
+        };
+        Ok(Entry {
+            id,
+            node: self.node.clone(),
+            at_ms: filter::now_ms(),
+            soft: req.soft,
+            urls,
+            prefixes,
+            tags: req.tags.clone(),
+            all: req.all,
+        })
+    }
+
+    /// Accepts a purge: applies it here, appends it to the region's log, forwards it to the
+    /// other regions, and answers with its receipt (after waiting, if asked).
+    pub async fn submit(self: &Arc<Self>, req: PurgeRequest) -> Result<Receipt, PurgeError> {
+        let entry = self.entry(&req)?;
+        self.apply(&entry, true);
+        self.metrics
+            .purges
+            .with_label_values(&[if entry.soft { "soft" } else { "hard" }])
+            .inc();
+        self.log
+            .append(&entry)
+            .await
+            .map_err(PurgeError::LogUnavailable)?;
+        self.log.ack(&entry.id, &self.node).await;
+        let regions: BTreeMap<String, RegionReceipt> = if req.forwarded_from.is_some() {
+            BTreeMap::new()
+        } else {
+            self.config
+                .regions
+                .iter()
+                .map(|r| {
+                    let state = RegionReceipt {
+                        state: "pending".to_owned(),
+                        ..RegionReceipt::default()
+                    };
+                    (r.name.clone(), state)
+                })
+                .collect()
+        };
+        let record = Record {
+            id: entry.id.clone(),
+            region: self.config.region.clone(),
+            soft: entry.soft,
+            accepted_at_ms: entry.at_ms,
+            regions,
+        };
+        self.save(&record).await;
+        if req.forwarded_from.is_none() {
+            let forwarded = PurgeRequest {
+                id: Some(entry.id.clone()),
+                forwarded_from: Some(self.config.region.clone()),
+                wait: false,
+                ..req.clone()
+            };
+            for region in self.config.regions.clone() {
+                let me = Arc::clone(self);
+                let body = forwarded.clone();
+                tokio::spawn(async move { me.forward(region, body).await });
+            }
+        }
+        if req.wait {
+            Ok(self.wait(&entry.id).await.unwrap_or_default())
+        } else {
+            Ok(self.receipt(&entry.id).await.unwrap_or_default())
+        }
+    }
+
+    async fn save(&self, record: &Record) {
+        if let Ok(mut r) = self.records.lock() {
+            r.insert(record.id.clone(), record.clone());
+        }
+        if let Ok(bytes) = serde_json::to_vec(record) {
+            self.log.put_record(&record.id, &bytes).await;
+        }
+    }
+
+    fn update_region(
+        &self,
+        id: &str,
+        region: &str,
+        f: impl FnOnce(&mut RegionReceipt),
+    ) -> Option<Record> {
+        let mut records = self.records.lock().ok()?;
+        let record = records.get_mut(id)?;
+        f(record.regions.entry(region.to_owned()).or_default());
+        Some(record.clone())
+    }
+
+    /// Sends a purge to another region until it is accepted, backing off between attempts.
+    async fn forward(&self, region: RegionConfig, body: PurgeRequest) {
+        let id = body.id.clone().unwrap_or_default();
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=self.config.forward_attempts.max(1) {
+            let outcome = self.forwarder.send(&region, &body).await;
+            let last = attempt == self.config.forward_attempts.max(1);
+            let result = match &outcome {
+                Ok(()) => "ok",
+                Err(_) if last => "failed",
+                Err(_) => "retry",
+            };
+            self.metrics
+                .purge_forwards
+                .with_label_values(&[&region.name, result])
+                .inc();
+            let updated = self.update_region(&id, &region.name, |r| {
+                r.attempts = attempt;
+                match &outcome {
+                    Ok(()) => {
+                        r.state = "forwarded".to_owned();
+                        r.error = None;
+                    }
+                    Err(e) => {
+                        r.state = if last { "failed" } else { "pending" }.to_owned();
+                        r.error = Some(e.clone());
+                    }
+                }
+            });
+            if let Some(record) = updated {
+                self.save(&record).await;
+            }
+            match outcome {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(region = %region.name, attempt, error = %e, "forwarding a purge failed");
+                }
+            }
+            if !last {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+
+    /// The receipt of purge `id`, if this region knows it.
+    pub async fn receipt(&self, id: &str) -> Option<Receipt> {
+        let local = self.records.lock().ok().and_then(|r| r.get(id).cloned());
+        let record = match local {
+            Some(r) => r,
+            None => serde_json::from_slice::<Record>(&self.log.record(id).await?).ok()?,
+        };
+        let live = self.log.live_nodes().await;
+        let acked = self.log.acked(id, &live).await;
+        let (mut applied, mut pending) = (Vec::new(), Vec::new());
+        for (node, done) in live.into_iter().zip(acked) {
+            if done { &mut applied } else { &mut pending }.push(node);
+        }
+        let mut regions = record.regions;
+        for (name, state) in regions.iter_mut() {
+            if state.state != "forwarded" {
+                continue;
+            }
+            let remote = self.config.regions.iter().find(|r| &r.name == name);
+            if let Some(remote) = remote
+                && let Some(theirs) = self.forwarder.receipt(remote, id).await
+            {
+                state.applied = theirs.applied;
+                state.pending = theirs.pending;
+            }
+        }
+        let complete = pending.is_empty()
+            && regions
+                .values()
+                .all(|r| r.state == "forwarded" && r.pending.is_empty() && !r.applied.is_empty());
+        Some(Receipt {
+            id: record.id,
+            region: record.region,
+            soft: record.soft,
+            accepted_at_ms: record.accepted_at_ms,
+            applied,
+            pending,
+            complete,
+            regions,
+        })
+    }
+
+    /// The receipt once every live node of every region applied the purge, or as it stands
+    /// after `purge.max_wait_ms`.
+    async fn wait(&self, id: &str) -> Option<Receipt> {
+        let until = Instant::now() + self.config.max_wait();
+        loop {
+            let receipt = self.receipt(id).await;
+            if receipt.as_ref().is_none_or(|r| r.complete) || Instant::now() >= until {
+                return receipt;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Applies a purge to this node: its filter, and (hard purges) its L1. The accepting node
+    /// (`accepted_here`) also deletes purged URLs from the shared tier.
+    fn apply(&self, e: &Entry, accepted_here: bool) {
+        {
+            let Ok(mut applied) = self.applied.lock() else {
+                return;
+            };
+            if applied.contains_key(&e.id) {
+                return;
+            }
+            applied.insert(e.id.clone(), Instant::now());
+        }
+        let keys: Vec<pingora_cache::CacheKey> =
+            e.urls.iter().map(|u| cache_key::key(u.clone())).collect();
+        let primaries: Vec<HashBinary> = keys.iter().map(|k| k.primary_bin()).collect();
+        self.filter.apply(&Purge {
+            at_ms: e.at_ms,
+            soft: e.soft,
+            urls: &primaries,
+            prefixes: &e.prefixes,
+            tags: &e.tags,
+            all: e.all,
+        });
+        if !e.soft {
+            for key in &keys {
+                let removed = if accepted_here {
+                    self.storage.invalidate(key)
+                } else {
+                    self.storage.forget_l1(key)
+                };
+                self.metrics.invalidations.inc_by(removed as u64);
+            }
+            if e.all {
+                self.storage.l1().clear();
+            }
+        }
+        self.metrics.purge_entries_applied.inc();
+    }
+
+    /// A successful unsafe request invalidated `urls` here (RFC 9111 §4.4); tell the region.
+    pub fn invalidated(self: &Arc<Self>, urls: Vec<String>) {
+        let entry = Entry {
+            id: format!("inv-{:016x}", log::random_u64()),
+            node: self.node.clone(),
+            at_ms: filter::now_ms(),
+            urls,
+            ..Entry::default()
+        };
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            me.apply(&entry, false);
+            if let Err(e) = me.log.append(&entry).await {
+                tracing::warn!(error = %e, "invalidation not shared with the region");
+            }
+        });
+    }
+
+    /// One poll of the region's log: apply what is new, handle gaps, track sync.
+    pub async fn poll_once(&self) {
+        let polled = self.log.poll().await;
+        let now = filter::now_ms();
+        if polled.gap {
+            // Something may have been lost: drop L1, and revalidate what the L2 holds from
+            // before now. Never serve a purged object because a log entry went missing.
+            self.storage.l1().clear();
+            self.filter.revalidate_all_before(now);
+            self.metrics.purge_log_gaps.inc();
+            tracing::warn!("purge log gap: L1 dropped, older objects revalidate");
+        }
+        let mut fresh = Vec::new();
+        for e in &polled.entries {
+            let seen = self
+                .applied
+                .lock()
+                .map(|a| a.contains_key(&e.id))
+                .unwrap_or(false);
+            if !seen {
+                self.apply(e, false);
+                fresh.push(e.id.clone());
+            }
+        }
+        for id in fresh {
+            self.log.ack(&id, &self.node).await;
+        }
+        if polled.synced {
+            self.filter.mark_synced(now);
+        }
+        self.metrics
+            .purge_lag_seconds
+            .set(self.filter.lag_ms(now) as f64 / 1000.0);
+    }
+
+    /// Polls the log until the process ends; heartbeats and housekeeping ride along.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.poll_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u32 = 0;
+        loop {
+            tick.tick().await;
+            self.poll_once().await;
+            if n.is_multiple_of(HEARTBEAT_EVERY) {
+                self.log.heartbeat(&self.node).await;
+                let marks = self.filter.expire(filter::now_ms());
+                self.metrics.purge_marks.set(marks as i64);
+                if let Ok(mut a) = self.applied.lock() {
+                    a.retain(|_, at| at.elapsed() < REMEMBER_APPLIED);
+                }
+            }
+            n = n.wrapping_add(1);
+        }
+    }
+}
+
+/// A constant-time comparison of a presented bearer token with the configured one; an empty
+/// configured token accepts nothing.
+pub fn token_matches(presented: Option<&str>, configured: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(presented) = presented.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    if configured.is_empty() {
+        return false;
+    }
+    // Hashing first hides the configured token's length from timing.
+    let a = blake3::hash(presented.trim().as_bytes());
+    let b = blake3::hash(configured.as_bytes());
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches(Some("Bearer s3cret"), "s3cret"));
+        assert!(!token_matches(Some("Bearer s3cre"), "s3cret"));
+        assert!(!token_matches(Some("s3cret"), "s3cret"));
+        assert!(!token_matches(None, "s3cret"));
+        assert!(!token_matches(Some("Bearer "), ""));
+    }
+}
