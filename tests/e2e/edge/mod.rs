@@ -8,6 +8,8 @@ mod coalescing;
 mod freshness;
 mod invalidation;
 mod passthrough;
+mod purge;
+mod purge_origin;
 mod ranges;
 mod requests;
 mod shared_tier;

@@ -1,0 +1,1 @@
+//! Purging end to end (written next).

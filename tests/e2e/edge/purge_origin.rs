@@ -1,0 +1,1 @@
+//! The real origin purging through the edge (written next).
