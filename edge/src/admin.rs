@@ -86,8 +86,9 @@ pub fn parse_purge(body: &[u8]) -> Result<PurgeRequest, Box<Response<Vec<u8>>>> 
         let inner = e.into_inner();
         let field = (path != ".").then_some(path);
         let message = match &field {
+            _ if inner.is_syntax() || inner.is_eof() => format!("malformed JSON: {inner}"),
             Some(f) => format!("{f}: {inner}"),
-            None => format!("malformed JSON: {inner}"),
+            None => format!("bad purge request: {inner}"),
         };
         Box::new(json_error(
             StatusCode::BAD_REQUEST,

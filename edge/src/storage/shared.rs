@@ -324,8 +324,14 @@ impl ServerStore for MemcachedTier {
     ) -> Result<u64, TierError> {
         let name = self.server_name(server);
         self.call_on(server, deadline, |c| async move {
-            // Created at 1 when missing (no expiry), so the first entry of a log is number 1.
-            let r = c.increment(key).delta(1).initial(1, 0).send().await?;
+            // Created at 1 when missing, so the first entry of a log is number 1. The client
+            // wants a vivify TTL ≥ 1 and sends it raw: over 30 days must be an absolute time.
+            let forever = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .saturating_add(MAX_TTL.as_secs());
+            let forever = u32::try_from(forever).unwrap_or(u32::MAX);
+            let r = c.increment(key).delta(1).initial(1, forever).send().await?;
             Ok(r.value)
         })
         .await?
