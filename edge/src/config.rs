@@ -337,7 +337,7 @@ impl Default for PurgeConfig {
             poll_interval_ms: 100,
             max_lag_ms: 2_000,
             log_replicas: 2,
-            clock_skew_ms: 100,
+            clock_skew_ms: 0,
             max_wait_ms: 5_000,
             allow_networks: Vec::new(),
             forward_attempts: 8,

@@ -29,7 +29,7 @@ pub enum Verdict {
     Gone,
 }
 
-/// Latest hard and soft purge times (ms since the epoch; 0 = none) and when they stop mattering.
+/// Latest hard and soft purge times (µs since the epoch; 0 = none) and when they stop mattering.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Marks {
     hard: u64,
@@ -48,7 +48,7 @@ impl Marks {
 /// One purge, as the filter records it.
 #[derive(Clone, Debug, Default)]
 pub struct Purge<'a> {
-    pub at_ms: u64,
+    pub at_us: u64,
     pub soft: bool,
     /// Primary-key hashes of purged URLs (every variant shares its URL's primary key).
     pub urls: &'a [HashBinary],
@@ -91,34 +91,36 @@ pub struct Filter {
     revalidate_before: AtomicU64,
     /// When this node last caught up with the region's log (ms).
     synced_at: AtomicU64,
-    max_lag_ms: u64,
+    max_lag_us: u64,
     /// Clock allowance between nodes: an object stored up to this long after a purge was
     /// accepted (by another node's clock) is still treated as purged.
-    skew_ms: u64,
+    skew_us: u64,
     /// How long a mark is kept: the longest an object stored before it can live in a tier.
-    keep_ms: u64,
+    keep_us: u64,
 }
 
-pub fn ms(t: SystemTime) -> u64 {
+/// Microseconds since the epoch: fine enough that a refill right after a purge (a whole
+/// origin exchange later) is never taken for an object from before it.
+pub fn us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-pub fn now_ms() -> u64 {
-    ms(SystemTime::now())
+pub fn now_us() -> u64 {
+    us(SystemTime::now())
 }
 
 impl Filter {
     pub fn new(max_lag: Duration, skew: Duration, keep: Duration) -> Self {
-        let as_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let as_us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         Self {
             marked: RwLock::new(Marked::default()),
             idle: AtomicBool::new(true),
             revalidate_before: AtomicU64::new(0),
-            synced_at: AtomicU64::new(now_ms()),
-            max_lag_ms: as_ms(max_lag),
-            skew_ms: as_ms(skew),
-            keep_ms: as_ms(keep),
+            synced_at: AtomicU64::new(now_us()),
+            max_lag_us: as_us(max_lag),
+            skew_us: as_us(skew),
+            keep_us: as_us(keep),
         }
     }
 
@@ -134,7 +136,7 @@ impl Filter {
 
     /// Records a purge.
     pub fn apply(&self, p: &Purge<'_>) {
-        let expires = p.at_ms.saturating_add(self.keep_ms);
+        let expires = p.at_us.saturating_add(self.keep_us);
         let Ok(mut m) = self.marked.write() else {
             return;
         };
@@ -142,44 +144,44 @@ impl Filter {
             m.urls
                 .entry(*url)
                 .or_default()
-                .raise(p.at_ms, p.soft, expires);
+                .raise(p.at_us, p.soft, expires);
         }
         for tag in p.tags {
             m.tags
                 .entry(tag.clone())
                 .or_default()
-                .raise(p.at_ms, p.soft, expires);
+                .raise(p.at_us, p.soft, expires);
         }
         for prefix in p.prefixes {
             match m.prefixes.iter_mut().find(|(q, _)| q == prefix) {
-                Some((_, marks)) => marks.raise(p.at_ms, p.soft, expires),
+                Some((_, marks)) => marks.raise(p.at_us, p.soft, expires),
                 None => {
                     let mut marks = Marks::default();
-                    marks.raise(p.at_ms, p.soft, expires);
+                    marks.raise(p.at_us, p.soft, expires);
                     m.prefixes.push((prefix.clone(), marks));
                 }
             }
         }
         if p.all {
-            m.all.raise(p.at_ms, p.soft, expires);
+            m.all.raise(p.at_us, p.soft, expires);
         }
         self.idle.store(false, Ordering::Release);
     }
 
     /// Drops marks no stored object can predate any more. Returns how many remain.
-    pub fn expire(&self, now_ms: u64) -> usize {
+    pub fn expire(&self, now_us: u64) -> usize {
         let Ok(mut m) = self.marked.write() else {
             return 0;
         };
-        m.urls.retain(|_, k| k.expires > now_ms);
-        m.tags.retain(|_, k| k.expires > now_ms);
-        m.prefixes.retain(|(_, k)| k.expires > now_ms);
-        if m.all.expires <= now_ms {
+        m.urls.retain(|_, k| k.expires > now_us);
+        m.tags.retain(|_, k| k.expires > now_us);
+        m.prefixes.retain(|(_, k)| k.expires > now_us);
+        if m.all.expires <= now_us {
             m.all = Marks::default();
         }
         let left = m.urls.len() + m.tags.len() + m.prefixes.len() + usize::from(m.all.expires > 0);
         let before = self.revalidate_before.load(Ordering::Acquire);
-        if before > 0 && before.saturating_add(self.keep_ms) <= now_ms {
+        if before > 0 && before.saturating_add(self.keep_us) <= now_us {
             // Nothing stored before the gap can still be in a tier.
             let _ = self.revalidate_before.compare_exchange(
                 before,
@@ -195,33 +197,33 @@ impl Filter {
     }
 
     /// The log had a gap: whatever was stored until now must be revalidated before use.
-    pub fn revalidate_all_before(&self, at_ms: u64) {
-        self.revalidate_before.fetch_max(at_ms, Ordering::AcqRel);
+    pub fn revalidate_all_before(&self, at_us: u64) {
+        self.revalidate_before.fetch_max(at_us, Ordering::AcqRel);
         self.idle.store(false, Ordering::Release);
     }
 
-    pub fn mark_synced(&self, at_ms: u64) {
-        self.synced_at.fetch_max(at_ms, Ordering::AcqRel);
+    pub fn mark_synced(&self, at_us: u64) {
+        self.synced_at.fetch_max(at_us, Ordering::AcqRel);
     }
 
     /// How far behind the region's log this node may be (ms since it last caught up).
-    pub fn lag_ms(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.synced_at.load(Ordering::Acquire))
+    pub fn lag_us(&self, now_us: u64) -> u64 {
+        now_us.saturating_sub(self.synced_at.load(Ordering::Acquire))
     }
 
-    pub fn in_sync(&self, now_ms: u64) -> bool {
-        self.lag_ms(now_ms) <= self.max_lag_ms
+    pub fn in_sync(&self, now_us: u64) -> bool {
+        self.lag_us(now_us) <= self.max_lag_us
     }
 
-    /// What a hit on `o` may do at `now_ms`.
-    pub fn check(&self, o: &Object<'_>, now_ms: u64) -> Verdict {
-        if !self.in_sync(now_ms) {
+    /// What a hit on `o` may do at `now_us`.
+    pub fn check(&self, o: &Object<'_>, now_us: u64) -> Verdict {
+        if !self.in_sync(now_us) {
             return Verdict::Revalidate;
         }
         if self.idle.load(Ordering::Acquire) {
             return Verdict::Serve;
         }
-        let stored = ms(o.stored);
+        let stored = us(o.stored);
         let Ok(m) = self.marked.read() else {
             return Verdict::Revalidate;
         };
@@ -247,7 +249,7 @@ impl Filter {
             }
         }
         drop(m);
-        let purged_by = |mark: u64| mark > 0 && stored <= mark.saturating_add(self.skew_ms);
+        let purged_by = |mark: u64| mark > 0 && stored <= mark.saturating_add(self.skew_us);
         if purged_by(hard) {
             Verdict::Gone
         } else if purged_by(self.revalidate_before.load(Ordering::Acquire)) {
@@ -265,7 +267,7 @@ mod tests {
     use super::*;
 
     /// Later than any clock these tests run under, so "synced at" marks win over real time.
-    const T0: u64 = 4_000_000_000_000;
+    const T0: u64 = 4_000_000_000_000_000;
 
     fn filter() -> Filter {
         let f = Filter::new(
@@ -278,7 +280,7 @@ mod tests {
     }
 
     fn at(ms: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(ms)
+        UNIX_EPOCH + Duration::from_micros(ms)
     }
 
     fn object<'a>(
@@ -307,7 +309,7 @@ mod tests {
         assert_eq!(seen(&a, "http://h/a", &tags, T0), Verdict::Serve);
 
         f.apply(&Purge {
-            at_ms: T0 + 100,
+            at_us: T0 + 100,
             urls: &[a],
             ..Purge::default()
         });
@@ -321,7 +323,7 @@ mod tests {
 
         let purged_tag = ["image-4".to_owned()];
         f.apply(&Purge {
-            at_ms: T0 + 200,
+            at_us: T0 + 200,
             soft: true,
             tags: &purged_tag,
             ..Purge::default()
@@ -335,7 +337,7 @@ mod tests {
 
         let prefix = ["http://h/img/".to_owned()];
         f.apply(&Purge {
-            at_ms: T0 + 300,
+            at_us: T0 + 300,
             prefixes: &prefix,
             ..Purge::default()
         });
@@ -343,7 +345,7 @@ mod tests {
         assert_eq!(seen(&b, "http://h/imgs", &[], T0 + 250), Verdict::Serve);
 
         f.apply(&Purge {
-            at_ms: T0 + 400,
+            at_us: T0 + 400,
             soft: true,
             all: true,
             ..Purge::default()
@@ -359,15 +361,16 @@ mod tests {
         let f = filter();
         let tag = ["t".to_owned()];
         f.apply(&Purge {
-            at_ms: T0,
+            at_us: T0,
             tags: &tag,
             ..Purge::default()
         });
-        assert_eq!(f.expire(T0 + 3_599_999), 1);
-        assert_eq!(f.expire(T0 + 3_600_000), 0);
+        assert_eq!(f.expire(T0 + 3_599_999_999), 1);
+        assert_eq!(f.expire(T0 + 3_600_000_000), 0);
         let key = [0u8; 16];
+        f.mark_synced(T0 + 3_600_000_001);
         assert_eq!(
-            f.check(&object(&key, "http://h/", &tag, T0 - 1), T0 + 3_600_001),
+            f.check(&object(&key, "http://h/", &tag, T0 - 1), T0 + 3_600_000_001),
             Verdict::Serve
         );
     }
@@ -389,11 +392,11 @@ mod tests {
         let g = filter();
         let synced = T0 + 10_000_000;
         assert_eq!(
-            g.check(&object(&key, "http://h/", &[], synced), synced + 2_000),
+            g.check(&object(&key, "http://h/", &[], synced), synced + 2_000_000),
             Verdict::Serve
         );
         assert_eq!(
-            g.check(&object(&key, "http://h/", &[], synced), synced + 2_001),
+            g.check(&object(&key, "http://h/", &[], synced), synced + 2_000_001),
             Verdict::Revalidate
         );
     }
@@ -408,16 +411,16 @@ mod tests {
         f.mark_synced(T0);
         let key = [3u8; 16];
         f.apply(&Purge {
-            at_ms: T0,
+            at_us: T0,
             urls: &[key],
             ..Purge::default()
         });
         assert_eq!(
-            f.check(&object(&key, "u", &[], T0 + 100), T0 + 500),
+            f.check(&object(&key, "u", &[], T0 + 100_000), T0 + 500_000),
             Verdict::Gone
         );
         assert_eq!(
-            f.check(&object(&key, "u", &[], T0 + 101), T0 + 500),
+            f.check(&object(&key, "u", &[], T0 + 100_001), T0 + 500_000),
             Verdict::Serve
         );
     }

@@ -19,7 +19,7 @@ pub struct Entry {
     /// The node that accepted it.
     pub node: String,
     /// When it was accepted (ms since the epoch, that node's clock).
-    pub at_ms: u64,
+    pub at_us: u64,
     pub soft: bool,
     /// Primary cache keys (`http://host/path?query`), normalised.
     #[serde(default)]

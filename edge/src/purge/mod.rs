@@ -252,7 +252,7 @@ impl Purges {
         Ok(Entry {
             id,
             node: self.node.clone(),
-            at_ms: filter::now_ms(),
+            at_us: filter::now_us(),
             soft: req.soft,
             urls,
             prefixes,
@@ -294,7 +294,7 @@ impl Purges {
             id: entry.id.clone(),
             region: self.config.region.clone(),
             soft: entry.soft,
-            accepted_at_ms: entry.at_ms,
+            accepted_at_ms: entry.at_us / 1000,
             regions,
         };
         self.save(&record).await;
@@ -455,7 +455,7 @@ impl Purges {
             e.urls.iter().map(|u| cache_key::key(u.clone())).collect();
         let primaries: Vec<HashBinary> = keys.iter().map(|k| k.primary_bin()).collect();
         self.filter.apply(&Purge {
-            at_ms: e.at_ms,
+            at_us: e.at_us,
             soft: e.soft,
             urls: &primaries,
             prefixes: &e.prefixes,
@@ -483,7 +483,7 @@ impl Purges {
         let entry = Entry {
             id: format!("inv-{:016x}", log::random_u64()),
             node: self.node.clone(),
-            at_ms: filter::now_ms(),
+            at_us: filter::now_us(),
             urls,
             ..Entry::default()
         };
@@ -499,7 +499,7 @@ impl Purges {
     /// One poll of the region's log: apply what is new, handle gaps, track sync.
     pub async fn poll_once(&self) {
         let polled = self.log.poll().await;
-        let now = filter::now_ms();
+        let now = filter::now_us();
         if polled.gap {
             // Something may have been lost: drop L1, and revalidate what the L2 holds from
             // before now. Never serve a purged object because a log entry went missing.
@@ -528,7 +528,7 @@ impl Purges {
         }
         self.metrics
             .purge_lag_seconds
-            .set(self.filter.lag_ms(now) as f64 / 1000.0);
+            .set(self.filter.lag_us(now) as f64 / 1e6);
     }
 
     /// Polls the log until the process ends; heartbeats and housekeeping ride along.
@@ -541,7 +541,7 @@ impl Purges {
             self.poll_once().await;
             if n.is_multiple_of(HEARTBEAT_EVERY) {
                 self.log.heartbeat(&self.node).await;
-                let marks = self.filter.expire(filter::now_ms());
+                let marks = self.filter.expire(filter::now_us());
                 self.metrics.purge_marks.set(marks as i64);
                 if let Ok(mut a) = self.applied.lock() {
                     a.retain(|_, at| at.elapsed() < REMEMBER_APPLIED);

@@ -223,7 +223,7 @@ impl TieredStorage {
                 tags: &meta.tags,
                 stored: meta.created,
             },
-            crate::purge::filter::ms(now),
+            crate::purge::filter::us(now),
         );
         let stale_now = |keep_windows: bool| {
             let mut m = meta.clone();
