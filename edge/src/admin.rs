@@ -80,11 +80,30 @@ pub fn purge_outcome(outcome: Result<crate::purge::Receipt, PurgeError>) -> Resp
 
 /// Parses a purge request, naming the field at fault.
 pub fn parse_purge(body: &[u8]) -> Result<PurgeRequest, Box<Response<Vec<u8>>>> {
+    // An object, and nothing after it (serde would also take an array, by position).
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            "malformed JSON: the body must be a JSON object",
+            None,
+        )));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize::<_, PurgeRequest>(de).map_err(|e| {
+    let parsed = serde_path_to_error::deserialize::<_, PurgeRequest>(&mut *de);
+    if parsed.is_ok()
+        && let Err(e) = de.end()
+    {
+        return Err(Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("malformed JSON: {e}"),
+            None,
+        )));
+    }
+    parsed.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = (path != ".").then_some(path);
+        let syntax = inner.is_syntax() || inner.is_eof();
+        let field = (path != "." && !syntax).then_some(path);
         let message = match &field {
             _ if inner.is_syntax() || inner.is_eof() => format!("malformed JSON: {inner}"),
             Some(f) => format!("{f}: {inner}"),

@@ -18,7 +18,7 @@ pub struct Entry {
     pub id: String,
     /// The node that accepted it.
     pub node: String,
-    /// When it was accepted (ms since the epoch, that node's clock).
+    /// When it was accepted (µs since the epoch, that node's clock).
     pub at_us: u64,
     pub soft: bool,
     /// Primary cache keys (`http://host/path?query`), normalised.
@@ -236,9 +236,10 @@ impl Log {
                     if since.elapsed() < self.s.missing_grace {
                         break;
                     }
+                    // Past the grace: this one and any missing right after it are lost (one
+                    // wait for a run of expired entries, not one per entry).
                     out.gap = true;
                     pos.seq += 1;
-                    pos.missing_since = None;
                 }
                 Err(_) => break,
             }

@@ -360,6 +360,8 @@ async fn wrong_token_and_bad_input_purge_nothing_and_say_why() -> anyhow::Result
         ),
         (r#"{"tags": ["two words"]}"#, "tags[0]"),
         (r#"{}"#, "nothing to purge"),
+        (r#"{"all": true} and more"#, "malformed JSON"),
+        (r#"[[], [], [], true]"#, "malformed JSON"),
     ];
     for (body, names_it) in cases {
         let (status, answer) = purge(&edge, TOKEN, body).await?;
