@@ -26,9 +26,12 @@
 //! earlier purge mark on that URL, no fill of a previous round still being written behind to the
 //! shared tier. (One object purged over and over would make rounds depend on each other: the
 //! previous round's refill, its mark, and with `purge.clock_skew_ms` set, a refill stored within
-//! the allowance after a purge counts as purged too.) Rounds start
-//! after a random pause of 5 ms plus up to one poll interval, so purges land at every phase of
-//! the nodes' poll timers.
+//! the allowance after a purge counts as purged too.) Rounds start after a random pause of 5 ms
+//! plus up to one poll interval, so purges land at every phase of the nodes' poll timers.
+//!
+//! The report also counts answers that were neither version, nodes that went back to the old
+//! version, origin fetches per purge, and the nodes' failed memcached operations and purge log
+//! gaps; and it describes the first slow rounds and early `wait: true` answers.
 //!
 //! Knobs (environment): `PURGE_ROUNDS` (200, per mode and poll interval).
 
