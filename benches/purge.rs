@@ -43,8 +43,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+mod common;
+use common::{Rng, knob};
 
 use outpost_e2e::{EdgeProcess, Memcached, Reply, ScriptedOrigin, http_client};
 
@@ -60,13 +61,6 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 const GOAL: Duration = Duration::from_millis(250);
 /// Poll intervals measured: the default, and a tighter one.
 const INTERVALS_MS: [u64; 2] = [100, 25];
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     let rounds = knob("PURGE_ROUNDS", 200).max(1) as usize;
@@ -113,81 +107,26 @@ impl Answer {
     }
 }
 
-struct Conn {
-    addr: SocketAddr,
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
+/// The shared client, answering with a copy of what a round inspects.
+struct Conn(common::Conn);
 
 impl Conn {
     async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            addr,
-            stream,
-            buf: Vec::with_capacity(4096),
-        })
+        Ok(Self(common::Conn::open(addr, HOST).await?))
     }
 
-    /// A fresh connection after an error left this one in an unknown state.
     async fn reopen(&mut self) -> anyhow::Result<()> {
-        *self = Self::open(self.addr).await?;
-        Ok(())
+        self.0.reopen().await
     }
 
     async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
-        self.stream.write_all(request.as_bytes()).await?;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut head = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head_len) = head.parse(&self.buf)? {
-                let status = head.code.unwrap_or(0);
-                let (mut length, mut cache_status) = (None, String::new());
-                for h in head.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.parse().ok());
-                    } else if h.name.eq_ignore_ascii_case("cache-status") {
-                        cache_status = String::from_utf8_lossy(h.value).into_owned();
-                    }
-                }
-                let length: usize = length.context("a response without Content-Length")?;
-                while self.buf.len() < head_len + length {
-                    self.fill().await?;
-                }
-                let body = self.buf[head_len..head_len + length].to_vec();
-                self.buf.drain(..head_len + length);
-                return Ok(Answer {
-                    status,
-                    cache_status,
-                    body,
-                });
-            }
-            self.fill().await?;
-        }
-    }
-
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.stream.read_buf(&mut self.buf).await? == 0 {
-            bail!("the edge closed the connection");
-        }
-        Ok(())
-    }
-}
-
-/// splitmix64: a fixed, seedable generator for the pauses between rounds.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0
+            .get(path, |h| Answer {
+                status: h.status,
+                cache_status: String::from_utf8_lossy(h.cache_status).into_owned(),
+                body: h.body.to_vec(),
+            })
+            .await
     }
 }
 
@@ -351,25 +290,11 @@ impl Region {
         self.versions[object].fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// The sum over every node of the samples of metric `name` (all label sets).
+    /// The sum over every node of metric `name` (all label sets).
     async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let mut sum = 0.0;
         for node in &self.nodes {
-            let text = self
-                .client
-                .get(node.admin_url("/metrics"))
-                .send()
-                .await?
-                .text()
-                .await?;
-            sum += text
-                .lines()
-                .filter(|l| {
-                    l.strip_prefix(name)
-                        .is_some_and(|rest| rest.starts_with([' ', '{']))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
+            sum += node.metric(name).await?;
         }
         Ok(sum)
     }

@@ -31,23 +31,17 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use outpost_e2e::{EdgeProcess, Memcached, Reply, ScriptedOrigin, http_client};
+mod common;
+use common::{Rng, knob};
+
+use outpost_e2e::{EdgeProcess, Memcached, Reply, ScriptedOrigin};
 
 /// The site every node serves: the Host is part of the cache key, so nodes share objects only
 /// for the same name.
 const HOST: &str = "bench.example";
 const EDGE_CPU: &str = "0";
 const OTHER_CPU: &str = "1";
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     // Pin this process before the runtime starts its threads (they inherit the mask).
@@ -129,56 +123,21 @@ impl Source {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
+/// The shared client, answering with what the tallies need and copying no body.
+struct Conn(common::Conn);
 
 impl Conn {
     async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            buf: Vec::with_capacity(64 * 1024),
-        })
+        Ok(Self(common::Conn::open(addr, HOST).await?))
     }
 
     /// GET `path`: the status, which tier answered, and the body length.
     async fn get(&mut self, path: &str) -> anyhow::Result<(u16, Source, usize)> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
-        self.stream.write_all(request.as_bytes()).await?;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut head = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head_len) = head.parse(&self.buf)? {
-                let status = head.code.unwrap_or(0);
-                let (mut length, mut source) = (None, Source::Other);
-                for h in head.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.parse().ok());
-                    } else if h.name.eq_ignore_ascii_case("cache-status") {
-                        source = Source::of(h.value);
-                    }
-                }
-                let length: usize = length.context("a response without Content-Length")?;
-                while self.buf.len() < head_len + length {
-                    self.fill().await?;
-                }
-                self.buf.drain(..head_len + length);
-                return Ok((status, source, length));
-            }
-            self.fill().await?;
-        }
-    }
-
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.stream.read_buf(&mut self.buf).await? == 0 {
-            bail!("the edge closed the connection");
-        }
-        Ok(())
+        self.0
+            .get(path, |h| {
+                (h.status, Source::of(h.cache_status), h.body.len())
+            })
+            .await
     }
 }
 
@@ -364,24 +323,11 @@ async fn warm(edge: &EdgeProcess) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn metric(edge: &EdgeProcess, name: &str) -> anyhow::Result<f64> {
-    let text = http_client()
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
-}
-
 async fn wait_for_writes(edge: &EdgeProcess, n: f64) -> anyhow::Result<()> {
     outpost_e2e::wait::eventually(Duration::from_secs(60), "shared-tier writes", || async {
-        let stored = metric(edge, "outpost_l2_writes_total{result=\"stored\"}").await;
+        let stored = edge
+            .metric("outpost_l2_writes_total{result=\"stored\"}")
+            .await;
         stored.is_ok_and(|v| v >= n).then_some(())
     })
     .await
@@ -489,22 +435,6 @@ fn zipf_cdf() -> Vec<f64> {
             acc
         })
         .collect()
-}
-
-/// splitmix64: a fixed, seedable generator, so runs draw the same sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// `requests` Zipf requests from 32 workers, each to a random one of `nodes`.

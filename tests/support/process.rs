@@ -262,6 +262,28 @@ impl EdgeProcess {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A metric from the admin `/metrics`: one series (`name{label="v"}`), or the sum of every
+    /// series of a bare name. 0 when absent, as Prometheus counters start.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let text = crate::http_client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let bare = !series.contains('{');
+        Ok(text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(series)
+                    .is_some_and(|rest| rest.starts_with(' ') || (bare && rest.starts_with('{')))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            // An empty float sum is -0.0; say 0 in failure messages.
+            + 0.0)
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }

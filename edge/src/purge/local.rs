@@ -13,6 +13,9 @@ type Items = HashMap<String, (Vec<u8>, Option<Instant>)>;
 
 pub struct LocalStore {
     servers: Vec<Mutex<Items>>,
+    /// Servers that fail every call (tests).
+    #[cfg(test)]
+    failing: Mutex<std::collections::HashSet<usize>>,
 }
 
 /// Expired items are swept when a server holds more than this many.
@@ -22,15 +25,33 @@ impl LocalStore {
     pub fn with_servers(n: usize) -> Self {
         Self {
             servers: (0..n.max(1)).map(|_| Mutex::new(HashMap::new())).collect(),
+            #[cfg(test)]
+            failing: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
     fn server(&self, i: usize) -> Result<std::sync::MutexGuard<'_, Items>, TierError> {
+        #[cfg(test)]
+        if self.failing.lock().is_ok_and(|f| f.contains(&i)) {
+            return Err(TierError::Failed(format!("local#{i} made to fail")));
+        }
         self.servers
             .get(i)
             .ok_or_else(|| TierError::Failed(format!("no server number {i}")))?
             .lock()
             .map_err(|_| TierError::Failed("local store poisoned".to_owned()))
+    }
+
+    /// Makes server `i` fail every call (or work again).
+    #[cfg(test)]
+    pub fn fail(&self, i: usize, failing: bool) {
+        if let Ok(mut f) = self.failing.lock() {
+            if failing {
+                f.insert(i);
+            } else {
+                f.remove(&i);
+            }
+        }
     }
 
     /// Forgets everything on server `i`, as a restarted memcached would.
@@ -115,6 +136,23 @@ impl ServerStore for LocalStore {
         }
         store(&mut items, key, value, ttl);
         Ok(true)
+    }
+
+    async fn append_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        _: Duration,
+    ) -> Result<bool, TierError> {
+        let mut items = self.server(server)?;
+        match items.get_mut(key).filter(|v| live(v)) {
+            Some(item) => {
+                item.0.extend_from_slice(value);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn incr_on(&self, server: usize, key: &str, _: Duration) -> Result<u64, TierError> {

@@ -260,57 +260,78 @@ impl Log {
             .any(Result::is_ok)
     }
 
-    /// The first replica's answer for `key` that has one.
-    async fn get_anywhere(&self, key: &str) -> Option<Vec<u8>> {
+    /// The first replica's value for `key`. `Ok(None)` only when every replica answered and
+    /// none has it: a replica that failed might have, so that is an error, not an absence.
+    async fn get_anywhere(&self, key: String) -> Result<Option<Vec<u8>>, TierError> {
         let gets = self
             .replicas
             .iter()
-            .map(|&server| self.store.get_on(server, key, self.s.deadline));
-        futures::future::join_all(gets)
-            .await
-            .into_iter()
-            .find_map(|r| r.ok().flatten())
+            .map(|&server| self.store.get_on(server, &key, self.s.deadline));
+        let mut failed = None;
+        for read in futures::future::join_all(gets).await {
+            match read {
+                Ok(Some(v)) => return Ok(Some(v)),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        failed.map_or(Ok(None), Err)
     }
 
-    /// Says this node is alive, and makes sure it is on the region's node list.
+    /// Says this node is alive, and makes sure every replica's node list names it. Names are
+    /// appended (atomic in memcached), never rewritten, so concurrent joins cannot drop one.
     pub async fn heartbeat(&self, node: &str) {
         self.set_everywhere(&self.key(&format!("hb:{node}")), b"1", self.s.heartbeat_ttl)
             .await;
         let list_key = self.key("nodes");
-        let listed = self.get_anywhere(&list_key).await.unwrap_or_default();
-        if !node_list(&listed).any(|n| n == node) {
-            let mut next = listed;
-            if !next.is_empty() {
-                next.push(b' ');
+        let joins = self.replicas.iter().map(|&server| {
+            let list_key = &list_key;
+            async move {
+                let deadline = self.s.deadline;
+                let listed = self.store.get_on(server, list_key, deadline).await?;
+                if listed
+                    .as_deref()
+                    .is_some_and(|l| node_list(l).any(|n| n == node))
+                {
+                    return Ok(());
+                }
+                let entry = format!(" {node}");
+                let forever = Duration::ZERO;
+                if !self
+                    .store
+                    .add_on(server, list_key, entry.as_bytes(), forever, deadline)
+                    .await?
+                {
+                    self.store
+                        .append_on(server, list_key, entry.as_bytes(), deadline)
+                        .await?;
+                }
+                Ok::<(), TierError>(())
             }
-            next.extend_from_slice(node.as_bytes());
-            self.set_everywhere(&list_key, &next, Duration::ZERO).await;
-        }
+        });
+        futures::future::join_all(joins).await;
     }
 
-    /// Nodes of the region whose heartbeat is current.
-    pub async fn live_nodes(&self) -> Vec<String> {
+    /// Nodes of the region whose heartbeat is current; an error when that cannot be known.
+    pub async fn live_nodes(&self) -> Result<Vec<String>, TierError> {
         let listed = self
-            .get_anywhere(&self.key("nodes"))
-            .await
+            .get_anywhere(self.key("nodes"))
+            .await?
             .unwrap_or_default();
-        let names: Vec<String> = node_list(&listed).map(str::to_owned).collect();
+        let mut names: Vec<String> = node_list(&listed).map(str::to_owned).collect();
+        names.sort();
+        names.dedup();
         let beats = names
             .iter()
-            .map(|n| self.get_anywhere_key(format!("hb:{n}")));
+            .map(|n| self.get_anywhere(self.key(&format!("hb:{n}"))));
         let alive = futures::future::join_all(beats).await;
-        let mut live: Vec<String> = names
-            .into_iter()
-            .zip(alive)
-            .filter_map(|(n, beat)| beat.map(|_| n))
-            .collect();
-        live.sort();
-        live.dedup();
-        live
-    }
-
-    async fn get_anywhere_key(&self, what: String) -> Option<Vec<u8>> {
-        self.get_anywhere(&self.key(&what)).await
+        let mut live = Vec::with_capacity(names.len());
+        for (name, beat) in names.into_iter().zip(alive) {
+            if beat?.is_some() {
+                live.push(name);
+            }
+        }
+        Ok(live)
     }
 
     /// Records that `node` applied purge `id`.
@@ -323,15 +344,15 @@ impl Log {
         .await;
     }
 
-    /// Which of `nodes` applied purge `id`.
-    pub async fn acked(&self, id: &str, nodes: &[String]) -> Vec<bool> {
+    /// Which of `nodes` applied purge `id`; an error when that cannot be known.
+    pub async fn acked(&self, id: &str, nodes: &[String]) -> Result<Vec<bool>, TierError> {
         let reads = nodes
             .iter()
-            .map(|n| self.get_anywhere_key(format!("ack:{id}:{n}")));
+            .map(|n| self.get_anywhere(self.key(&format!("ack:{id}:{n}"))));
         futures::future::join_all(reads)
             .await
             .into_iter()
-            .map(|a| a.is_some())
+            .map(|a| a.map(|v| v.is_some()))
             .collect()
     }
 
@@ -341,7 +362,10 @@ impl Log {
     }
 
     pub async fn record(&self, id: &str) -> Option<Vec<u8>> {
-        self.get_anywhere_key(format!("rec:{id}")).await
+        self.get_anywhere(self.key(&format!("rec:{id}")))
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -442,11 +466,33 @@ mod tests {
         l.heartbeat("b").await;
         l.heartbeat("a").await;
         l.heartbeat("a").await;
-        assert_eq!(l.live_nodes().await, ["a", "b"]);
+        assert_eq!(
+            l.live_nodes().await,
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
         l.ack("p1", "a").await;
         assert_eq!(
             l.acked("p1", &["a".to_owned(), "b".to_owned()]).await,
-            [true, false]
+            Ok(vec![true, false])
         );
+        // Replicas that cannot answer make the list unknown, not empty.
+        store.fail(0, true);
+        store.fail(1, true);
+        assert!(l.live_nodes().await.is_err());
+        assert!(l.acked("p1", &["b".to_owned()]).await.is_err());
+        store.fail(0, false);
+        // A join appends where it can and leaves the rest alone.
+        l.heartbeat("c").await;
+        store.fail(1, false);
+        let listed = |server| {
+            let store = &store;
+            async move {
+                let raw = store.get_on(server, "t:purge:nodes", Duration::ZERO).await;
+                let raw = raw.ok().flatten().unwrap_or_default();
+                node_list(&raw).map(str::to_owned).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed(0).await, ["b", "a", "c"]);
+        assert_eq!(listed(1).await, ["b", "a"]);
     }
 }

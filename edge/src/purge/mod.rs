@@ -391,11 +391,18 @@ impl Purges {
             Some(r) => r,
             None => serde_json::from_slice::<Record>(&self.log.record(id).await?).ok()?,
         };
-        let live = self.log.live_nodes().await;
-        let acked = self.log.acked(id, &live).await;
+        // Who is live and who acknowledged, unless memcached could not say: then the receipt
+        // lists nobody and is not complete (never "complete" because a read failed).
+        let known = match self.log.live_nodes().await {
+            Ok(live) => self.log.acked(id, &live).await.ok().map(|a| (live, a)),
+            Err(_) => None,
+        };
         let (mut applied, mut pending) = (Vec::new(), Vec::new());
-        for (node, done) in live.into_iter().zip(acked) {
-            if done { &mut applied } else { &mut pending }.push(node);
+        for (node, done) in known
+            .iter()
+            .flat_map(|(live, acked)| live.iter().zip(acked))
+        {
+            if *done { &mut applied } else { &mut pending }.push(node.clone());
         }
         let mut regions = record.regions;
         for (name, state) in regions.iter_mut() {
@@ -410,7 +417,10 @@ impl Purges {
                 state.pending = theirs.pending;
             }
         }
-        let complete = pending.is_empty()
+        // At least the accepting node is live and has applied it; an empty list is not done.
+        let complete = known.is_some()
+            && pending.is_empty()
+            && !applied.is_empty()
             && regions
                 .values()
                 .all(|r| r.state == "forwarded" && r.pending.is_empty() && !r.applied.is_empty());

@@ -42,7 +42,6 @@ pub struct L2Settings {
 pub struct Found {
     pub meta: StoredMeta,
     pub body: Bytes,
-    pub stored_at_ms: i64,
 }
 
 struct Counters {
@@ -152,9 +151,9 @@ impl L2 {
             },
         };
         Ok(Some(Found {
-            meta: StoredMeta::from_meta(&meta),
+            // The manifest carries the tags: no need to parse them from the header again.
+            meta: StoredMeta::with_tags(&meta, manifest.tags.into()),
             body,
-            stored_at_ms: manifest.stored_at_ms,
         }))
     }
 
@@ -282,7 +281,7 @@ impl L2 {
             stored_at_ms,
             meta_internal,
             meta_header,
-            tags: tags(&meta.header),
+            tags: meta.tags.to_vec(),
             body,
         })
         .map_err(|e| WriteError::Encode(e.to_string()))
@@ -365,12 +364,7 @@ impl L2 {
 
 /// The object's surrogate keys: `Surrogate-Key` (space-separated) and `Cache-Tag`
 /// (comma-separated).
-pub fn tags(header: &pingora_http::ResponseHeader) -> Vec<String> {
-    tags_of(&header.headers)
-}
-
-/// [`tags`] of a header map.
-pub fn tags_of(headers: &http::HeaderMap) -> Vec<String> {
+pub fn tags(headers: &http::HeaderMap) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for (field, sep) in [("surrogate-key", ' '), ("cache-tag", ',')] {
         for value in headers

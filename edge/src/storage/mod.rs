@@ -72,6 +72,11 @@ pub struct StoredMeta {
 
 impl StoredMeta {
     pub fn from_meta(meta: &CacheMeta) -> Self {
+        Self::with_tags(meta, l2::tags(meta.headers()).into())
+    }
+
+    /// [`StoredMeta::from_meta`] with the surrogate keys already known.
+    pub fn with_tags(meta: &CacheMeta, tags: Arc<[String]>) -> Self {
         Self {
             fresh_until: meta.fresh_until(),
             created: meta.created(),
@@ -79,7 +84,7 @@ impl StoredMeta {
             stale_while_revalidate: meta.stale_while_revalidate_sec(),
             stale_if_error: meta.stale_if_error_sec(),
             variance: meta.variance(),
-            tags: l2::tags_of(meta.headers()).into(),
+            tags,
             header: meta.response_header_copy(),
         }
     }
@@ -214,8 +219,12 @@ impl TieredStorage {
     }
 
     /// What the purge filter makes of a stored object, and the meta to serve it with.
-    fn judge(&self, key: &CacheKey, meta: &StoredMeta) -> (Verdict, Option<StoredMeta>) {
-        let now = SystemTime::now();
+    fn judge(
+        &self,
+        key: &CacheKey,
+        meta: &StoredMeta,
+        now: SystemTime,
+    ) -> (Verdict, Option<StoredMeta>) {
         let verdict = self.filter.check(
             &Object {
                 primary: &key.primary_bin(),
@@ -259,9 +268,10 @@ impl TieredStorage {
         l2: &L2,
         key: &CacheKey,
         bin: HashBinary,
+        now: SystemTime,
     ) -> Option<(CacheMeta, HitHandler)> {
         let found = l2.read(&bin).await?;
-        match self.judge(key, &found.meta) {
+        match self.judge(key, &found.meta, now) {
             (Verdict::Gone, _) => None,
             (_, Some(meta)) => Some(Self::hit(&meta, &found.body, Tier::L2)),
             (_, None) => {
@@ -314,34 +324,33 @@ impl Storage for TieredStorage {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let full = key;
-        let key = key.combined_bin();
-        let entry = self.l1.get(&key);
-        let judged = entry.as_ref().map(|e| self.judge(full, &e.meta));
-        let entry = match (entry, judged) {
-            (Some(_), Some((Verdict::Gone, _))) => {
+        let now = SystemTime::now();
+        let bin = key.combined_bin();
+        let mut in_l1 = None;
+        if let Some(entry) = self.l1.get(&bin) {
+            match self.judge(key, &entry.meta, now) {
                 // Purged here; another node may have refilled the shared tier since.
-                self.l1.remove(&key);
-                None
+                (Verdict::Gone, _) => {
+                    self.l1.remove(&bin);
+                }
+                (_, restaled) => in_l1 = Some((entry, restaled)),
             }
-            (Some(e), Some((_, restaled))) => Some((e, restaled)),
-            _ => None,
-        };
-        let Some((entry, restaled)) = entry else {
+        }
+        let Some((entry, restaled)) = in_l1 else {
             self.l1_misses.inc();
             let Some(l2) = &self.l2 else { return Ok(None) };
-            return Ok(self.read_l2(l2, full, key).await);
+            return Ok(self.read_l2(l2, key, bin, now).await);
         };
         self.l1_hits.inc();
         let meta = restaled.as_ref().unwrap_or(&entry.meta);
         // Stale here: another node may have refreshed it in the shared tier already.
         if let Some(l2) = &self.l2
-            && meta.fresh_until < SystemTime::now()
-            && let Some(found) = l2.read(&key).await
-            && self.judge(full, &found.meta).0 == Verdict::Serve
+            && meta.fresh_until < now
+            && let Some(found) = l2.read(&bin).await
+            && self.judge(key, &found.meta, now).0 == Verdict::Serve
             && found.meta.fresh_until > entry.meta.fresh_until
         {
-            self.promote(key, &found);
+            self.promote(bin, &found);
             return Ok(Some(Self::hit(&found.meta, &found.body, Tier::L2)));
         }
         Ok(Some(Self::hit(meta, &entry.body, Tier::L1)))

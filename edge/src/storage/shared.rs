@@ -71,6 +71,14 @@ pub trait ServerStore: Send + Sync + 'static {
         ttl: Duration,
         deadline: Duration,
     ) -> Result<bool, TierError>;
+    /// Appends to an existing item (atomically); false when it is missing.
+    async fn append_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        deadline: Duration,
+    ) -> Result<bool, TierError>;
     /// Adds one to a counter, creating it at 1 (kept forever) when missing; the new value.
     async fn incr_on(&self, server: usize, key: &str, deadline: Duration)
     -> Result<u64, TierError>;
@@ -198,15 +206,8 @@ fn ttl_or_never(d: Duration) -> Ttl {
 #[async_trait]
 impl SharedTier for MemcachedTier {
     async fn get(&self, key: &str, deadline: Duration) -> Result<Option<Vec<u8>>, TierError> {
-        self.call(key, deadline, |c| async move {
-            let r = c.get(key).send().await?;
-            Ok(if r.status == GetStatus::Hit {
-                r.value
-            } else {
-                None
-            })
-        })
-        .await
+        self.get_on(self.router.route(key.as_bytes()), key, deadline)
+            .await
     }
 
     async fn set(
@@ -225,8 +226,8 @@ impl SharedTier for MemcachedTier {
 
     async fn delete(&self, key: &str, deadline: Duration) -> Result<(), TierError> {
         self.call(key, deadline, |c| async move {
-            let r = c.delete(key).send().await?;
-            let _gone = matches!(r.status, MutationStatus::Applied | MutationStatus::NotFound);
+            // Deleted or already gone: either way it is not there any more.
+            c.delete(key).send().await?;
             Ok(())
         })
         .await
@@ -311,6 +312,20 @@ impl ServerStore for MemcachedTier {
                 .add()
                 .send()
                 .await?;
+            Ok(r.status == MutationStatus::Applied)
+        })
+        .await
+    }
+
+    async fn append_on(
+        &self,
+        server: usize,
+        key: &str,
+        value: &[u8],
+        deadline: Duration,
+    ) -> Result<bool, TierError> {
+        self.call_on(server, deadline, |c| async move {
+            let r = c.set(key, value).append().send().await?;
             Ok(r.status == MutationStatus::Applied)
         })
         .await

@@ -76,15 +76,25 @@ impl Setup {
             .body(body)
             .send()
             .await?;
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let body = res.bytes().await?.to_vec();
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        Response::read(res).await
     }
+}
+
+/// The site the nodes of a test region serve, as DNS would send clients to it: the Host is part
+/// of the cache key, so nodes share objects only for the same name (not `127.0.0.1:port`).
+pub(crate) const SITE: &str = "images.example";
+
+/// `GET path` on `edge` as a client of [`SITE`], with extra request `headers`.
+pub(crate) async fn get_site(
+    edge: &EdgeProcess,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Response> {
+    let mut req = http_client().get(edge.url(path)).header("Host", SITE);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    Response::read(req.send().await?).await
 }
 
 /// A response, read whole.
@@ -96,6 +106,16 @@ pub(crate) struct Response {
 }
 
 impl Response {
+    pub async fn read(res: reqwest::Response) -> anyhow::Result<Self> {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        Ok(Self {
+            status,
+            headers,
+            body: res.bytes().await?.to_vec(),
+        })
+    }
+
     pub fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
@@ -111,9 +131,10 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// True when the edge answered from cache without asking the origin.
+    /// True when the edge answered from cache without asking the origin (whatever the node is
+    /// called: `Cache-Status` starts with its name).
     pub fn is_hit(&self) -> bool {
-        self.cache_status().starts_with("outpost; hit")
+        self.cache_status().split(';').nth(1).map(str::trim) == Some("hit")
     }
 }
 

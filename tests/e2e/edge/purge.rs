@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::Response;
+use super::{Response, SITE, get_site};
 use outpost_e2e::{EdgeProcess, Memcached, Reply, ScriptedOrigin, http_client, wait};
 
-const SITE: &str = "images.example";
 const TOKEN: &str = "purge-t0ken";
 
 /// A node of a region: its name, the region's memcached servers, and `extra` TOML.
@@ -44,30 +43,7 @@ fn versioned(origin: &ScriptedOrigin, path: &str, fields: &[(&str, &str)]) {
 }
 
 async fn get(edge: &EdgeProcess, path: &str) -> anyhow::Result<Response> {
-    get_with(edge, path, &[]).await
-}
-
-async fn get_with(
-    edge: &EdgeProcess,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<Response> {
-    let mut req = http_client().get(edge.url(path)).header("Host", SITE);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().await?;
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    Ok(Response {
-        status,
-        headers,
-        body: res.bytes().await?.to_vec(),
-    })
-}
-
-fn hit(r: &Response) -> bool {
-    r.cache_status().contains("; hit")
+    get_site(edge, path, &[]).await
 }
 
 /// The origin's version number in a [`versioned`] body.
@@ -163,9 +139,13 @@ impl Region {
     async fn warm(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<String> {
         let mut body = String::new();
         for node in &self.nodes {
-            get_with(node, path, headers).await?;
-            let again = get_with(node, path, headers).await?;
-            anyhow::ensure!(hit(&again), "{path} not cached: {}", again.cache_status());
+            get_site(node, path, headers).await?;
+            let again = get_site(node, path, headers).await?;
+            anyhow::ensure!(
+                again.is_hit(),
+                "{path} not cached: {}",
+                again.cache_status()
+            );
             body = again.text();
         }
         Ok(body)
@@ -201,7 +181,7 @@ async fn hard_purges_by_url_prefix_tag_and_all_reach_every_node() -> anyhow::Res
     assert_eq!(receipt["complete"], json!(true));
     for node in &r.nodes {
         for lang in [&en, &fr] {
-            let res = get_with(node, "/u", lang).await?;
+            let res = get_site(node, "/u", lang).await?;
             assert!(
                 fetched_after(&res, origin_before),
                 "purged variant served: {} {}",
@@ -233,7 +213,7 @@ async fn hard_purges_by_url_prefix_tag_and_all_reach_every_node() -> anyhow::Res
     assert_eq!(status, 200);
     for node in &r.nodes {
         assert!(fetched_after(&get(node, "/img/1").await?, img));
-        assert!(hit(&get(node, "/imgs").await?), "outside the prefix");
+        assert!(get(node, "/imgs").await?.is_hit(), "outside the prefix");
     }
     assert_eq!(r.origin.count("/imgs"), imgs);
 
@@ -373,7 +353,7 @@ async fn wrong_token_and_bad_input_purge_nothing_and_say_why() -> anyhow::Result
         );
     }
     // Still cached: nothing above purged anything.
-    assert!(hit(&get(&edge, "/x").await?));
+    assert!(get(&edge, "/x").await?.is_hit());
     assert_eq!(origin.count("/x"), 1);
 
     // PURGE on the proxy listener: refused without the token (no network is allowed)…
@@ -384,7 +364,7 @@ async fn wrong_token_and_bad_input_purge_nothing_and_say_why() -> anyhow::Result
         .send()
         .await?;
     assert_eq!(refused.status().as_u16(), 401);
-    assert!(hit(&get(&edge, "/x").await?));
+    assert!(get(&edge, "/x").await?.is_hit());
     // …and done with it.
     let done = http_client()
         .request(purge_method, edge.url("/x"))
@@ -394,7 +374,7 @@ async fn wrong_token_and_bad_input_purge_nothing_and_say_why() -> anyhow::Result
         .await?;
     assert_eq!(done.status().as_u16(), 200);
     let res = get(&edge, "/x").await?;
-    assert!(!hit(&res));
+    assert!(!res.is_hit());
     assert_eq!(res.text(), "/x v2");
     Ok(())
 }
@@ -413,30 +393,15 @@ async fn purge_from_an_allowed_network_needs_no_token() -> anyhow::Result<()> {
         ),
     )?;
     get(&edge, "/y").await?;
-    assert!(hit(&get(&edge, "/y").await?));
+    assert!(get(&edge, "/y").await?.is_hit());
     let res = http_client()
         .request(reqwest::Method::from_bytes(b"PURGE")?, edge.url("/y"))
         .header("Host", SITE)
         .send()
         .await?;
     assert_eq!(res.status().as_u16(), 200);
-    assert!(!hit(&get(&edge, "/y").await?));
+    assert!(!get(&edge, "/y").await?.is_hit());
     Ok(())
-}
-
-async fn metric(edge: &EdgeProcess, prefix: &str) -> Option<f64> {
-    let text = http_client()
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,16 +416,15 @@ async fn a_restartedmemcached_makes_every_node_drop_its_l1() -> anyhow::Result<(
             Duration::from_secs(5),
             "the node to see the gap",
             || async {
-                metric(node, "outpost_purge_log_gaps_total")
-                    .await
-                    .filter(|g| *g >= 1.0)
+                let gaps = node.metric("outpost_purge_log_gaps_total").await.ok()?;
+                (gaps >= 1.0).then_some(())
             },
         )
         .await?;
     }
     // Purges written to the old log may be lost: nobody serves its old copy unasked.
     let first = get(&r.nodes[0], "/r").await?;
-    assert!(!hit(&first), "{}", first.cache_status());
+    assert!(!first.is_hit(), "{}", first.cache_status());
     assert_eq!(r.origin.count("/r"), before + 1);
     for node in &r.nodes[1..] {
         let res = get(node, "/r").await?;
@@ -500,15 +464,14 @@ async fn a_node_cut_off_from_the_log_revalidates_instead_of_serving() -> anyhow:
         ),
     )?;
     get(&edge, "/e").await?;
-    assert!(hit(&get(&edge, "/e").await?));
+    assert!(get(&edge, "/e").await?.is_hit());
     memcached.freeze()?;
     let lagging = wait::eventually(
         Duration::from_secs(5),
         "the node to fall behind",
         || async {
-            metric(&edge, "outpost_purge_lag_seconds")
-                .await
-                .filter(|lag| *lag > 0.5)
+            let lag = edge.metric("outpost_purge_lag_seconds").await.ok()?;
+            (lag > 0.5).then_some(())
         },
     )
     .await;
@@ -532,7 +495,7 @@ async fn a_node_cut_off_from_the_log_revalidates_instead_of_serving() -> anyhow:
     // Back in sync: hits again.
     wait::eventually(Duration::from_secs(5), "the node to catch up", || async {
         let res = get(&edge, "/e").await.ok()?;
-        hit(&res).then_some(())
+        res.is_hit().then_some(())
     })
     .await?;
     Ok(())
@@ -563,7 +526,7 @@ async fn a_purge_is_forwarded_to_the_other_region() -> anyhow::Result<()> {
     all_live(&[&eu], 1).await?;
     for node in [&eu, &us] {
         get(node, "/f").await?;
-        assert!(hit(&get(node, "/f").await?));
+        assert!(get(node, "/f").await?.is_hit());
     }
     let (status, receipt) = purge(
         &eu,
@@ -581,7 +544,7 @@ async fn a_purge_is_forwarded_to_the_other_region() -> anyhow::Result<()> {
     assert_eq!(names(&receipt["regions"]["us"]["applied"]), ["us-1"]);
     assert_eq!(receipt["complete"], json!(true));
     for node in [&eu, &us] {
-        assert!(!hit(&get(node, "/f").await?), "purged in both regions");
+        assert!(!get(node, "/f").await?.is_hit(), "purged in both regions");
     }
     Ok(())
 }

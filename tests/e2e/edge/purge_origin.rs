@@ -12,14 +12,13 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-use super::Response;
+use super::{Response, get_site};
 use outpost_e2e::process::free_port;
 use outpost_e2e::{
     EdgeProcess, Memcached, OriginProcess, TestDatabase, fixtures, http_client, wait,
 };
 
 /// The site every node serves: the Host is part of the cache key, so every request sends it.
-const SITE: &str = "images.example";
 const TOKEN: &str = "region-admin-t0ken";
 /// The cached pages that list images: the front page (tag `front`) and the API list (`gallery`).
 const LISTS: [&str; 2] = ["/", "/api/images"];
@@ -39,19 +38,9 @@ fn node_config(name: &str, memcached: &Memcached) -> String {
 /// A `GET` through `edge` for the site. Every edge answer is checked for the tag headers, which
 /// are addressed to the edge and must never reach a client.
 async fn get(edge: &EdgeProcess, path: &str) -> anyhow::Result<Response> {
-    let res = http_client()
-        .get(edge.url(path))
-        .header("Host", SITE)
-        .send()
+    let res = get_site(edge, path, &[])
         .await
         .with_context(|| format!("GET {path}"))?;
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let res = Response {
-        status,
-        headers,
-        body: res.bytes().await?.to_vec(),
-    };
     for leaked in ["surrogate-key", "cache-tag"] {
         anyhow::ensure!(
             !res.headers.contains_key(leaked),
@@ -69,32 +58,6 @@ async fn get(edge: &EdgeProcess, path: &str) -> anyhow::Result<Response> {
     Ok(res)
 }
 
-/// True when the node answered from its cache. `Cache-Status` is keyed by the node's name
-/// (`edge-A; hit; …`), not `outpost`.
-fn is_hit(res: &Response) -> bool {
-    res.cache_status().split(';').nth(1).map(str::trim) == Some("hit")
-}
-
-/// The sum of every series of metric `name` on `edge` (0 when absent).
-async fn metric(edge: &EdgeProcess, name: &str) -> anyhow::Result<f64> {
-    let text = http_client()
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(['{', ' ']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        // An empty float sum is -0.0; say 0 in failure messages.
-        + 0.0)
-}
-
 const APPLIED: &str = "outpost_purge_entries_applied_total";
 const ACCEPTED: &str = "outpost_purges_total";
 const FROM_ORIGIN: &str = "outpost_origin_responses_total";
@@ -105,7 +68,7 @@ async fn applied_more_than(edge: &EdgeProcess, name: &str, than: f64) -> anyhow:
         PROPAGATION,
         &format!("{name} to apply the purge from the log (applied > {than})"),
         || async {
-            metric(edge, APPLIED)
+            edge.metric(APPLIED)
                 .await
                 .is_ok_and(|n| n > than)
                 .then_some(())
@@ -224,7 +187,7 @@ async fn an_upload_at_the_origin_shows_on_the_next_request_to_every_node_of_the_
     // B and C applied it, so the counts taken below start after it.
     let first = Image::from_json(&upload(&origin, "first", fixtures::jpeg(40, 30, 1)).await?)?;
     assert_eq!(
-        metric(&nodes[0], ACCEPTED).await?,
+        nodes[0].metric(ACCEPTED).await?,
         1.0,
         "A accepted the first upload's purge before the upload answered; origin log:\n{}",
         origin.logs()
@@ -258,13 +221,13 @@ async fn an_upload_at_the_origin_shows_on_the_next_request_to_every_node_of_the_
     }
     let mut asked = 0.0;
     for node in &nodes {
-        asked += metric(node, FROM_ORIGIN).await?;
+        asked += node.metric(FROM_ORIGIN).await?;
     }
     for (name, node) in names.iter().zip(&nodes) {
         for path in LISTS {
             let res = get(node, path).await?;
             assert!(
-                is_hit(&res),
+                res.is_hit(),
                 "node {name} {path} is cached: {}",
                 res.cache_status()
             );
@@ -273,22 +236,22 @@ async fn an_upload_at_the_origin_shows_on_the_next_request_to_every_node_of_the_
     }
     let mut asked_again = 0.0;
     for node in &nodes {
-        asked_again += metric(node, FROM_ORIGIN).await?;
+        asked_again += node.metric(FROM_ORIGIN).await?;
     }
     assert_eq!(asked_again, asked, "cache hits did not ask the origin");
 
     let mut applied_before = Vec::new();
     for node in &nodes {
-        applied_before.push(metric(node, APPLIED).await?);
+        applied_before.push(node.metric(APPLIED).await?);
     }
-    let accepted_before = metric(&nodes[0], ACCEPTED).await?;
+    let accepted_before = nodes[0].metric(ACCEPTED).await?;
 
     // A new image, uploaded at the origin, which purges `front`, `gallery` and `image-<id>`
     // through A before it answers.
     let new = Image::from_json(&upload(&origin, "new", fixtures::jpeg(40, 30, 2)).await?)?;
     assert!(new.id != first.id);
     assert_eq!(
-        metric(&nodes[0], ACCEPTED).await?,
+        nodes[0].metric(ACCEPTED).await?,
         accepted_before + 1.0,
         "A accepted the upload's purge before the upload answered; origin log:\n{}",
         origin.logs()

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Response;
+use super::{Response, SITE};
 use outpost_e2e::{EdgeProcess, Memcached, Reply, ScriptedOrigin, http_client, wait};
 
 /// Edge config for a node of a region with these memcached servers. Deadlines are generous:
@@ -23,44 +23,16 @@ fn region_with(servers: &[&Memcached], l2: &str, extra: &str) -> String {
     format!("[l2]\nservers = [{}]\n{l2}{extra}", list.join(", "))
 }
 
-/// The site every node serves, as DNS would send it: the Host is part of the cache key, so
-/// nodes share objects only for the same name (not for their own `127.0.0.1:port`).
-const SITE: &str = "images.example";
-
 async fn get(edge: &EdgeProcess, path: &str) -> anyhow::Result<Response> {
-    let res = http_client()
-        .get(edge.url(path))
-        .header("Host", SITE)
-        .send()
-        .await?;
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    Ok(Response {
-        status,
-        headers,
-        body: res.bytes().await?.to_vec(),
-    })
-}
-
-async fn metric(edge: &EdgeProcess, prefix: &str) -> anyhow::Result<f64> {
-    let text = http_client()
-        .get(edge.admin_url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
+    super::get_site(edge, path, &[]).await
 }
 
 /// Waits until `edge` has written `n` objects to the shared tier.
 async fn written(edge: &EdgeProcess, n: f64) -> anyhow::Result<()> {
     wait::eventually(Duration::from_secs(10), "the shared-tier write", || async {
-        let stored = metric(edge, "outpost_l2_writes_total{result=\"stored\"}").await;
+        let stored = edge
+            .metric("outpost_l2_writes_total{result=\"stored\"}")
+            .await;
         stored.is_ok_and(|v| v >= n).then_some(())
     })
     .await
@@ -286,7 +258,9 @@ async fn a_killed_or_frozen_memcached_costs_at_most_its_deadline_and_the_breaker
     let (_, errors) = load(&edge, 60, 4, Duration::from_millis(800)).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert!(
-        metric(&edge, "outpost_l2_lookups_total{result=\"hit\"}").await? > 0.0,
+        edge.metric("outpost_l2_lookups_total{result=\"hit\"}")
+            .await?
+            > 0.0,
         "warm"
     );
     let bound = deadline + Duration::from_millis(400);
@@ -305,11 +279,9 @@ async fn a_killed_or_frozen_memcached_costs_at_most_its_deadline_and_the_breaker
             "{what}: p99 {:?} over deadline + origin time",
             p99(&times)
         );
-        let open = metric(
-            &edge,
-            &format!("outpost_l2_breaker_open{{server=\"{victim}\"}}"),
-        )
-        .await?;
+        let open = edge
+            .metric(&format!("outpost_l2_breaker_open{{server=\"{victim}\"}}"))
+            .await?;
         assert_eq!(open, 1.0, "{what}: the breaker opened");
 
         if what == "killed" {
@@ -324,7 +296,7 @@ async fn a_killed_or_frozen_memcached_costs_at_most_its_deadline_and_the_breaker
             "the breaker to close after recovery",
             || async {
                 load(&edge, 60, 2, Duration::from_millis(100)).await;
-                metric(&edge, &gauge)
+                edge.metric(&gauge)
                     .await
                     .is_ok_and(|v| v == 0.0)
                     .then_some(())
@@ -333,10 +305,14 @@ async fn a_killed_or_frozen_memcached_costs_at_most_its_deadline_and_the_breaker
         .await
         .map_err(|e| e.context(what))?;
     }
-    let hits_before = metric(&edge, "outpost_l2_lookups_total{result=\"hit\"}").await?;
+    let hits_before = edge
+        .metric("outpost_l2_lookups_total{result=\"hit\"}")
+        .await?;
     load(&edge, 60, 4, Duration::from_millis(500)).await;
     assert!(
-        metric(&edge, "outpost_l2_lookups_total{result=\"hit\"}").await? > hits_before,
+        edge.metric("outpost_l2_lookups_total{result=\"hit\"}")
+            .await?
+            > hits_before,
         "shared-tier hits resumed"
     );
     Ok(())
