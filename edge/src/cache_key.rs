@@ -1,17 +1,17 @@
-//! The cache key: scheme + host + path + query, the query normalised per config (parameters
-//! sorted, tracking parameters dropped) so equivalent URLs share one entry. Variants per `Vary`
-//! are a secondary key on top (see `policy::vary`).
+//! The cache key: scheme + canonical authority + path + the query as the key options keep it
+//! (parameters dropped, the rest sorted by name), all taken from the one parsed [`Target`] that
+//! is also forwarded to the origin. Variants per `Vary` are a secondary key on top (see
+//! `policy::vary`).
 //!
-//! The key is text (`http://example.com/a?b=1`), so the same function turns a `Location` URL
-//! into the key to invalidate, and purges by URL or prefix can match it.
+//! The key is text (`http://example.com/a?b=1`), so purges by URL or prefix can match it, and a
+//! `Location` URL turns into the key to invalidate the same way a request does.
 
-use http::Uri;
 use pingora_cache::CacheKey;
-use pingora_http::RequestHeader;
 
 use crate::config::CacheKeyConfig;
+use crate::target::{self, Target};
 
-/// Builds cache keys; cheap to share.
+/// The query rules of the cache key; cheap to share.
 #[derive(Clone, Debug)]
 pub struct KeyBuilder {
     sort_query: bool,
@@ -33,76 +33,59 @@ impl KeyBuilder {
         }
     }
 
-    /// The key of a client request.
-    pub fn request_key(&self, req: &RequestHeader, scheme: &str) -> CacheKey {
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        key(self.primary(scheme, host, &req.uri))
+    /// The query the key keeps (and the origin receives): parameters split on `&` only, empty
+    /// and dropped ones left out, the rest sorted by name when configured. The sort is stable,
+    /// so repeated parameters keep their order (`a=1&a=2` and `a=2&a=1` may mean different
+    /// things to an origin).
+    pub fn query(&self, raw: &str) -> String {
+        if raw.is_empty() {
+            return String::new();
+        }
+        let mut params: Vec<&str> = raw
+            .split('&')
+            .filter(|p| !p.is_empty() && !self.dropped(p))
+            .collect();
+        if self.sort_query {
+            params.sort_by_key(|p| name(p));
+        }
+        params.join("&")
     }
 
-    /// The key of `target` (absolute, or relative to the request) if it is same-origin with the
-    /// request, for invalidating `Location` / `Content-Location` (RFC 9111 §4.4).
-    pub fn same_origin_key(
-        &self,
-        req: &RequestHeader,
-        scheme: &str,
-        target: &str,
-    ) -> Option<CacheKey> {
-        let uri: Uri = target.parse().ok()?;
-        let request_host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())?;
-        match uri.authority() {
-            Some(a)
-                if normalize_host(a.as_str(), scheme) != normalize_host(request_host, scheme) =>
-            {
-                None
-            }
-            Some(_) if uri.scheme_str().is_some_and(|s| s != scheme) => None,
-            _ if !uri.path().starts_with('/') => None,
-            _ => Some(key(self.primary(scheme, request_host, &uri))),
-        }
+    /// The key of a parsed request target.
+    pub fn key(&self, target: &Target) -> CacheKey {
+        key(target.key_text())
     }
 
-    pub fn primary(&self, scheme: &str, host: &str, uri: &Uri) -> String {
-        let host = normalize_host(host, scheme);
-        let path = uri.path();
-        let query = uri.query().unwrap_or("");
-        let mut key =
-            String::with_capacity(scheme.len() + 3 + host.len() + path.len() + 1 + query.len());
-        key.push_str(scheme);
-        key.push_str("://");
-        key.push_str(&host);
-        key.push_str(path);
-        if !query.is_empty() {
-            let mut params: Vec<&str> = query
-                .split('&')
-                .filter(|p| !p.is_empty() && !self.dropped(p))
-                .collect();
-            if self.sort_query {
-                params.sort_unstable();
-            }
-            for (i, param) in params.iter().enumerate() {
-                key.push(if i == 0 { '?' } else { '&' });
-                key.push_str(param);
-            }
-        }
-        key
+    /// The key of `location` (absolute, or an absolute path) if it is same-origin with
+    /// `request`, for invalidating `Location` / `Content-Location` (RFC 9111 §4.4).
+    pub fn same_origin_key(&self, request: &Target, location: &str) -> Option<CacheKey> {
+        let target = if location.starts_with('/') && !location.starts_with("//") {
+            let url = format!(
+                "{}://{}{location}",
+                request.scheme.as_str(),
+                request.authority
+            );
+            target::parse_url(&url, self).ok()?
+        } else {
+            target::parse_url(location, self).ok()?
+        };
+        (target.scheme == request.scheme && target.authority == request.authority)
+            .then(|| self.key(&target))
     }
 
     fn dropped(&self, param: &str) -> bool {
-        let name = param.split('=').next().unwrap_or(param);
+        let name = name(param);
         self.drop_exact.iter().any(|d| d == name)
             || self
                 .drop_prefixes
                 .iter()
                 .any(|p| name.starts_with(p.as_str()))
     }
+}
+
+/// A parameter's name: what precedes its first `=`.
+fn name(param: &str) -> &str {
+    param.split('=').next().unwrap_or(param)
 }
 
 /// A cache key for `primary`, its hash (BLAKE3, truncated to 128 bits) computed once here:
@@ -116,17 +99,19 @@ pub fn key(primary: String) -> CacheKey {
     key
 }
 
-/// Lower-case, without a trailing dot or the scheme's default port.
-fn normalize_host<'a>(host: &'a str, scheme: &str) -> std::borrow::Cow<'a, str> {
-    let host = host.trim();
-    let default_port = if scheme == "https" { ":443" } else { ":80" };
-    let host = host.strip_suffix(default_port).unwrap_or(host);
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        host.to_ascii_lowercase().into()
-    } else {
-        host.into()
+/// A cache key known only by its primary hash (32 hex characters), as invalidations travel in
+/// the purge log: enough to find the URL's slots and marks, not its text.
+pub fn key_of_hash(hex: &str) -> Option<CacheKey> {
+    if hex.len() != 32 {
+        return None;
     }
+    let mut bin = [0u8; 16];
+    for (i, byte) in bin.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    let mut key = CacheKey::new("", "");
+    key.set_primary_bin_override(bin);
+    Some(key)
 }
 
 #[cfg(test)]
@@ -138,41 +123,17 @@ mod tests {
         KeyBuilder::new(&CacheKeyConfig::default())
     }
 
-    fn req(path: &str, host: &str) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
-        r.insert_header("host", host).expect("host");
-        r
-    }
-
-    fn primary(path: &str, host: &str) -> String {
-        let r = req(path, host);
-        builder().primary("http", host, &r.uri)
-    }
-
     #[test]
-    fn keys_normalise_host_and_query() {
-        assert_eq!(
-            primary("/a?b=2&a=1", "Example.COM:80"),
-            "http://example.com/a?a=1&b=2"
-        );
-        assert_eq!(
-            primary("/a?utm_source=x&id=3&fbclid=y&utm_medium=z", "example.com"),
-            "http://example.com/a?id=3"
-        );
-        assert_eq!(
-            primary("/a?utm_source=x", "example.com."),
-            "http://example.com/a"
-        );
-        assert_eq!(primary("/a?&&x=1&", "h"), "http://h/a?x=1");
-        assert_ne!(
-            primary("/a", "example.com:8080"),
-            primary("/a", "example.com")
-        );
-        assert_ne!(
-            primary("/A", "h"),
-            primary("/a", "h"),
-            "paths are case-sensitive"
-        );
+    fn queries_are_normalised_and_tracking_parameters_dropped() {
+        let b = builder();
+        assert_eq!(b.query("b=2&a=1"), "a=1&b=2");
+        assert_eq!(b.query("utm_source=x&id=3&fbclid=y&utm_medium=z"), "id=3");
+        assert_eq!(b.query("&&x=1&"), "x=1");
+        assert_eq!(b.query(""), "");
+        assert_eq!(b.query("a=2&b=1&a=1"), "a=2&a=1&b=1", "stable by name");
+        // `;` is not a separator: the whole `utm_x=1;id=5` is one dropped parameter, so `id=5`
+        // is dropped from the key and from what the origin receives alike.
+        assert_eq!(b.query("utm_x=1;id=5&page=2"), "page=2");
     }
 
     #[test]
@@ -181,29 +142,31 @@ mod tests {
             sort_query: false,
             drop_params: vec![],
         });
-        let r = req("/a?b=2&a=1&utm_x=1", "h");
-        assert_eq!(b.primary("http", "h", &r.uri), "http://h/a?b=2&a=1&utm_x=1");
+        assert_eq!(b.query("b=2&a=1&utm_x=1"), "b=2&a=1&utm_x=1");
     }
 
     #[test]
     fn same_origin_targets_only() {
         let b = builder();
-        let r = req("/items", "shop.test");
-        let own = b.request_key(&req("/items/7", "shop.test"), "http");
-        let rel = b.same_origin_key(&r, "http", "/items/7").expect("relative");
+        let req = target::parse_url("http://shop.test/items", &b).expect("request");
+        let own = b.key(&target::parse_url("http://shop.test/items/7", &b).expect("own"));
+        let rel = b.same_origin_key(&req, "/items/7").expect("absolute path");
         assert_eq!(rel.primary_bin(), own.primary_bin());
         let abs = b
-            .same_origin_key(&r, "http", "http://SHOP.test/items/7")
+            .same_origin_key(&req, "http://SHOP.test:80/items/7")
             .expect("absolute");
         assert_eq!(abs.primary_bin(), own.primary_bin());
-        assert!(
-            b.same_origin_key(&r, "http", "http://evil.test/items/7")
-                .is_none()
-        );
-        assert!(
-            b.same_origin_key(&r, "http", "https://shop.test/items/7")
-                .is_none()
-        );
-        assert!(b.same_origin_key(&r, "http", "not a url").is_none());
+        let by_hash = key_of_hash(&crate::storage::l2::hex(&own.primary_bin())).expect("hex");
+        assert_eq!(by_hash.primary_bin(), own.primary_bin());
+        assert!(key_of_hash("xyz").is_none() && key_of_hash(&"g".repeat(32)).is_none());
+        for other in [
+            "http://evil.test/items/7",
+            "https://shop.test/items/7",
+            "//evil.test/items/7",
+            "items/7",
+            "not a url",
+        ] {
+            assert!(b.same_origin_key(&req, other).is_none(), "{other}");
+        }
     }
 }

@@ -16,6 +16,33 @@ pub const DEFAULT_L1_MAX_OBJECT: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
 /// One year: the longest freshness RFC 9111 expects caches to honour.
 pub const DEFAULT_MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+/// 10 s for a whole request head: a real client sends it in one packet; a slow-loris client
+/// dribbling bytes loses its connection long before it can pile connections up.
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT_MS: u64 = 10_000;
+/// 60 s of idle keep-alive between requests (Pingora's and about nginx's default).
+pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 60;
+/// 256 connections per client address: far above a browser's 6 per host, room for a few dozen
+/// users behind one NAT, and a bound on what one address can hold open.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
+/// Request fields that change what some origins answer without being part of the cache key:
+/// method overrides, rewritten URLs, client addresses and hosts set by the client itself. The
+/// edge sets `X-Forwarded-*` and `Forwarded` itself; these it removes.
+pub const DEFAULT_STRIP_REQUEST_HEADERS: [&str; 14] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-original-host",
+    "x-host",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,6 +70,36 @@ pub struct ServerConfig {
     pub graceful_shutdown_timeout_secs: u64,
     /// Largest request head (request line and fields) accepted; larger gets 431.
     pub max_request_header_bytes: usize,
+    /// Longest time from a request's first byte (or a new connection) to the end of its head;
+    /// a client slower than this loses the connection.
+    pub request_head_timeout_ms: u64,
+    /// How long an idle keep-alive connection waits for the client's next request.
+    pub keepalive_timeout_secs: u64,
+    /// Open client connections at most; more are refused with 503. 0: derived from the file
+    /// descriptor limit (raised to its hard limit at start), leaving room for origin and
+    /// memcached connections.
+    pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64) at most; more are refused with 503.
+    /// 0: no per-client limit.
+    pub max_connections_per_client: usize,
+    /// Networks of proxies in front of the edge whose `X-Forwarded-*` / `Forwarded` fields are
+    /// kept (and extended). From anyone else those fields are replaced by the edge's own.
+    pub trusted_proxies: Vec<String>,
+    /// Request fields removed before a request reaches the cache or the origin.
+    pub strip_request_headers: Vec<String>,
+    /// A GET or HEAD with a body: `forward` it (never answered from or stored in the cache),
+    /// or `reject` it with 400.
+    pub get_with_body: GetWithBody,
+}
+
+/// What to do with a GET or HEAD that carries a body (RFC 9110 §9.3.1: no defined meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GetWithBody {
+    /// Pass it to the origin untouched; the cache stays out of it.
+    Forward,
+    /// Refuse it with 400.
+    Reject,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +111,16 @@ impl Default for ServerConfig {
             grace_period_secs: 0,
             graceful_shutdown_timeout_secs: 5,
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            request_head_timeout_ms: DEFAULT_REQUEST_HEAD_TIMEOUT_MS,
+            keepalive_timeout_secs: DEFAULT_KEEPALIVE_TIMEOUT_SECS,
+            max_connections: 0,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            trusted_proxies: Vec::new(),
+            strip_request_headers: DEFAULT_STRIP_REQUEST_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+            get_with_body: GetWithBody::Forward,
         }
     }
 }
@@ -64,6 +131,23 @@ impl ServerConfig {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         }
+    }
+    pub fn request_head_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_head_timeout_ms)
+    }
+    /// `trusted_proxies` parsed; call after validation.
+    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|n| parse_network(n))
+            .collect()
+    }
+    /// `strip_request_headers` as field names; call after validation.
+    pub fn strip_names(&self) -> Vec<http::HeaderName> {
+        self.strip_request_headers
+            .iter()
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect()
     }
 }
 
@@ -155,6 +239,10 @@ pub struct CacheConfig {
     /// Honour the client's `Cache-Control: no-cache` / `max-age=0` (RFC 9111). Off protects the
     /// origin from reload storms, as many CDNs do.
     pub honor_client_no_cache: bool,
+    /// Store answers to requests carrying `Cookie` or `Authorization` that give no explicit
+    /// freshness (heuristic or default TTL, or only a validator). Off: a response that depends
+    /// on who asks is shared only when the origin says so (`max-age`, `s-maxage`, `public`…).
+    pub heuristics_with_credentials: bool,
     pub l1: L1Config,
     pub key: CacheKeyConfig,
 }
@@ -174,6 +262,7 @@ impl Default for CacheConfig {
             max_variants: 16,
             lock_timeout_ms: 5_000,
             honor_client_no_cache: true,
+            heuristics_with_credentials: false,
             l1: L1Config::default(),
             key: CacheKeyConfig::default(),
         }
@@ -326,6 +415,10 @@ pub struct PurgeConfig {
     pub allow_networks: Vec<String>,
     /// Attempts to forward a purge to another region before giving up.
     pub forward_attempts: u32,
+    /// Invalidations (RFC 9111 §4.4) one client may add to the region's purge log per second…
+    pub invalidations_per_client_per_sec: u32,
+    /// …and in one burst. Beyond them the node still invalidates its own copy.
+    pub invalidation_burst: u32,
     /// One admin endpoint per other region.
     pub regions: Vec<RegionConfig>,
 }
@@ -341,6 +434,8 @@ impl Default for PurgeConfig {
             max_wait_ms: 5_000,
             allow_networks: Vec::new(),
             forward_attempts: 8,
+            invalidations_per_client_per_sec: 10,
+            invalidation_burst: 100,
             regions: Vec::new(),
         }
     }
@@ -422,6 +517,38 @@ impl Validate for EdgeConfig {
             "server.name",
             "must be a non-empty token (letters, digits, - _ .)",
         );
+        check(
+            (100..=600_000).contains(&s.request_head_timeout_ms),
+            "server.request_head_timeout_ms",
+            "must be between 100 and 600000",
+        );
+        check(
+            (1..=3_600).contains(&s.keepalive_timeout_secs),
+            "server.keepalive_timeout_secs",
+            "must be between 1 and 3600",
+        );
+        check(
+            s.max_connections == 0 || s.max_connections >= 16,
+            "server.max_connections",
+            "must be 0 (derived from the file limit) or at least 16",
+        );
+        for (i, n) in s.trusted_proxies.iter().enumerate() {
+            check(
+                parse_network(n).is_some(),
+                &format!("server.trusted_proxies[{i}]"),
+                "must be a network (10.0.0.0/8) or an address",
+            );
+        }
+        for (i, h) in s.strip_request_headers.iter().enumerate() {
+            let name = h.to_ascii_lowercase();
+            check(
+                http::HeaderName::from_bytes(h.as_bytes()).is_ok()
+                    && !["host", "content-length", "transfer-encoding", "connection"]
+                        .contains(&name.as_str()),
+                &format!("server.strip_request_headers[{i}]"),
+                "must be a field name, and not one that frames or routes the request",
+            );
+        }
         let o = &self.origin;
         check(
             !o.addresses.is_empty(),
@@ -536,6 +663,16 @@ impl Validate for EdgeConfig {
             (1..=60_000).contains(&p.max_wait_ms),
             "purge.max_wait_ms",
             "must be between 1 and 60000",
+        );
+        check(
+            p.invalidations_per_client_per_sec >= 1,
+            "purge.invalidations_per_client_per_sec",
+            "must be at least 1",
+        );
+        check(
+            p.invalidation_burst >= 1,
+            "purge.invalidation_burst",
+            "must be at least 1",
         );
         for (i, n) in p.allow_networks.iter().enumerate() {
             check(

@@ -7,6 +7,8 @@ use pingora_http::ResponseHeader;
 
 use crate::policy::NotStored;
 use crate::policy::directives::Directives;
+use crate::target::Target;
+use crate::upstream::Client;
 
 /// What the cache lookup found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +33,13 @@ pub enum StaleServed {
 #[derive(Debug)]
 pub struct RequestCtx {
     pub started: Instant,
+    /// The request target, parsed once: the cache key and the origin request come from it.
+    /// `None` only before `request_filter` (or when it refused the request).
+    pub target: Option<Target>,
+    /// Who sent the request.
+    pub client: Client,
+    /// A GET or HEAD with a body: the cache stays out of it.
+    pub has_body: bool,
     /// Request cache directives, parsed once.
     pub req_dirs: Directives,
     /// The cache took part in this request (a GET or HEAD with caching on).
@@ -66,6 +75,9 @@ impl RequestCtx {
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
+            target: None,
+            client: Client::default(),
+            has_body: false,
             req_dirs: Directives::default(),
             cache_used: false,
             lookup: None,

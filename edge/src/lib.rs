@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cache_key;
 pub mod cache_status;
 pub mod config;
+pub mod connection;
 pub mod ctx;
 pub mod headers;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod policy;
 pub mod proxy;
 pub mod purge;
 pub mod storage;
+pub mod target;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -31,6 +33,9 @@ use pingora_core::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::cache_key::KeyBuilder;
 use crate::config::EdgeConfig;
+use crate::connection::EdgeApp;
+use crate::connection::limits::{Limits, Refusal};
+use crate::connection::stream::Counters;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::proxy::EdgeProxy;
@@ -51,8 +56,9 @@ pub struct Edge {
     pub draining: Arc<AtomicBool>,
 }
 
-/// Builds the edge described by `config` (already validated).
-pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
+/// Builds the edge described by `config` (already validated). `file_limit` is the process's
+/// open-file limit, which client connections must stay below.
+pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
     let conf = ServerConf {
         threads: config.server.threads(),
         grace_period_seconds: Some(config.server.grace_period_secs),
@@ -118,6 +124,10 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
 
     let lock_timeout = cache.lock_timeout();
     let proxy = EdgeProxy {
+        trusted_proxies: config.server.trusted_networks(),
+        strip_request_headers: config.server.strip_names(),
+        get_with_body: config.server.get_with_body,
+        keepalive_secs: config.server.keepalive_timeout_secs,
         name: config.server.name.clone(),
         via: format!("1.1 {}", config.server.name),
         via_value: http::HeaderValue::from_str(&format!("1.1 {}", config.server.name))
@@ -137,8 +147,30 @@ pub fn build(config: &EdgeConfig) -> anyhow::Result<Edge> {
         origins: Arc::clone(&origins),
         metrics: Arc::clone(&metrics),
     };
-    let mut proxy_service =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "edge proxy");
+    let max_connections = connection::max_connections(config.server.max_connections, file_limit);
+    let refused = |reason: Refusal| {
+        metrics
+            .connections_refused
+            .with_label_values(&[reason.as_str()])
+    };
+    let client_error = |kind: &str| metrics.client_errors.with_label_values(&[kind]);
+    let app = EdgeApp {
+        proxy: Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy)),
+        limits: Limits::new(
+            max_connections,
+            config.server.max_connections_per_client,
+            metrics.client_connections.clone(),
+        ),
+        head_timeout: config.server.request_head_timeout(),
+        counters: Counters {
+            head_timeouts: client_error("head_timeout"),
+            framing_violations: client_error("framing"),
+        },
+        refused: [refused(Refusal::Full), refused(Refusal::PerClient)],
+        name: config.server.name.clone(),
+    };
+    tracing::info!(max_connections, file_limit, "client connection limit");
+    let mut proxy_service = Service::new("edge proxy".to_owned(), app);
     for addr in &config.server.listen {
         proxy_service.add_tcp(&addr.to_string());
     }
@@ -191,8 +223,16 @@ fn purges(
         config: p.clone(),
     };
     Ok(Arc::new(
-        Purges::new(settings, filter, storage, keys, log, Arc::clone(metrics))
-            .context("building the purge forwarder")?,
+        Purges::new(
+            settings,
+            filter,
+            storage,
+            keys,
+            log,
+            Arc::clone(metrics),
+            longest_life,
+        )
+        .context("building the purge forwarder")?,
     ))
 }
 
@@ -255,7 +295,7 @@ fn shared_tier(
 /// Runs the edge until SIGTERM (graceful: drain, then stop), SIGINT (fast) or SIGQUIT (graceful
 /// upgrade). Never returns normally: Pingora exits the process when it stops.
 pub fn run(config: &EdgeConfig) -> anyhow::Result<()> {
-    let edge = build(config)?;
+    let edge = build(config, connection::raise_file_limit())?;
     for addr in &config.server.listen {
         tracing::info!(%addr, "edge listening");
     }

@@ -29,9 +29,13 @@ pub const PURGE_LAG_SECONDS: &str = "outpost_purge_lag_seconds";
 pub const PURGE_MARKS: &str = "outpost_purge_marks";
 pub const PURGE_FILTERED: &str = "outpost_purge_filtered_total";
 pub const PURGE_FORWARDS: &str = "outpost_purge_forwards_total";
+pub const INVALIDATIONS_SHARED: &str = "outpost_invalidations_shared_total";
+pub const CLIENT_CONNECTIONS: &str = "outpost_client_connections";
+pub const CONNECTIONS_REFUSED: &str = "outpost_connections_refused_total";
+pub const CLIENT_ERRORS: &str = "outpost_client_errors_total";
 
 /// Every value of the `cache` label of [`REQUESTS`].
-pub const OUTCOMES: [&str; 7] = [
+pub const OUTCOMES: [&str; 8] = [
     "hit",
     "stale",
     "miss",
@@ -39,14 +43,18 @@ pub const OUTCOMES: [&str; 7] = [
     "bypass",
     "pass",
     "error",
+    "client_error",
 ];
+
+/// Every value of the `kind` label of [`CLIENT_ERRORS`].
+pub const CLIENT_ERROR_KINDS: [&str; 3] = ["bad_request", "framing", "head_timeout"];
 
 pub struct Metrics {
     registry: Registry,
     /// [`Metrics::requests`] resolved per outcome once, not per request.
     by_outcome: Vec<IntCounter>,
     /// Client requests by how the cache handled them (`hit`, `stale`, `miss`, `revalidated`,
-    /// `bypass`, `pass`, `error`).
+    /// `bypass`, `pass`, `error`, `client_error`).
     pub requests: IntCounterVec,
     /// Origin responses by status class (`2xx` … `5xx`).
     pub origin_responses: IntCounterVec,
@@ -88,6 +96,19 @@ pub struct Metrics {
     pub purge_filtered: IntCounterVec,
     /// Attempts to forward a purge to another region, by `region` and `result`.
     pub purge_forwards: IntCounterVec,
+    /// URLs invalidated by unsafe methods, by whether the region was told: `logged` (in the
+    /// purge log), `not_held` (no tier held them: nothing to tell), `rate_limited` (the client
+    /// sent too many; only this node invalidated).
+    pub invalidations_shared: IntCounterVec,
+    /// Client connections open now.
+    pub client_connections: IntGauge,
+    /// Client connections refused, by `reason` (`too-many-connections`,
+    /// `too-many-connections-from-client`).
+    pub connections_refused: IntCounterVec,
+    /// Requests refused for what the client sent, by `kind`: `bad_request` (target, Host,
+    /// framing fields), `framing` (chunked framing RFC 9112 does not allow), `head_timeout` (a
+    /// request head not sent in time).
+    pub client_errors: IntCounterVec,
 }
 
 fn counter_vec(
@@ -212,8 +233,42 @@ impl Metrics {
                 "Purge forwarding attempts to other regions",
                 &["region", "result"],
             )?,
+            invalidations_shared: counter_vec(
+                &r,
+                INVALIDATIONS_SHARED,
+                "URLs invalidated by unsafe methods, by whether the region was told",
+                &["result"],
+            )?,
+            client_connections: gauge(&r, CLIENT_CONNECTIONS, "Client connections open")?,
+            connections_refused: counter_vec(
+                &r,
+                CONNECTIONS_REFUSED,
+                "Client connections refused, by reason",
+                &["reason"],
+            )?,
+            client_errors: counter_vec(
+                &r,
+                CLIENT_ERRORS,
+                "Requests refused for what the client sent, by kind",
+                &["kind"],
+            )?,
             registry: r,
         })
+        .inspect(Self::vivify)
+    }
+
+    /// Series that exist from the start at zero, so a dashboard or alert sees them before
+    /// their first event.
+    fn vivify(&self) {
+        for kind in CLIENT_ERROR_KINDS {
+            self.client_errors.with_label_values(&[kind]);
+        }
+        for reason in ["too-many-connections", "too-many-connections-from-client"] {
+            self.connections_refused.with_label_values(&[reason]);
+        }
+        for result in ["logged", "not_held", "rate_limited"] {
+            self.invalidations_shared.with_label_values(&[result]);
+        }
     }
 
     /// Counts one client request with this outcome (one of [`OUTCOMES`]).

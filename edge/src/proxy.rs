@@ -22,14 +22,17 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::cache_key::KeyBuilder;
 use crate::cache_status;
+use crate::config::GetWithBody;
+use crate::connection::stream::violation_of;
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
 use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
 use crate::policy::freshness::Exchange;
-use crate::policy::{self, Policy, Verdict, directives, vary};
+use crate::policy::{self, CREDENTIALS, Policy, Verdict, directives, vary};
 use crate::purge::{PurgeRequest, Purges, token_matches};
 use crate::storage::TieredStorage;
-use crate::upstream::{self, Origins};
+use crate::target::{self, Scheme};
+use crate::upstream::{self, Client, Origins};
 
 /// RFC 9211's field, as a ready name (the hit path adds it to every response).
 pub const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
@@ -65,6 +68,13 @@ pub struct EdgeProxy {
     pub purge_token: String,
     /// …and without it only from these networks.
     pub purge_networks: Vec<ipnet::IpNet>,
+    /// `server.trusted_proxies`: peers whose forwarding headers are kept.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `server.strip_request_headers`.
+    pub strip_request_headers: Vec<http::HeaderName>,
+    pub get_with_body: GetWithBody,
+    /// `server.keepalive_timeout_secs`, applied to every request's connection.
+    pub keepalive_secs: u64,
 }
 
 /// Reasons not to store that say nothing about the URL (they depend on this request, or on a
@@ -72,7 +82,7 @@ pub struct EdgeProxy {
 fn says_nothing_about_the_url(reason: &'static str) -> bool {
     matches!(
         reason,
-        "request-no-store" | "authorization" | "too-many-variants" | ORIGIN_ERROR
+        "request-no-store" | "authorization" | "too-many-variants" | ORIGIN_ERROR | CREDENTIALS
     )
 }
 
@@ -87,31 +97,67 @@ impl EdgeProxy {
         )))
     }
 
-    fn scheme(session: &Session) -> &'static str {
+    fn scheme(session: &Session) -> Scheme {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        if tls { "https" } else { "http" }
+        if tls { Scheme::Https } else { Scheme::Http }
+    }
+
+    /// Who sent the request: the peer, and whether it is a trusted proxy (then the address it
+    /// forwarded for, the last in its `X-Forwarded-For`, is the client).
+    fn client(&self, session: &Session) -> Client {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted = peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip)));
+        let forwarded_for = || {
+            let xff = session.req_header().headers.get("x-forwarded-for")?;
+            xff.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+        };
+        Client {
+            peer,
+            trusted,
+            address: if trusted {
+                forwarded_for().or(peer)
+            } else {
+                peer
+            },
+        }
     }
 
     /// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-origin
-    /// `Location` / `Content-Location` it names.
-    fn invalidate_after_unsafe(&self, session: &Session, resp: &ResponseHeader) {
-        let req = session.req_header();
-        let scheme = Self::scheme(session);
-        let mut keys = vec![self.keys.request_key(req, scheme)];
+    /// `Location` / `Content-Location` it names, here at once and, when a tier held them, in
+    /// the whole region (see [`Purges::invalidate`]).
+    fn invalidate_after_unsafe(&self, ctx: &RequestCtx, resp: &ResponseHeader) {
+        let Some(target) = &ctx.target else { return };
+        let mut keys = vec![self.keys.key(target)];
         for field in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
-            if let Some(target) = resp.headers.get(&field).and_then(|v| v.to_str().ok()) {
-                keys.extend(self.keys.same_origin_key(req, scheme, target));
+            if let Some(location) = resp.headers.get(&field).and_then(|v| v.to_str().ok()) {
+                keys.extend(self.keys.same_origin_key(target, location));
             }
         }
-        let removed: usize = keys.iter().map(|k| self.storage.invalidate(k)).sum();
-        self.metrics.invalidations.inc_by(removed as u64);
-        tracing::debug!(method = %req.method, removed, "invalidated after unsafe method");
-        // The other nodes of the region hold copies too.
-        let urls = keys
-            .iter()
-            .filter_map(|k| k.primary_key_str().map(str::to_owned))
-            .collect();
-        self.purges.invalidated(urls);
+        self.purges.invalidate(keys, ctx.client.address);
+    }
+
+    /// Refuses a request for what the client sent: 400 (or `status`), `Cache-Status` with why.
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        detail: &'static str,
+        why: &str,
+    ) -> Result<()> {
+        tracing::debug!(client = ?ctx.client.peer, %why, "request refused");
+        self.metrics
+            .client_errors
+            .with_label_values(&["bad_request"])
+            .inc();
+        let cache_status = format!("{}; detail={detail}", self.name);
+        ctx.outcome = "client_error";
+        Self::respond(session, status, &cache_status, &self.via).await?;
+        ctx.cache_status = Some(cache_status);
+        Ok(())
     }
 
     /// `PURGE /path` (the Varnish/Squid habit): a hard purge of that URL (every variant), or a
@@ -134,22 +180,13 @@ impl EdgeProxy {
                 None,
             )
         } else {
-            let scheme = Self::scheme(session);
-            let host = req
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
             let soft = req
                 .headers
                 .get("soft-purge")
                 .is_some_and(|v| v.as_bytes() == b"1");
-            let url = format!(
-                "{scheme}://{host}{}",
-                req.uri.path_and_query().map_or("/", |p| p.as_str())
-            );
+            let url = ctx.target.as_ref().map(target::Target::key_text);
             let purge = PurgeRequest {
-                urls: vec![url],
+                urls: url.into_iter().collect(),
                 soft,
                 ..PurgeRequest::default()
             };
@@ -210,6 +247,38 @@ fn request_head_size(req: &RequestHeader) -> usize {
     req.method.as_str().len() + req.raw_path().len() + 12 + fields
 }
 
+/// A GET or HEAD carries a body: framed with `Transfer-Encoding`, or a non-zero length.
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().iter().any(|b| (b'1'..=b'9').contains(b)))
+}
+
+/// `Content-Length: 5, 5` (or the field twice) says one length in a form some origins refuse or
+/// read differently: send it as the one value (RFC 9110 §8.6). Pingora has already refused
+/// lengths that differ.
+fn single_content_length(req: &mut RequestHeader) -> Result<()> {
+    let mut values = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let (Some(first), second) = (values.next(), values.next()) else {
+        return Ok(());
+    };
+    if second.is_none() && !first.as_bytes().contains(&b',') {
+        return Ok(());
+    }
+    let one = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(400), "bad Content-Length"))?;
+    req.insert_header(http::header::CONTENT_LENGTH, one)?;
+    Ok(())
+}
+
 fn is_safe(method: &Method) -> bool {
     matches!(
         *method,
@@ -250,17 +319,49 @@ impl ProxyHttp for EdgeProxy {
 
     // --- the request ------------------------------------------------------------------------
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if session.req_header().method.as_str() == "PURGE" {
-            self.purge_method(session, ctx).await?;
-            return Ok(true);
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Answer pipelined requests in order instead of closing after the first (RFC 9112
+        // §9.3.2), and close idle keep-alive connections after our timeout, unless something
+        // (shutdown, `Connection: close`) already decided not to keep the connection.
+        session.set_pipelining_enabled(true);
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.keepalive_secs));
         }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let size = request_head_size(session.req_header());
         if size > self.max_request_header_bytes {
-            let status = format!("{}; detail=request-header-too-large", self.name);
-            ctx.cache_status = Some(status.clone());
-            ctx.outcome = "error";
-            Self::respond(session, 431, &status, &self.via).await?;
+            let too_large = format!("request head of {size} bytes");
+            self.reject(session, ctx, 431, "request-header-too-large", &too_large)
+                .await?;
+            return Ok(true);
+        }
+        ctx.client = self.client(session);
+        match target::parse(session.req_header(), Self::scheme(session), &self.keys) {
+            Ok(t) => ctx.target = Some(t),
+            Err(why) => {
+                self.reject(session, ctx, 400, why.detail(), &why.to_string())
+                    .await?;
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
+        if matches!(req.method, Method::GET | Method::HEAD) && has_body(req) {
+            if self.get_with_body == GetWithBody::Reject {
+                let why = "a GET or HEAD with a body";
+                self.reject(session, ctx, 400, "request-body", why).await?;
+                return Ok(true);
+            }
+            ctx.has_body = true;
+        }
+        if req.method.as_str() == "PURGE" {
+            self.purge_method(session, ctx).await?;
             return Ok(true);
         }
         Ok(false)
@@ -272,6 +373,12 @@ impl ProxyHttp for EdgeProxy {
         let req = session.req_header();
         ctx.req_dirs = directives::request(&req.headers);
         if !self.cache_enabled || !matches!(req.method, Method::GET | Method::HEAD) {
+            return Ok(());
+        }
+        if ctx.has_body {
+            // What a body asks of a GET is the origin's business: never answered from or
+            // stored in the cache.
+            ctx.detail = Some("request-body");
             return Ok(());
         }
         let mut overrides = CacheOptionOverrides::default();
@@ -288,10 +395,12 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    fn cache_key_callback(&self, session: &Session, _ctx: &mut RequestCtx) -> Result<CacheKey> {
-        Ok(self
-            .keys
-            .request_key(session.req_header(), Self::scheme(session)))
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        match &ctx.target {
+            Some(target) => Ok(self.keys.key(target)),
+            // `request_filter` refuses every request it cannot parse before the cache sees it.
+            None => Error::e_explain(ErrorType::HTTPStatus(400), "no parsed request target"),
+        }
     }
 
     fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
@@ -438,19 +547,23 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        upstream::add_forwarding_headers(
+        let Some(target) = &ctx.target else {
+            return Error::e_explain(ErrorType::HTTPStatus(400), "no parsed request target");
+        };
+        // The origin is asked exactly what the key says was asked.
+        upstream_request.set_raw_path(target.origin_form().as_bytes())?;
+        upstream_request.insert_header(http::header::HOST, &target.authority)?;
+        single_content_length(upstream_request)?;
+        upstream::set_forwarding_headers(
             upstream_request,
             &self.via,
-            client_ip,
-            Self::scheme(session),
+            ctx.client,
+            target,
+            &self.strip_request_headers,
         )?;
         ctx.request_time = Some(SystemTime::now());
         ctx.upstream_sent_at = Some(Instant::now());
@@ -484,7 +597,7 @@ impl ProxyHttp for EdgeProxy {
             ctx.not_modified = Some(Box::new(resp.clone()));
         }
         if !is_safe(&session.req_header().method) && (200..400).contains(&status) {
-            self.invalidate_after_unsafe(session, resp);
+            self.invalidate_after_unsafe(ctx, resp);
         }
         Ok(())
     }
@@ -596,18 +709,39 @@ impl ProxyHttp for EdgeProxy {
                     502
                 }
             }
-            _ if *e.esource() == ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                _ => 400,
-            },
+            _ if *e.esource() == ErrorSource::Downstream => {
+                if let Some(why) = violation_of(session.stream()) {
+                    // Our framing follower refused the body (see `connection::framing`).
+                    tracing::debug!(client = ?ctx.client.peer, why, "request framing refused");
+                    400
+                } else {
+                    match e.etype() {
+                        ErrorType::WriteError
+                        | ErrorType::ReadError
+                        | ErrorType::ConnectionClosed => 0,
+                        _ => {
+                            self.metrics
+                                .client_errors
+                                .with_label_values(&["bad_request"])
+                                .inc();
+                            400
+                        }
+                    }
+                }
+            }
             _ => 500,
         };
-        ctx.outcome = "error";
+        let client_fault = *e.esource() == ErrorSource::Downstream;
+        ctx.outcome = if client_fault {
+            "client_error"
+        } else {
+            "error"
+        };
         if code > 0 && session.response_written().is_none() {
-            ctx.detail = Some(if code == 504 {
-                "origin-timeout"
-            } else {
-                "origin-error"
+            ctx.detail = Some(match code {
+                _ if client_fault => "bad-request",
+                504 => "origin-timeout",
+                _ => "origin-error",
             });
             let status = cache_status::value(
                 &self.name,

@@ -1,10 +1,12 @@
 //! The origin pool: round-robin over the healthy origins, health-checked in the background
 //! (an HTTP `GET` of `origin.health_check_path`, or a TCP connect), plus what the edge adds to
-//! requests on their way to an origin (`Via`, `X-Forwarded-*`).
+//! requests on their way to an origin (`Via`, `X-Forwarded-*`, `Forwarded`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use http::HeaderName;
 use pingora_core::services::background::{GenBackgroundService, background_service};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{ErrorType, OrErr, Result};
@@ -15,6 +17,7 @@ use pingora_load_balancing::{Backend, LoadBalancer};
 
 use crate::config::OriginPoolConfig;
 use crate::metrics::Metrics;
+use crate::target::Target;
 
 pub struct Origins {
     lb: Arc<LoadBalancer<RoundRobin>>,
@@ -113,26 +116,77 @@ impl Origins {
     }
 }
 
-/// Adds `Via` and `X-Forwarded-For/-Proto/-Host`, appending to what earlier proxies sent.
-pub fn add_forwarding_headers(
+/// Who sent a request, as far as the edge can tell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The peer of the TCP connection.
+    pub peer: Option<IpAddr>,
+    /// The peer is a configured trusted proxy: its forwarding headers are kept and extended.
+    pub trusted: bool,
+    /// The client as far as the edge can tell: the peer, or the address a trusted proxy says it
+    /// forwarded for. Per-client limits apply to it.
+    pub address: Option<IpAddr>,
+}
+
+/// What the edge tells the origin about a request: `Via`, `X-Forwarded-For/-Host/-Proto` and
+/// `Forwarded` (RFC 7239), set by the edge itself. A client that is not a trusted proxy cannot
+/// choose them (they change responses without being part of the key): whatever it sent is
+/// replaced. A trusted proxy's are kept and our hop is appended. `strip` names request fields
+/// removed from every request (`X-Original-URL` and the like).
+pub fn set_forwarding_headers(
     req: &mut RequestHeader,
     via: &str,
-    client_ip: Option<String>,
-    scheme: &str,
+    client: Client,
+    target: &Target,
+    strip: &[HeaderName],
 ) -> Result<()> {
+    for name in strip {
+        req.remove_header(name);
+    }
     append_list(req, "via", via)?;
-    if let Some(ip) = client_ip {
-        append_list(req, "x-forwarded-for", &ip)?;
+    let proto = target.scheme.as_str();
+    let host = target.authority.as_str();
+    if !client.trusted {
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "forwarded",
+        ] {
+            req.remove_header(name);
+        }
+    }
+    if let Some(ip) = client.peer {
+        append_list(req, "x-forwarded-for", &ip.to_string())?;
     }
     if !req.headers.contains_key("x-forwarded-proto") {
-        req.insert_header("x-forwarded-proto", scheme)?;
+        req.insert_header("x-forwarded-proto", proto)?;
     }
-    if !req.headers.contains_key("x-forwarded-host")
-        && let Some(host) = req.headers.get(http::header::HOST).cloned()
-    {
+    if !req.headers.contains_key("x-forwarded-host") {
         req.insert_header("x-forwarded-host", host)?;
     }
+    append_list(
+        req,
+        "forwarded",
+        &forwarded_element(client.peer, host, proto),
+    )?;
     Ok(())
+}
+
+/// One `Forwarded` element: `for=…;host=…;proto=…`, quoting what is not a token.
+fn forwarded_element(peer: Option<IpAddr>, host: &str, proto: &str) -> String {
+    let node = match peer {
+        Some(IpAddr::V4(ip)) => ip.to_string(),
+        Some(IpAddr::V6(ip)) => format!("\"[{ip}]\""),
+        None => "unknown".to_owned(),
+    };
+    // `host:port` and IPv6 literals are not tokens (RFC 7239 §4).
+    let host = if host.contains([':', '[']) {
+        format!("\"{host}\"")
+    } else {
+        host.to_owned()
+    };
+    format!("for={node};host={host};proto={proto}")
 }
 
 /// `name: existing, value` (one field line, as proxies conventionally keep these).
@@ -147,18 +201,73 @@ fn append_list(req: &mut RequestHeader, name: &'static str, value: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::Scheme;
+
+    fn target() -> Target {
+        Target {
+            scheme: Scheme::Http,
+            authority: "shop.test".to_owned(),
+            path: "/".to_owned(),
+            query: String::new(),
+        }
+    }
+
+    fn request(fields: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).expect("request");
+        for (k, v) in fields {
+            r.append_header(k.to_string(), *v).expect("field");
+        }
+        r
+    }
+
+    const FORGED: [(&str, &str); 6] = [
+        ("host", "shop.test"),
+        ("via", "1.1 cdn-a"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-host", "evil.test"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=10.0.0.1;host=evil.test"),
+    ];
 
     #[test]
-    fn forwarding_headers_append_to_earlier_proxies() {
-        let mut r = RequestHeader::build("GET", b"/", None).expect("request");
-        r.insert_header("host", "shop.test").expect("host");
-        r.insert_header("via", "1.1 cdn-a").expect("via");
-        r.insert_header("x-forwarded-for", "10.0.0.1").expect("xff");
-        add_forwarding_headers(&mut r, "1.1 outpost", Some("192.0.2.7".into()), "http")
-            .expect("ok");
+    fn an_untrusted_client_cannot_choose_what_the_origin_is_told() {
+        let mut r = request(&FORGED);
+        r.append_header("X-Original-URL", "/admin").expect("field");
+        let client = Client {
+            peer: Some("192.0.2.7".parse().expect("ip")),
+            trusted: false,
+            address: None,
+        };
+        let strip = [HeaderName::from_static("x-original-url")];
+        set_forwarding_headers(&mut r, "1.1 outpost", client, &target(), &strip).expect("ok");
         assert_eq!(r.headers["via"], "1.1 cdn-a, 1.1 outpost");
-        assert_eq!(r.headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(r.headers["x-forwarded-for"], "192.0.2.7");
         assert_eq!(r.headers["x-forwarded-proto"], "http");
         assert_eq!(r.headers["x-forwarded-host"], "shop.test");
+        assert_eq!(
+            r.headers["forwarded"],
+            "for=192.0.2.7;host=shop.test;proto=http"
+        );
+        assert!(r.headers.get("x-original-url").is_none());
+    }
+
+    #[test]
+    fn a_trusted_proxy_keeps_its_headers_and_we_append_our_hop() {
+        let mut r = request(&FORGED);
+        let client = Client {
+            peer: Some("2001:db8::7".parse().expect("ip")),
+            trusted: true,
+            address: None,
+        };
+        let mut t = target();
+        t.authority = "shop.test:8080".to_owned();
+        set_forwarding_headers(&mut r, "1.1 outpost", client, &t, &[]).expect("ok");
+        assert_eq!(r.headers["x-forwarded-for"], "10.0.0.1, 2001:db8::7");
+        assert_eq!(r.headers["x-forwarded-host"], "evil.test");
+        assert_eq!(r.headers["x-forwarded-proto"], "https");
+        assert_eq!(
+            r.headers["forwarded"],
+            "for=10.0.0.1;host=evil.test, for=\"[2001:db8::7]\";host=\"shop.test:8080\";proto=http"
+        );
     }
 }

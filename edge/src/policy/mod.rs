@@ -26,6 +26,10 @@ use freshness::{Exchange, Lifetime, Limits};
 /// Why a response was not stored: short tokens, shown in `Cache-Status` as `detail=`.
 pub type NotStored = &'static str;
 
+/// Not stored: a credentialed request (`Cookie`, `Authorization`) got an answer without an
+/// explicit lifetime. Says nothing about the URL: another request may store it.
+pub const CREDENTIALS: NotStored = "credentials";
+
 /// The outcome of [`Policy::decide`].
 pub enum Verdict {
     Store(CacheMeta),
@@ -43,6 +47,8 @@ pub struct Policy {
     pub max_stale: Duration,
     pub set_cookie: SetCookiePolicy,
     pub honor_client_no_cache: bool,
+    /// Store answers to credentialed requests on heuristic or default freshness.
+    pub heuristics_with_credentials: bool,
 }
 
 impl Policy {
@@ -59,6 +65,7 @@ impl Policy {
             max_stale: Duration::from_secs(cfg.max_stale_secs),
             set_cookie: cfg.set_cookie,
             honor_client_no_cache: cfg.honor_client_no_cache,
+            heuristics_with_credentials: cfg.heuristics_with_credentials,
         }
     }
 
@@ -107,6 +114,16 @@ impl Policy {
         let heuristic_ok = freshness::heuristically_cacheable(status) || d.public;
         let mut lifetime =
             freshness::lifetime(&d, source, &resp.headers, heuristic_ok, self.limits);
+        // Web cache deception: `/account/x.css` answered for the user whose cookie came with it.
+        // Without an explicit lifetime (or `public`), such an answer may depend on who asks.
+        if !matches!(lifetime, Lifetime::Explicit(_))
+            && !d.public
+            && !self.heuristics_with_credentials
+            && (req.headers.contains_key(http::header::COOKIE)
+                || req.headers.contains_key(http::header::AUTHORIZATION))
+        {
+            return Verdict::DontStore(CREDENTIALS);
+        }
         if lifetime == Lifetime::None {
             let has_validator = resp.headers.contains_key(http::header::ETAG)
                 || resp.headers.contains_key(http::header::LAST_MODIFIED);
@@ -319,6 +336,42 @@ mod tests {
                 "{response:?}"
             );
         }
+    }
+
+    #[test]
+    fn credentialed_requests_need_explicit_freshness() {
+        let last_modified = httpdate::fmt_http_date(now() - Duration::from_secs(864_000));
+        let cookie = req(&[("cookie", "session=alice")]);
+        let heuristic = resp(200, &[("last-modified", last_modified.as_str())]);
+        assert_eq!(decide(&cookie, &heuristic).err(), Some(CREDENTIALS));
+        assert_eq!(
+            decide(&cookie, &resp(200, &[("etag", "\"v1\"")])).err(),
+            Some(CREDENTIALS),
+            "not even stored to revalidate: a 304 would hand one user's page to another"
+        );
+        assert!(
+            decide(&req(&[]), &heuristic).is_ok(),
+            "no cookie: heuristics as usual"
+        );
+        for explicit in ["max-age=60", "public", "s-maxage=60"] {
+            let r = resp(
+                200,
+                &[
+                    ("cache-control", explicit),
+                    ("last-modified", last_modified.as_str()),
+                ],
+            );
+            assert!(decide(&cookie, &r).is_ok(), "{explicit}");
+        }
+        let lenient = Policy {
+            heuristics_with_credentials: true,
+            ..policy()
+        };
+        let dirs = directives::request(&cookie.headers);
+        assert!(matches!(
+            lenient.decide(&cookie, &dirs, &heuristic, exchange()),
+            Verdict::Store(_)
+        ));
     }
 
     #[test]

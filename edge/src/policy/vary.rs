@@ -1,11 +1,15 @@
 //! Secondary cache keys (RFC 9111 §4.1): a response with `Vary` is stored per combination of the
-//! listed request fields, after normalisation that cannot change their meaning, and with a cap
-//! on variants per URL so a header with endless values cannot flood the cache.
+//! listed request fields, with a cap on variants per URL so a header with endless values cannot
+//! flood the cache.
 //!
-//! Normalisation: field lines are combined and surrounding whitespace dropped; for the content
-//! negotiation fields (`Accept*`), which are case-insensitive lists, members are lower-cased,
-//! stripped of spaces, those with `q=0` dropped, and sorted. Two requests with the same
-//! normalised values would be answered the same way by any origin, so they share a variant.
+//! Selection works on the exact bytes of each value, obs-text (bytes ≥ 0x80) included: a value
+//! is never "absent" because it is not ASCII, so one client cannot make its answer the variant of
+//! clients that do not send the field. The only normalisation is the one RFC 9110 makes
+//! equivalent for everyone: whitespace around a value is dropped (§5.5) and, for the content
+//! negotiation fields (`Accept*`: case-insensitive lists), field lines are joined into one list
+//! (§5.3), whitespace around members and their parameters is dropped and ASCII letters are
+//! lower-cased. Members are never reordered or removed: `fr, en` and `en, fr` may well get
+//! different answers. A value with a quoted string is taken as it is.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,7 +47,7 @@ pub fn variance(response: &HeaderMap, request: &HeaderMap) -> Option<HashBinary>
             None => canonical.push(0xFF),
             Some(value) => {
                 canonical.push(b':');
-                canonical.extend_from_slice(value.as_bytes());
+                canonical.extend_from_slice(&value);
             }
         }
         canonical.push(0);
@@ -51,40 +55,47 @@ pub fn variance(response: &HeaderMap, request: &HeaderMap) -> Option<HashBinary>
     Some(hash_key(&canonical))
 }
 
-fn normalized(request: &HeaderMap, field: &str) -> Option<String> {
-    let lines: Vec<&str> = request
-        .get_all(field)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if lines.is_empty() {
-        return None;
+/// The canonical bytes of `field` in `request`, or `None` when it is absent.
+fn normalized(request: &HeaderMap, field: &str) -> Option<Vec<u8>> {
+    let mut lines = request.get_all(field).iter().peekable();
+    lines.peek()?;
+    let list = field.starts_with("accept");
+    let mut out = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let value = line.as_bytes().trim_ascii();
+        if i > 0 {
+            // Other fields keep their line structure: joining `a` + `b` into `a, b` could make a
+            // singleton field mean something else to the origin.
+            out.push(if list { b',' } else { 0 });
+        }
+        if list && !value.contains(&b'"') {
+            push_list(&mut out, value);
+        } else {
+            out.extend_from_slice(value);
+        }
     }
-    let joined = lines.join(",");
-    if field.starts_with("accept") {
-        let mut members: Vec<String> = joined
-            .split(',')
-            .map(|m| {
-                m.split_whitespace()
-                    .collect::<String>()
-                    .to_ascii_lowercase()
-            })
-            .filter(|m| !m.is_empty() && !refuses(m))
-            .collect();
-        members.sort();
-        members.dedup();
-        Some(members.join(","))
-    } else {
-        Some(joined.split_whitespace().collect::<Vec<_>>().join(" "))
-    }
+    Some(out)
 }
 
-/// `gzip;q=0` says "not this one": the same as not listing it.
-fn refuses(member: &str) -> bool {
-    member.split(';').skip(1).any(|p| {
-        p.strip_prefix("q=")
-            .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
-    })
+/// `value`'s members, whitespace around them and their `;` / `=` dropped, ASCII lower-cased,
+/// in their order.
+fn push_list(out: &mut Vec<u8>, value: &[u8]) {
+    for (i, member) in value.split(|&b| b == b',').enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        for (j, param) in member.split(|&b| b == b';').enumerate() {
+            if j > 0 {
+                out.push(b';');
+            }
+            for (k, part) in param.split(|&b| b == b'=').enumerate() {
+                if k > 0 {
+                    out.push(b'=');
+                }
+                out.extend(part.trim_ascii().iter().map(u8::to_ascii_lowercase));
+            }
+        }
+    }
 }
 
 /// Remembers which variants each URL has, to cap them. Entries are forgotten after a while
@@ -163,43 +174,83 @@ mod tests {
     fn equivalent_requests_share_a_variant() {
         let resp = h(&[("vary", "Accept-Encoding")]);
         let a = variance(&resp, &h(&[("accept-encoding", "gzip, br")]));
-        for same in [
-            "br,gzip",
-            "BR ,  GZIP",
-            "gzip, br, identity;q=0",
-            "br;q=1.0",
-        ] {
-            let other = variance(&resp, &h(&[("accept-encoding", same)]));
-            if same == "br;q=1.0" {
-                assert_ne!(
-                    a, other,
-                    "a different set of codings is a different variant"
-                );
-            } else {
-                assert_eq!(a, other, "{same}");
-            }
+        for same in ["gzip,br", "GZIP ,  BR", " gzip , br "] {
+            assert_eq!(
+                a,
+                variance(&resp, &h(&[("accept-encoding", same)])),
+                "{same}"
+            );
         }
         let split = variance(
             &resp,
             &h(&[("accept-encoding", "gzip"), ("accept-encoding", "br")]),
         );
-        assert_eq!(a, split, "field lines combine");
-        assert_ne!(a, variance(&resp, &h(&[("accept-encoding", "gzip")])));
+        assert_eq!(a, split, "field lines of a list combine");
+        assert_eq!(
+            variance(&resp, &h(&[("accept-encoding", "br;q=0.5")])),
+            variance(&resp, &h(&[("accept-encoding", "BR ; Q = 0.5")])),
+        );
+        for different in ["br, gzip", "gzip", "gzip, br, identity;q=0", "gzip;q=1, br"] {
+            assert_ne!(
+                a,
+                variance(&resp, &h(&[("accept-encoding", different)])),
+                "{different}: members are never reordered or dropped"
+            );
+        }
     }
 
     #[test]
-    fn absent_is_not_empty_and_other_fields_keep_case() {
+    fn order_in_a_list_is_meaning() {
+        let resp = h(&[("vary", "Accept-Language")]);
+        assert_ne!(
+            variance(&resp, &h(&[("accept-language", "fr, en")])),
+            variance(&resp, &h(&[("accept-language", "en, fr")]))
+        );
+    }
+
+    #[test]
+    fn bytes_beyond_ascii_select_their_own_variant() {
+        for field in ["cookie", "authorization", "accept-language", "x-mode"] {
+            let resp = h(&[("vary", field)]);
+            let absent = variance(&resp, &HeaderMap::new());
+            let mut hostile = HeaderMap::new();
+            hostile.insert(
+                http::HeaderName::from_bytes(field.as_bytes()).expect("name"),
+                HeaderValue::from_bytes(b"session=\xff\xfe").expect("obs-text"),
+            );
+            let mut other = HeaderMap::new();
+            other.insert(
+                http::HeaderName::from_bytes(field.as_bytes()).expect("name"),
+                HeaderValue::from_bytes(b"session=\xff\xfd").expect("obs-text"),
+            );
+            let hostile = variance(&resp, &hostile);
+            assert_ne!(hostile, absent, "{field}: obs-text is not absence");
+            assert_ne!(hostile, variance(&resp, &other), "{field}: exact bytes");
+        }
+    }
+
+    #[test]
+    fn absent_is_not_empty_and_other_fields_keep_case_and_lines() {
         let resp = h(&[("vary", "X-Mode")]);
         let absent = variance(&resp, &HeaderMap::new());
         let empty = variance(&resp, &h(&[("x-mode", "")]));
         assert_ne!(absent, empty);
         assert_eq!(
-            variance(&resp, &h(&[("x-mode", "  Dark   mode ")])),
+            variance(&resp, &h(&[("x-mode", "  Dark mode ")])),
             variance(&resp, &h(&[("x-mode", "Dark mode")]))
+        );
+        assert_ne!(
+            variance(&resp, &h(&[("x-mode", "Dark  mode")])),
+            variance(&resp, &h(&[("x-mode", "Dark mode")])),
+            "inner whitespace is the origin's to interpret"
         );
         assert_ne!(
             variance(&resp, &h(&[("x-mode", "Dark")])),
             variance(&resp, &h(&[("x-mode", "dark")]))
+        );
+        assert_ne!(
+            variance(&resp, &h(&[("x-mode", "a"), ("x-mode", "b")])),
+            variance(&resp, &h(&[("x-mode", "a, b")]))
         );
     }
 

@@ -56,6 +56,8 @@ pub struct Purge<'a> {
     pub prefixes: &'a [String],
     pub tags: &'a [String],
     pub all: bool,
+    /// How long the marks matter, when less than the longest object life.
+    pub keep_us: Option<u64>,
 }
 
 #[derive(Default)]
@@ -136,7 +138,8 @@ impl Filter {
 
     /// Records a purge.
     pub fn apply(&self, p: &Purge<'_>) {
-        let expires = p.at_us.saturating_add(self.keep_us);
+        let keep = p.keep_us.map_or(self.keep_us, |k| k.min(self.keep_us));
+        let expires = p.at_us.saturating_add(keep);
         let Ok(mut m) = self.marked.write() else {
             return;
         };

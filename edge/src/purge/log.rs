@@ -30,6 +30,14 @@ pub struct Entry {
     pub tags: Vec<String>,
     #[serde(default)]
     pub all: bool,
+    /// Primary-key hashes (hex) of URLs invalidated by unsafe requests: 32 characters each,
+    /// whatever the URL's length.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hashes: Vec<String>,
+    /// How long this entry's marks matter (ms), when shorter than the longest object life: an
+    /// invalidation outlives only the copies it could affect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_ms: Option<u64>,
 }
 
 /// Where this node is in one replica's log.
@@ -121,8 +129,15 @@ impl Log {
         self.key(&format!("e:{}:{seq}", String::from_utf8_lossy(generation)))
     }
 
-    /// Appends `entry` to every replica it can; how many took it.
+    /// Appends `entry` to every replica it can, kept as long as entries are; how many took it.
     pub async fn append(&self, entry: &Entry) -> Result<usize, String> {
+        self.append_for(entry, self.s.entry_ttl).await
+    }
+
+    /// Appends `entry`, kept `ttl` (at most as long as entries are). A reader that finds it
+    /// expired counts a gap, so a short life can cost a lagging node its L1, never a purge.
+    pub async fn append_for(&self, entry: &Entry, ttl: Duration) -> Result<usize, String> {
+        let ttl = ttl.min(self.s.entry_ttl);
         let value = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
         let writes = self.replicas.iter().map(|&server| {
             let value = &value;
@@ -137,7 +152,7 @@ impl Log {
                         server,
                         &self.entry_key(&generation, seq),
                         value,
-                        self.s.entry_ttl,
+                        ttl,
                         self.s.deadline,
                     )
                     .await

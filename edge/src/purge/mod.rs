@@ -9,17 +9,21 @@ pub mod local;
 pub mod log;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::Uri;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use pingora_cache::CacheKey;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use serde::{Deserialize, Serialize};
 
 use crate::cache_key::{self, KeyBuilder};
 use crate::config::{PurgeConfig, RegionConfig};
 use crate::metrics::Metrics;
-use crate::storage::TieredStorage;
+use crate::storage::{Held, TieredStorage};
+use crate::target;
 use filter::{Filter, Purge};
 use forward::Forwarder;
 use log::{Entry, Log};
@@ -30,6 +34,13 @@ pub const MAX_ITEMS: usize = 10_000;
 const REMEMBER_APPLIED: Duration = Duration::from_secs(600);
 /// Heartbeat every this many polls.
 const HEARTBEAT_EVERY: u32 = 3;
+/// How long this node alone keeps an invalidated URL's mark while it finds out whether a tier
+/// held it (so a concurrent request cannot take it back from the shared tier meanwhile).
+const INVALIDATION_GUARD: Duration = Duration::from_secs(10);
+/// Invalidated URLs in one log entry (hashes of 32 characters: about 9 KB).
+const INVALIDATION_BATCH: usize = 256;
+/// Shortest life of an invalidation entry in the log: long enough for every node to read it.
+const INVALIDATION_ENTRY_MIN_TTL: Duration = Duration::from_secs(60);
 
 /// A purge request (`POST /purge`). `id` and `forwarded_from` are set only when one region
 /// forwards a purge to another.
@@ -151,6 +162,13 @@ pub struct Purges {
     applied: Mutex<HashMap<String, Instant>>,
     /// Purges this node accepted: it owns their forwarding state.
     records: Mutex<HashMap<String, Record>>,
+    /// Invalidated URLs (primary hashes) waiting for the next poll to go to the log, with until
+    /// when their copies could be used.
+    invalidated: Mutex<HashMap<HashBinary, SystemTime>>,
+    /// How many invalidations each client may add to the region's log.
+    invalidation_rate: DefaultKeyedRateLimiter<IpAddr>,
+    /// The longest an object can live in a tier: no mark needs to outlive it.
+    longest_life: Duration,
 }
 
 impl Purges {
@@ -161,8 +179,15 @@ impl Purges {
         keys: KeyBuilder,
         log: Log,
         metrics: Arc<Metrics>,
+        longest_life: Duration,
     ) -> anyhow::Result<Self> {
+        let per_sec =
+            NonZeroU32::new(s.config.invalidations_per_client_per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(s.config.invalidation_burst).unwrap_or(NonZeroU32::MIN);
         Ok(Self {
+            invalidated: Mutex::new(HashMap::new()),
+            invalidation_rate: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+            longest_life,
             forwarder: Forwarder::new()?,
             node: s.node,
             config: s.config,
@@ -182,19 +207,14 @@ impl Purges {
 
     /// The primary cache key of an absolute URL (or prefix), as requests produce it.
     fn normalise(&self, field: &str, url: &str) -> Result<String, PurgeError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| invalid(field, format!("not a URL ({e})")))?;
-        let scheme = uri
-            .scheme_str()
-            .filter(|s| *s == "http" || *s == "https")
-            .ok_or_else(|| invalid(field, "must be an absolute http:// or https:// URL"))?;
-        let host = uri
-            .authority()
-            .map(|a| a.as_str())
-            .filter(|h| !h.is_empty() && !h.contains('@'))
-            .ok_or_else(|| invalid(field, "must name a host"))?;
-        Ok(self.keys.primary(scheme, host, &uri))
+        target::parse_url(url, &self.keys)
+            .map(|t| t.key_text())
+            .map_err(|e| {
+                invalid(
+                    field,
+                    format!("must be an absolute http:// or https:// URL: {e}"),
+                )
+            })
     }
 
     /// Checks a request and turns it into a log entry.
@@ -258,6 +278,7 @@ impl Purges {
             prefixes,
             tags: req.tags.clone(),
             all: req.all,
+            ..Entry::default()
         })
     }
 
@@ -461,8 +482,8 @@ impl Purges {
             }
             applied.insert(e.id.clone(), Instant::now());
         }
-        let keys: Vec<pingora_cache::CacheKey> =
-            e.urls.iter().map(|u| cache_key::key(u.clone())).collect();
+        let mut keys: Vec<CacheKey> = e.urls.iter().map(|u| cache_key::key(u.clone())).collect();
+        keys.extend(e.hashes.iter().filter_map(|h| cache_key::key_of_hash(h)));
         let primaries: Vec<HashBinary> = keys.iter().map(|k| k.primary_bin()).collect();
         self.filter.apply(&Purge {
             at_us: e.at_us,
@@ -471,13 +492,14 @@ impl Purges {
             prefixes: &e.prefixes,
             tags: &e.tags,
             all: e.all,
+            keep_us: e.keep_ms.map(|ms| ms.saturating_mul(1000)),
         });
         if !e.soft {
             for key in &keys {
                 let removed = if accepted_here {
                     self.storage.invalidate(key)
                 } else {
-                    self.storage.forget_l1(key)
+                    self.storage.forget_l1(key).count
                 };
                 self.metrics.invalidations.inc_by(removed as u64);
             }
@@ -488,22 +510,95 @@ impl Purges {
         self.metrics.purge_entries_applied.inc();
     }
 
-    /// A successful unsafe request invalidated `urls` here (RFC 9111 §4.4); tell the region.
-    pub fn invalidated(self: &Arc<Self>, urls: Vec<String>) {
-        let entry = Entry {
-            id: format!("inv-{:016x}", log::random_u64()),
-            node: self.node.clone(),
+    /// A successful unsafe request from `client` changed the URLs behind `keys` (RFC 9111
+    /// §4.4). This node drops its copies at once. The region is told, through its purge log,
+    /// only about URLs a tier held (an unsafe request to a URL nobody caches costs the region
+    /// nothing), for no longer than those copies could be used, batched per poll, and at most
+    /// `purge.invalidations_per_client_per_sec` per client: past that only this node
+    /// invalidates, and `outpost_invalidations_shared_total{result="rate_limited"}` counts it.
+    pub fn invalidate(self: &Arc<Self>, keys: Vec<CacheKey>, client: Option<IpAddr>) {
+        let primaries: Vec<HashBinary> = keys.iter().map(|k| k.primary_bin()).collect();
+        // Until the shared tier's copies are gone, this node must not take them back from it.
+        self.filter.apply(&Purge {
             at_us: filter::now_us(),
-            urls,
-            ..Entry::default()
-        };
+            urls: &primaries,
+            keep_us: Some(INVALIDATION_GUARD.as_micros() as u64),
+            ..Purge::default()
+        });
+        let in_l1: Vec<_> = keys.iter().map(|k| self.storage.forget_l1(k)).collect();
+        let removed: usize = in_l1.iter().map(|r| r.count).sum();
+        self.metrics.invalidations.inc_by(removed as u64);
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            me.apply(&entry, false);
-            if let Err(e) = me.log.append(&entry).await {
-                tracing::warn!(error = %e, "invalidation not shared with the region");
+            for (key, l1) in keys.iter().zip(in_l1) {
+                let until = match (l1.until, me.storage.take_l2(key).await) {
+                    (_, Held::Unknown) => Some(SystemTime::now() + me.longest_life),
+                    (l1, Held::Until(l2)) => Some(l1.map_or(l2, |l1| l1.max(l2))),
+                    (l1, Held::No) => l1,
+                };
+                me.share_invalidation(key.primary_bin(), until, client);
             }
         });
+    }
+
+    fn share_invalidation(
+        &self,
+        primary: HashBinary,
+        until: Option<SystemTime>,
+        client: Option<IpAddr>,
+    ) {
+        let result = match until {
+            None => "not_held",
+            Some(_)
+                if self
+                    .invalidation_rate
+                    .check_key(&client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+                    .is_err() =>
+            {
+                "rate_limited"
+            }
+            Some(until) => {
+                if let Ok(mut pending) = self.invalidated.lock() {
+                    let slot = pending.entry(primary).or_insert(until);
+                    *slot = (*slot).max(until);
+                }
+                "logged"
+            }
+        };
+        self.metrics
+            .invalidations_shared
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    /// Writes the invalidations gathered since the last poll to the region's log.
+    async fn flush_invalidations(&self) {
+        let pending = match self.invalidated.lock() {
+            Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p),
+            _ => return,
+        };
+        let now = SystemTime::now();
+        let until = pending.values().max().copied().unwrap_or(now);
+        let keep = until
+            .duration_since(now)
+            .unwrap_or_default()
+            .clamp(Duration::from_secs(1), self.longest_life);
+        let hashes: Vec<String> = pending.keys().map(crate::storage::l2::hex).collect();
+        for batch in hashes.chunks(INVALIDATION_BATCH) {
+            let entry = Entry {
+                id: format!("inv-{:016x}", log::random_u64()),
+                node: self.node.clone(),
+                at_us: filter::now_us(),
+                hashes: batch.to_vec(),
+                keep_ms: Some(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)),
+                ..Entry::default()
+            };
+            self.apply(&entry, false);
+            let ttl = keep.max(INVALIDATION_ENTRY_MIN_TTL);
+            if let Err(e) = self.log.append_for(&entry, ttl).await {
+                tracing::warn!(error = %e, "invalidation not shared with the region");
+            }
+        }
     }
 
     /// One poll of the region's log: apply what is new, handle gaps, track sync.
@@ -548,6 +643,7 @@ impl Purges {
         let mut n: u32 = 0;
         loop {
             tick.tick().await;
+            self.flush_invalidations().await;
             self.poll_once().await;
             if n.is_multiple_of(HEARTBEAT_EVERY) {
                 self.log.heartbeat(&self.node).await;
@@ -556,6 +652,7 @@ impl Purges {
                 if let Ok(mut a) = self.applied.lock() {
                     a.retain(|_, at| at.elapsed() < REMEMBER_APPLIED);
                 }
+                self.invalidation_rate.retain_recent();
             }
             n = n.wrapping_add(1);
         }

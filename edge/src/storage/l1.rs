@@ -133,6 +133,11 @@ impl MokaTier {
         self.cache.remove(key).is_some()
     }
 
+    /// Removes and returns the entry under `key`.
+    pub fn take(&self, key: &HashBinary) -> Option<Arc<L1Entry>> {
+        self.cache.remove(key)
+    }
+
     /// Drops every entry (a hard purge of everything, or a gap in the purge log).
     pub fn clear(&self) {
         self.cache.invalidate_all();

@@ -336,6 +336,31 @@ impl L2 {
         Ok(())
     }
 
+    /// Removes an object, and says what it held: its meta, `None` when there was nothing, or
+    /// `Err` when the shared tier could not say (unreachable, late, unreadable bytes).
+    pub async fn take(&self, key: &HashBinary) -> Result<Option<StoredMeta>, ()> {
+        let mk = self.manifest_key(key);
+        let deadline = self.settings.deadline;
+        let failed = |why: String| {
+            self.counters.errors.inc();
+            tracing::debug!(key = %hex(key), %why, "shared tier take failed");
+        };
+        let raw = self
+            .tier
+            .get(&mk, deadline)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let Some(raw) = raw else { return Ok(None) };
+        self.tier
+            .delete(&mk, deadline)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let manifest = codec::decode(&raw).map_err(|e| failed(e.to_string()))?;
+        let meta = CacheMeta::deserialize(&manifest.meta_internal, &manifest.meta_header)
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Some(StoredMeta::with_tags(&meta, manifest.tags.into())))
+    }
+
     /// Removes an object (its manifest: orphaned chunks expire on their own).
     pub fn delete_behind(self: &Arc<Self>, key: HashBinary) {
         let this = Arc::clone(self);

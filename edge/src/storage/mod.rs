@@ -111,6 +111,24 @@ impl StoredMeta {
     }
 }
 
+/// What dropping a URL from this node's L1 removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub count: usize,
+    /// Until when the longest-lived of them could still have been used.
+    pub until: Option<SystemTime>,
+}
+
+/// What the shared tier held of a URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    No,
+    /// Copies usable until then.
+    Until(SystemTime),
+    /// The shared tier could not say (unreachable, late).
+    Unknown,
+}
+
 /// Settings of the tiers.
 #[derive(Clone, Copy, Debug)]
 pub struct TierConfig {
@@ -205,17 +223,49 @@ impl TieredStorage {
         (meta.to_meta(), Box::new(hit))
     }
 
-    /// Removes every variant of the URL behind `key` from this node's L1 only (another node
-    /// deletes it from the shared tier). Returns how many objects were removed.
-    pub fn forget_l1(&self, key: &CacheKey) -> usize {
+    /// The slots of every variant of the URL behind `key` this node knows: the primary slot and
+    /// the secondary ones.
+    fn slots(&self, key: &CacheKey) -> Vec<HashBinary> {
         let primary = key.primary_bin();
-        let mut removed = usize::from(self.l1.remove(&primary));
+        let mut slots = vec![primary];
         for variance in self.variants.variants(&primary) {
             let mut variant = key.clone();
             variant.set_variance_key(variance);
-            removed += usize::from(self.l1.remove(&variant.combined_bin()));
+            slots.push(variant.combined_bin());
+        }
+        slots
+    }
+
+    /// Removes every variant of the URL behind `key` from this node's L1 only (another node
+    /// deletes it from the shared tier).
+    pub fn forget_l1(&self, key: &CacheKey) -> Removed {
+        let mut removed = Removed::default();
+        for slot in self.slots(key) {
+            if let Some(entry) = self.l1.take(&slot) {
+                removed.count += 1;
+                removed.until = removed.until.max(Some(entry.retain_until));
+            }
         }
         removed
+    }
+
+    /// Deletes every variant of the URL behind `key` this node knows from the shared tier, after
+    /// reading what it held there. Then forgets the variants.
+    pub async fn take_l2(&self, key: &CacheKey) -> Held {
+        let slots = self.slots(key);
+        self.variants.forget(&key.primary_bin());
+        let Some(l2) = &self.l2 else {
+            return Held::No;
+        };
+        let found = futures::future::join_all(slots.iter().map(|slot| l2.take(slot))).await;
+        found.into_iter().fold(Held::No, |held, f| match (held, f) {
+            (Held::Unknown, _) | (_, Err(())) => Held::Unknown,
+            (held, Ok(None)) => held,
+            (Held::No, Ok(Some(meta))) => Held::Until(meta.retain_until(self.config.grace)),
+            (Held::Until(t), Ok(Some(meta))) => {
+                Held::Until(t.max(meta.retain_until(self.config.grace)))
+            }
+        })
     }
 
     /// What the purge filter makes of a stored object, and the meta to serve it with.
@@ -284,21 +334,14 @@ impl TieredStorage {
     /// Removes every stored variant of the URL behind `key` (its primary slot and every
     /// secondary one we know of). Returns how many objects were removed.
     pub fn invalidate(&self, key: &CacheKey) -> usize {
-        let primary = key.primary_bin();
-        let mut removed = usize::from(self.l1.remove(&primary));
-        for variance in self.variants.variants(&primary) {
-            let mut variant = key.clone();
-            variant.set_variance_key(variance);
-            let combined = variant.combined_bin();
-            removed += usize::from(self.l1.remove(&combined));
+        let mut removed = 0;
+        for slot in self.slots(key) {
+            removed += usize::from(self.l1.remove(&slot));
             if let Some(l2) = &self.l2 {
-                l2.delete_behind(combined);
+                l2.delete_behind(slot);
             }
         }
-        if let Some(l2) = &self.l2 {
-            l2.delete_behind(primary);
-        }
-        self.variants.forget(&primary);
+        self.variants.forget(&key.primary_bin());
         removed
     }
 

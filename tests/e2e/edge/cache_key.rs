@@ -20,12 +20,13 @@ async fn query_order_and_tracking_parameters_do_not_split_entries() -> anyhow::R
         "a different query is a different object"
     );
     assert_eq!(s.origin.count("/p"), 2);
-    // Dropped parameters still reach the origin.
+    // The origin is asked what the key says: dropped parameters never reach it, and the rest
+    // arrive in key order.
     s.origin.route("/q", Reply::ok("max-age=60", "q"));
-    s.get("/q?utm_source=news&id=1").await?;
+    s.get("/q?utm_source=news&id=1&a=2").await?;
     assert_eq!(
         s.origin.requests().pop().map(|r| r.target),
-        Some("/q?utm_source=news&id=1".to_owned())
+        Some("/q?a=2&id=1".to_owned())
     );
     Ok(())
 }
@@ -42,9 +43,15 @@ async fn hosts_are_separate_and_normalised() -> anyhow::Result<()> {
         (a.text().as_str(), b.text().as_str()),
         ("a.example", "b.example")
     );
-    let a_again = s.get_with("/home", &[("host", "A.Example:80")]).await?;
-    assert!(a_again.is_hit(), "case and default port are normalised");
+    let a_again = s.get_with("/home", &[("host", "A.Example.:80")]).await?;
+    assert!(a_again.is_hit(), "case, trailing dot and default port are normalised");
     assert_eq!(a_again.text(), "a.example");
     assert_eq!(s.origin.count("/home"), 2);
+    // The origin is sent the canonical form the key uses.
+    s.origin.route_fn("/echo-host", |req| {
+        Reply::ok("no-store", req.header("host").unwrap_or("").to_owned())
+    });
+    let echoed = s.get_with("/echo-host", &[("host", "B.Example.:80")]).await?;
+    assert_eq!(echoed.text(), "b.example");
     Ok(())
 }

@@ -1,0 +1,373 @@
+//! Follows the HTTP/1 request framing of a client connection byte by byte, beside Pingora's own
+//! parser: where each request head starts and ends (for the head deadline), and whether chunked
+//! framing is exactly what RFC 9112 §7.1 allows. Pingora's chunk parser (httparse) accepts any
+//! byte inside a chunk extension, bare LF included; two parsers that disagree on where a chunk
+//! ends is what request smuggling is made of, so such a body is refused here instead.
+//!
+//! It decides nothing about content: it only needs the method, `Transfer-Encoding`,
+//! `Content-Length` and `Upgrade` of each head. Where it cannot follow (a head Pingora will
+//! refuse anyway, an upgraded connection) it stops watching rather than guess.
+
+/// Longest head kept for inspection; Pingora refuses longer ones itself.
+const MAX_HEAD: usize = 1024 * 1024;
+
+/// Where the connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Between requests. Empty lines before a request line are skipped (RFC 9112 §2.2).
+    Idle,
+    /// Inside a request head; `line` counts the bytes of the current line (CR excluded).
+    Head {
+        line: usize,
+    },
+    /// Inside a body of known length: bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Not followed any further (upgraded, or a head Pingora refuses).
+    Opaque,
+}
+
+/// Where a chunked body is (RFC 9112 §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// In the chunk size; hex digits so far and the size they make.
+    Size {
+        digits: u8,
+        size: u64,
+    },
+    /// Whitespace after the size.
+    SizeSpace {
+        size: u64,
+    },
+    /// In a chunk extension.
+    Extension {
+        size: u64,
+    },
+    /// CR ending the size line seen.
+    SizeCr {
+        size: u64,
+    },
+    Data(u64),
+    /// The CRLF after chunk data.
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    TrailerLine,
+    TrailerCr,
+    /// CR of the final empty line seen.
+    EndCr,
+}
+
+/// Request framing that RFC 9112 does not allow, found while following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Violation(pub &'static str);
+
+/// The framing follower of one connection.
+#[derive(Debug)]
+pub struct Framing {
+    state: State,
+    head: Vec<u8>,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Self {
+            state: State::Idle,
+            head: Vec::new(),
+        }
+    }
+}
+
+impl Framing {
+    /// True while a request head has started and not yet ended.
+    pub fn in_head(&self) -> bool {
+        matches!(self.state, State::Head { .. })
+    }
+
+    /// Follows `bytes`, the next ones read from the client.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Violation> {
+        while !bytes.is_empty() {
+            let used = match self.state {
+                State::Opaque => return Ok(()),
+                State::Idle => {
+                    let skip = bytes
+                        .iter()
+                        .position(|b| !matches!(b, b'\r' | b'\n'))
+                        .unwrap_or(bytes.len());
+                    if skip < bytes.len() {
+                        self.state = State::Head { line: 0 };
+                        self.head.clear();
+                    }
+                    skip
+                }
+                State::Head { .. } => self.head_bytes(bytes),
+                State::Length(left) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        State::Idle
+                    } else {
+                        State::Length(left)
+                    };
+                    n
+                }
+                State::Chunked(Chunk::Data(left)) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    let left = left - n as u64;
+                    self.state = State::Chunked(if left == 0 {
+                        Chunk::DataCr
+                    } else {
+                        Chunk::Data(left)
+                    });
+                    n
+                }
+                State::Chunked(chunk) => {
+                    self.state = match step(chunk, bytes[0])? {
+                        Some(next) => State::Chunked(next),
+                        None => State::Idle,
+                    };
+                    1
+                }
+            };
+            bytes = &bytes[used..];
+        }
+        Ok(())
+    }
+
+    /// Takes head bytes up to the end of the head; returns how many it used.
+    fn head_bytes(&mut self, bytes: &[u8]) -> usize {
+        let State::Head { mut line } = self.state else {
+            return 0;
+        };
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'\n' if line == 0 => {
+                    self.head.push(b);
+                    self.state = self.after_head();
+                    return i + 1;
+                }
+                b'\n' => line = 0,
+                // A CR belongs to the line ending; httparse checks that an LF follows it.
+                b'\r' => {}
+                _ => line += 1,
+            }
+            if self.head.len() >= MAX_HEAD {
+                self.state = State::Opaque;
+                return i + 1;
+            }
+            self.head.push(b);
+        }
+        self.state = State::Head { line };
+        bytes.len()
+    }
+
+    /// What follows the head just read: its body's framing (RFC 9112 §6.3), as Pingora frames it.
+    fn after_head(&mut self) -> State {
+        let state = self.framing_of_head();
+        self.head.clear();
+        state
+    }
+
+    fn framing_of_head(&self) -> State {
+        let head = String::from_utf8_lossy(&self.head);
+        let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+        let method = lines.next().and_then(|l| l.split(' ').next()).unwrap_or("");
+        let (mut chunked, mut upgrade) = (false, false);
+        let mut length: Option<Option<u64>> = None;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = true;
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                for v in value.split(',') {
+                    let v = v.trim().parse::<u64>().ok();
+                    length = Some(match length {
+                        None => v,
+                        Some(seen) if seen == v => seen,
+                        // Differing lengths: Pingora refuses the request.
+                        Some(_) => None,
+                    });
+                }
+            }
+        }
+        if upgrade || method.eq_ignore_ascii_case("CONNECT") {
+            return State::Opaque;
+        }
+        // Transfer-Encoding wins over Content-Length; a final coding other than chunked is
+        // refused by Pingora.
+        if chunked {
+            return State::Chunked(Chunk::Size { digits: 0, size: 0 });
+        }
+        match length {
+            None | Some(Some(0)) => State::Idle,
+            Some(Some(n)) => State::Length(n),
+            Some(None) => State::Opaque,
+        }
+    }
+}
+
+/// One byte of chunked framing outside chunk data; `None` when the body has ended.
+fn step(chunk: Chunk, b: u8) -> Result<Option<Chunk>, Violation> {
+    use Chunk::*;
+    const BARE_LF: Violation = Violation("bare LF in chunked framing");
+    const CR_ALONE: Violation = Violation("CR without LF in chunked framing");
+    let next = match chunk {
+        Size { digits, size } if b.is_ascii_hexdigit() => {
+            if digits >= 16 {
+                return Err(Violation("chunk size longer than 16 hex digits"));
+            }
+            let digit = u64::from(char::from(b).to_digit(16).unwrap_or(0));
+            Size {
+                digits: digits + 1,
+                size: size << 4 | digit,
+            }
+        }
+        Size { digits: 0, .. } => return Err(Violation("chunk size is not hexadecimal")),
+        Size { size, .. } | SizeSpace { size } => match b {
+            b' ' | b'\t' => SizeSpace { size },
+            b';' => Extension { size },
+            b'\r' => SizeCr { size },
+            b'\n' => return Err(BARE_LF),
+            _ => return Err(Violation("junk after the chunk size")),
+        },
+        Extension { size } => match b {
+            b'\r' => SizeCr { size },
+            b'\n' => return Err(BARE_LF),
+            b'\t' => Extension { size },
+            0..=31 | 127 => return Err(Violation("control character in a chunk extension")),
+            _ => Extension { size },
+        },
+        SizeCr { size } => match b {
+            b'\n' if size == 0 => TrailerStart,
+            b'\n' => Data(size),
+            _ => return Err(CR_ALONE),
+        },
+        // Chunk data is taken in bulk by the caller; nothing to check in it.
+        Data(left) => Data(left),
+        DataCr => match b {
+            b'\r' => DataLf,
+            _ => return Err(Violation("chunk data longer than its size")),
+        },
+        DataLf => match b {
+            b'\n' => Size { digits: 0, size: 0 },
+            _ => return Err(CR_ALONE),
+        },
+        TrailerStart => match b {
+            b'\r' => EndCr,
+            b'\n' => return Err(BARE_LF),
+            _ => TrailerLine,
+        },
+        TrailerLine => match b {
+            b'\r' => TrailerCr,
+            b'\n' => return Err(BARE_LF),
+            _ => TrailerLine,
+        },
+        TrailerCr => match b {
+            b'\n' => TrailerStart,
+            _ => return Err(CR_ALONE),
+        },
+        EndCr => match b {
+            b'\n' => return Ok(None),
+            _ => return Err(CR_ALONE),
+        },
+    };
+    Ok(Some(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follow(parts: &[&[u8]]) -> Result<Framing, Violation> {
+        let mut f = Framing::default();
+        for part in parts {
+            f.feed(part)?;
+        }
+        Ok(f)
+    }
+
+    #[test]
+    fn heads_start_and_end_where_pingora_sees_them() {
+        let mut f = Framing::default();
+        assert!(!f.in_head());
+        f.feed(b"\r\nGET / HTTP/1.1\r\nHo").expect("ok");
+        assert!(f.in_head(), "a head has started");
+        f.feed(b"st: a\r\n\r").expect("ok");
+        assert!(f.in_head());
+        f.feed(b"\nGET /2 HTTP/1.1\nHost: a\n\n")
+            .expect("bare LF line ends are HTTP's own");
+        assert!(!f.in_head(), "two pipelined heads, both complete");
+    }
+
+    #[test]
+    fn bodies_of_known_length_are_skipped() {
+        let mut f = Framing::default();
+        f.feed(b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n12")
+            .expect("ok");
+        assert!(!f.in_head());
+        f.feed(b"345GET").expect("ok");
+        assert!(f.in_head(), "the next head starts right after the body");
+    }
+
+    #[test]
+    fn well_formed_chunked_bodies_pass() {
+        let f = follow(&[
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5;name=\"v a\"\r\nhel",
+            b"lo\r\nA \t;x\r\n0123456789\r\n",
+            b"0\r\nTrailer: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n",
+        ])
+        .expect("valid");
+        assert!(f.in_head(), "the next request follows the last chunk");
+    }
+
+    #[test]
+    fn bare_lf_and_other_ambiguity_in_chunked_framing_are_violations() {
+        let head: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (body, why) in [
+            (&b"5\nhello\r\n0\r\n\r\n"[..], "bare LF in chunked framing"),
+            (b"5;ext\nhello\r\n0\r\n\r\n", "bare LF in chunked framing"),
+            (
+                b"5;a\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n",
+                "bare LF in chunked framing",
+            ),
+            (b"5\r\nhello\n0\r\n\r\n", "chunk data longer than its size"),
+            (
+                b"5\r\nhello\r\n0\r\nX: 1\n\r\n",
+                "bare LF in chunked framing",
+            ),
+            (b"5\r\nhello\r\n0\r\n\n", "bare LF in chunked framing"),
+            (b"5\rhello", "CR without LF in chunked framing"),
+            (b"5;a\x00b\r\n", "control character in a chunk extension"),
+            (b"x\r\n", "chunk size is not hexadecimal"),
+            (b"5 5\r\n", "junk after the chunk size"),
+            (
+                b"00000000000000001\r\n",
+                "chunk size longer than 16 hex digits",
+            ),
+        ] {
+            assert_eq!(
+                follow(&[head, body]).err(),
+                Some(Violation(why)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn upgrades_and_heads_pingora_refuses_are_not_followed() {
+        let f = follow(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x00\x01 5\n"])
+            .expect("opaque after an upgrade");
+        assert!(!f.in_head());
+        let f = follow(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"])
+            .expect("refused by Pingora");
+        assert!(!f.in_head());
+    }
+}
