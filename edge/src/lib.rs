@@ -165,6 +165,7 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
         counters: Counters {
             head_timeouts: client_error("head_timeout"),
             framing_violations: client_error("framing"),
+            malformed: client_error("malformed"),
         },
         refused: [refused(Refusal::Full), refused(Refusal::PerClient)],
         name: config.server.name.clone(),

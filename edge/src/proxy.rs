@@ -23,7 +23,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::cache_key::KeyBuilder;
 use crate::cache_status;
 use crate::config::GetWithBody;
-use crate::connection::stream::violation_of;
+use crate::connection::stream::{acknowledge, violation_of};
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
 use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
@@ -324,6 +324,7 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        acknowledge(session.stream());
         // Answer pipelined requests in order instead of closing after the first (RFC 9112
         // §9.3.2), and close idle keep-alive connections after our timeout, unless something
         // (shutdown, `Connection: close`) already decided not to keep the connection.
@@ -343,6 +344,11 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         ctx.client = self.client(session);
+        if let Some(why) = violation_of(session.stream()) {
+            // The body that came with this head breaks the framing rules (connection::framing).
+            self.reject(session, ctx, 400, "bad-request", why).await?;
+            return Ok(true);
+        }
         match target::parse(session.req_header(), Self::scheme(session), &self.keys) {
             Ok(t) => ctx.target = Some(t),
             Err(why) => {

@@ -63,11 +63,20 @@ enum Chunk {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Violation(pub &'static str);
 
+/// A violation, and how many of the bytes fed came before the offending one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    pub at: usize,
+    pub violation: Violation,
+}
+
 /// The framing follower of one connection.
 #[derive(Debug)]
 pub struct Framing {
     state: State,
     head: Vec<u8>,
+    /// Request heads seen whole so far.
+    heads: u64,
 }
 
 impl Default for Framing {
@@ -75,6 +84,7 @@ impl Default for Framing {
         Self {
             state: State::Idle,
             head: Vec::new(),
+            heads: 0,
         }
     }
 }
@@ -85,52 +95,53 @@ impl Framing {
         matches!(self.state, State::Head { .. })
     }
 
+    /// Request heads seen whole so far.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Follows `bytes`, the next ones read from the client.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Violation> {
-        while !bytes.is_empty() {
-            let used = match self.state {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Stopped> {
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let rest = &bytes[pos..];
+            pos += match self.state {
                 State::Opaque => return Ok(()),
                 State::Idle => {
-                    let skip = bytes
+                    let skip = rest
                         .iter()
                         .position(|b| !matches!(b, b'\r' | b'\n'))
-                        .unwrap_or(bytes.len());
-                    if skip < bytes.len() {
+                        .unwrap_or(rest.len());
+                    if skip < rest.len() {
                         self.state = State::Head { line: 0 };
                         self.head.clear();
                     }
                     skip
                 }
-                State::Head { .. } => self.head_bytes(bytes),
+                State::Head { .. } => self.head_bytes(rest),
                 State::Length(left) => {
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    let left = left - n as u64;
-                    self.state = if left == 0 {
-                        State::Idle
-                    } else {
-                        State::Length(left)
+                    let n = take(left, rest.len());
+                    self.state = match left - n as u64 {
+                        0 => State::Idle,
+                        left => State::Length(left),
                     };
                     n
                 }
                 State::Chunked(Chunk::Data(left)) => {
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
-                    let left = left - n as u64;
-                    self.state = State::Chunked(if left == 0 {
-                        Chunk::DataCr
-                    } else {
-                        Chunk::Data(left)
+                    let n = take(left, rest.len());
+                    self.state = State::Chunked(match left - n as u64 {
+                        0 => Chunk::DataCr,
+                        left => Chunk::Data(left),
                     });
                     n
                 }
                 State::Chunked(chunk) => {
-                    self.state = match step(chunk, bytes[0])? {
-                        Some(next) => State::Chunked(next),
-                        None => State::Idle,
-                    };
+                    let next =
+                        step(chunk, rest[0]).map_err(|violation| Stopped { at: pos, violation })?;
+                    self.state = next.map_or(State::Idle, State::Chunked);
                     1
                 }
             };
-            bytes = &bytes[used..];
         }
         Ok(())
     }
@@ -164,6 +175,7 @@ impl Framing {
 
     /// What follows the head just read: its body's framing (RFC 9112 §6.3), as Pingora frames it.
     fn after_head(&mut self) -> State {
+        self.heads += 1;
         let state = self.framing_of_head();
         self.head.clear();
         state
@@ -209,6 +221,11 @@ impl Framing {
             Some(None) => State::Opaque,
         }
     }
+}
+
+/// How many of `available` bytes a body with `left` to go takes.
+fn take(left: u64, available: usize) -> usize {
+    usize::try_from(left).map_or(available, |left| left.min(available))
 }
 
 /// One byte of chunked framing outside chunk data; `None` when the body has ended.
@@ -286,7 +303,7 @@ mod tests {
     fn follow(parts: &[&[u8]]) -> Result<Framing, Violation> {
         let mut f = Framing::default();
         for part in parts {
-            f.feed(part)?;
+            f.feed(part).map_err(|s| s.violation)?;
         }
         Ok(f)
     }
@@ -359,6 +376,17 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_violation_says_how_many_bytes_came_before_it() {
+        let mut f = Framing::default();
+        let request = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nhello";
+        let stopped = f.feed(request).expect_err("bare LF");
+        assert_eq!(
+            &request[..stopped.at],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a"
+        );
     }
 
     #[test]

@@ -123,6 +123,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_file_limit_is_raised_to_the_hard_limit() {
+        let (soft, hard) = rlimit::Resource::NOFILE.get().expect("limits");
+        let lowered = hard.min(1024).max(soft.min(256));
+        rlimit::Resource::NOFILE
+            .set(lowered, hard)
+            .expect("lowering the soft limit");
+        assert_eq!(raise_file_limit(), hard);
+        assert_eq!(rlimit::Resource::NOFILE.get().expect("limits"), (hard, hard));
+    }
+
+    #[test]
     fn the_derived_cap_stays_below_the_file_limit() {
         assert_eq!(max_connections(500, 1024), 500);
         assert_eq!(max_connections(0, 1_048_576), (1_048_576 - 2048) / 2);

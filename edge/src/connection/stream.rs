@@ -4,10 +4,15 @@
 //! accept) fails the read, and Pingora closes the connection; chunked framing that RFC 9112 does
 //! not allow fails the read too, and the proxy answers 400 ([`violation_of`]).
 //!
+//! A head that Pingora's own parser refuses (a malformed request line or field, userinfo in
+//! `Host`) gets Pingora's plain 400 without reaching the proxy's phases; the stream notices (a 4xx
+//! written after a head the proxy never acknowledged) and counts it as a malformed request.
+//!
 //! Everything else passes straight through to the underlying stream.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,6 +35,8 @@ use super::limits::Slot;
 pub struct Counters {
     pub head_timeouts: IntCounter,
     pub framing_violations: IntCounter,
+    /// Heads refused by Pingora's parser before the proxy saw them.
+    pub malformed: IntCounter,
 }
 
 /// A client connection with its framing followed and its heads on a deadline.
@@ -41,6 +48,12 @@ pub struct Watched {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Set once the client broke the framing rules; every later read fails with it.
     violation: Option<Violation>,
+    /// Set once a head missed its deadline; every later read fails.
+    timed_out: bool,
+    /// Heads the proxy has seen (see [`acknowledge`]).
+    acknowledged: AtomicU64,
+    /// The last response head written was a 4xx.
+    last_answer_4xx: bool,
     counters: Counters,
     /// Holds this connection's place in the connection limits until it closes.
     _slot: Slot,
@@ -65,32 +78,35 @@ impl Watched {
             head_timeout,
             deadline: Some(Box::pin(tokio::time::sleep(head_timeout))),
             violation: None,
+            timed_out: false,
+            acknowledged: AtomicU64::new(0),
+            last_answer_4xx: false,
             counters,
             _slot: slot,
         }
     }
 
-    fn violated(&mut self, v: Violation) -> std::io::Error {
+    fn violated(&mut self, v: Violation) {
         if self.violation.is_none() {
             self.counters.framing_violations.inc();
             self.violation = Some(v);
         }
-        std::io::Error::new(std::io::ErrorKind::InvalidData, v.0)
     }
 
-    fn head_timed_out(&mut self) -> std::io::Error {
-        self.counters.head_timeouts.inc();
+    fn head_timed_out(&mut self) {
+        if !self.timed_out {
+            self.counters.head_timeouts.inc();
+            self.timed_out = true;
+        }
         self.deadline = None;
-        std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the client did not send its request head in time",
-        )
     }
 
-    /// Follows what was just read and moves the head deadline with it.
-    fn follow(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if let Err(v) = self.framing.feed(bytes) {
-            return Err(self.violated(v));
+    /// Follows what was just read and moves the head deadline with it. On a framing violation,
+    /// says how many of the bytes came before it: only those are handed on.
+    fn follow(&mut self, bytes: &[u8]) -> Result<(), usize> {
+        if let Err(stopped) = self.framing.feed(bytes) {
+            self.violated(stopped.violation);
+            return Err(stopped.at);
         }
         if !self.framing.in_head() {
             // Between requests the keep-alive timeout applies (Pingora's), not ours.
@@ -98,12 +114,50 @@ impl Watched {
             return Ok(());
         }
         match &self.deadline {
-            Some(d) if d.deadline() <= Instant::now() => Err(self.head_timed_out()),
+            Some(d) if d.deadline() <= Instant::now() => {
+                self.head_timed_out();
+                Err(0)
+            }
             Some(_) => Ok(()),
             None => {
                 self.deadline = Some(Box::pin(tokio::time::sleep(self.head_timeout)));
                 Ok(())
             }
+        }
+    }
+
+    /// The client broke the framing rules or missed a head deadline: every read fails.
+    fn condemned(&self) -> bool {
+        self.violation.is_some() || self.timed_out
+    }
+
+    /// The error a condemned connection's reads return.
+    fn error(&self) -> std::io::Error {
+        match self.violation {
+            Some(v) => std::io::Error::new(std::io::ErrorKind::InvalidData, v.0),
+            None => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not send its request head in time",
+            ),
+        }
+    }
+}
+
+/// Tells the watched connection `stream` that the proxy has a request head of it in hand.
+pub fn acknowledge(stream: Option<&Stream>) {
+    if let Some(w) = stream.and_then(|s| s.as_any().downcast_ref::<Watched>()) {
+        w.acknowledged.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // A 4xx answered to a head the proxy never saw: Pingora's parser refused it.
+        if self.last_answer_4xx
+            && self.acknowledged.load(Ordering::Relaxed) < self.framing.heads()
+            && self.violation.is_none()
+        {
+            self.counters.malformed.inc();
         }
     }
 }
@@ -125,8 +179,8 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if let Some(v) = this.violation {
-            return Poll::Ready(Err(this.violated(v)));
+        if this.condemned() {
+            return Poll::Ready(Err(this.error()));
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -135,7 +189,16 @@ impl AsyncRead for Watched {
                 if read.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(this.follow(read))
+                match this.follow(read) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    // What came before the fault is handed on (a head in it gets its answer:
+                    // 400); the next read fails.
+                    Err(good) if good > 0 => {
+                        buf.set_filled(before + good);
+                        Poll::Ready(Ok(()))
+                    }
+                    Err(_) => Poll::Ready(Err(this.error())),
+                }
             }
             Poll::Pending => {
                 let expired = this
@@ -143,7 +206,8 @@ impl AsyncRead for Watched {
                     .as_mut()
                     .is_some_and(|d| d.as_mut().poll(cx).is_ready());
                 if expired {
-                    Poll::Ready(Err(this.head_timed_out()))
+                    this.head_timed_out();
+                    Poll::Ready(Err(this.error()))
                 } else {
                     Poll::Pending
                 }
@@ -159,7 +223,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Some(status) = buf.strip_prefix(b"HTTP/1.1 ") {
+            this.last_answer_4xx = status.first() == Some(&b'4');
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(

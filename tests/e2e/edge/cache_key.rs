@@ -44,14 +44,19 @@ async fn hosts_are_separate_and_normalised() -> anyhow::Result<()> {
         ("a.example", "b.example")
     );
     let a_again = s.get_with("/home", &[("host", "A.Example.:80")]).await?;
-    assert!(a_again.is_hit(), "case, trailing dot and default port are normalised");
+    assert!(
+        a_again.is_hit(),
+        "case, trailing dot and default port are normalised"
+    );
     assert_eq!(a_again.text(), "a.example");
     assert_eq!(s.origin.count("/home"), 2);
     // The origin is sent the canonical form the key uses.
     s.origin.route_fn("/echo-host", |req| {
         Reply::ok("no-store", req.header("host").unwrap_or("").to_owned())
     });
-    let echoed = s.get_with("/echo-host", &[("host", "B.Example.:80")]).await?;
+    let echoed = s
+        .get_with("/echo-host", &[("host", "B.Example.:80")])
+        .await?;
     assert_eq!(echoed.text(), "b.example");
     Ok(())
 }
