@@ -130,7 +130,10 @@ mod tests {
             .set(lowered, hard)
             .expect("lowering the soft limit");
         assert_eq!(raise_file_limit(), hard);
-        assert_eq!(rlimit::Resource::NOFILE.get().expect("limits"), (hard, hard));
+        assert_eq!(
+            rlimit::Resource::NOFILE.get().expect("limits"),
+            (hard, hard)
+        );
     }
 
     #[test]
