@@ -16,9 +16,9 @@ const MAX_HEAD: usize = 1024 * 1024;
 enum State {
     /// Between requests. Empty lines before a request line are skipped (RFC 9112 §2.2).
     Idle,
-    /// Inside a request head; `line` counts the bytes of the current line (CR excluded).
+    /// Inside a request head; `line` says whether the current line has anything but CR in it.
     Head {
-        line: usize,
+        line: bool,
     },
     /// Inside a body of known length: bytes left.
     Length(u64),
@@ -113,7 +113,7 @@ impl Framing {
                         .position(|b| !matches!(b, b'\r' | b'\n'))
                         .unwrap_or(rest.len());
                     if skip < rest.len() {
-                        self.state = State::Head { line: 0 };
+                        self.state = State::Head { line: false };
                         self.head.clear();
                     }
                     skip
@@ -146,31 +146,37 @@ impl Framing {
         Ok(())
     }
 
-    /// Takes head bytes up to the end of the head; returns how many it used.
+    /// Takes head bytes up to the end of the head (an empty line: RFC 9112 §2.2 lets a bare LF
+    /// end a line, as httparse does); returns how many it used.
     fn head_bytes(&mut self, bytes: &[u8]) -> usize {
         let State::Head { mut line } = self.state else {
             return 0;
         };
-        for (i, &b) in bytes.iter().enumerate() {
-            match b {
-                b'\n' if line == 0 => {
-                    self.head.push(b);
-                    self.state = self.after_head();
-                    return i + 1;
-                }
-                b'\n' => line = 0,
-                // A CR belongs to the line ending; httparse checks that an LF follows it.
-                b'\r' => {}
-                _ => line += 1,
-            }
-            if self.head.len() >= MAX_HEAD {
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let rest = &bytes[pos..];
+            let (segment, ends_line) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..=i], true),
+                None => (rest, false),
+            };
+            // A CR belongs to the line ending; httparse checks that an LF follows it.
+            line |= segment.iter().any(|&b| !matches!(b, b'\r' | b'\n'));
+            if self.head.len() + segment.len() > MAX_HEAD {
                 self.state = State::Opaque;
-                return i + 1;
+                return bytes.len();
             }
-            self.head.push(b);
+            self.head.extend_from_slice(segment);
+            pos += segment.len();
+            if ends_line {
+                if !line {
+                    self.state = self.after_head();
+                    return pos;
+                }
+                line = false;
+            }
         }
         self.state = State::Head { line };
-        bytes.len()
+        pos
     }
 
     /// What follows the head just read: its body's framing (RFC 9112 §6.3), as Pingora frames it.
@@ -182,22 +188,30 @@ impl Framing {
     }
 
     fn framing_of_head(&self) -> State {
-        let head = String::from_utf8_lossy(&self.head);
-        let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let method = lines.next().and_then(|l| l.split(' ').next()).unwrap_or("");
+        let mut lines = self
+            .head
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let method = lines
+            .next()
+            .and_then(|l| l.split(|&b| b == b' ').next())
+            .unwrap_or(b"");
         let (mut chunked, mut upgrade) = (false, false);
         let mut length: Option<Option<u64>> = None;
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
+            let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
             };
-            if name.eq_ignore_ascii_case("transfer-encoding") {
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 chunked = true;
-            } else if name.eq_ignore_ascii_case("upgrade") {
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
                 upgrade = true;
-            } else if name.eq_ignore_ascii_case("content-length") {
-                for v in value.split(',') {
-                    let v = v.trim().parse::<u64>().ok();
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                for v in value.split(|&b| b == b',') {
+                    let v = std::str::from_utf8(v.trim_ascii())
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok());
                     length = Some(match length {
                         None => v,
                         Some(seen) if seen == v => seen,
@@ -207,7 +221,7 @@ impl Framing {
                 }
             }
         }
-        if upgrade || method.eq_ignore_ascii_case("CONNECT") {
+        if upgrade || method.eq_ignore_ascii_case(b"CONNECT") {
             return State::Opaque;
         }
         // Transfer-Encoding wins over Content-Length; a final coding other than chunked is
@@ -319,6 +333,17 @@ mod tests {
         f.feed(b"\nGET /2 HTTP/1.1\nHost: a\n\n")
             .expect("bare LF line ends are HTTP's own");
         assert!(!f.in_head(), "two pipelined heads, both complete");
+    }
+
+    #[test]
+    fn a_head_sent_a_byte_at_a_time_ends_at_its_empty_line() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nX: \r\n\r\n";
+        let mut f = Framing::default();
+        for (i, b) in head.iter().enumerate() {
+            f.feed(std::slice::from_ref(b)).expect("valid");
+            assert_eq!(f.in_head(), i + 1 < head.len(), "after byte {i}");
+        }
+        assert_eq!(f.heads(), 1);
     }
 
     #[test]
