@@ -54,7 +54,8 @@ pub struct Metrics {
     /// [`Metrics::requests`] resolved per outcome once, not per request.
     by_outcome: Vec<IntCounter>,
     /// Client requests by how the cache handled them (`hit`, `stale`, `miss`, `revalidated`,
-    /// `bypass`, `pass`, `error`, `client_error`).
+    /// `bypass`, `pass`, `error`, and `client_error`: refused for what the client sent, or the
+    /// client broke off the exchange).
     pub requests: IntCounterVec,
     /// Origin responses by status class (`2xx` … `5xx`).
     pub origin_responses: IntCounterVec,

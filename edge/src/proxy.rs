@@ -139,7 +139,8 @@ impl EdgeProxy {
         self.purges.invalidate(keys, ctx.client.address);
     }
 
-    /// Refuses a request for what the client sent: 400 (or `status`), `Cache-Status` with why.
+    /// Refuses a request for what the client sent: `status` with `Cache-Status` saying why,
+    /// counted as a `bad_request` client error.
     async fn reject(
         &self,
         session: &mut Session,
@@ -148,11 +149,23 @@ impl EdgeProxy {
         detail: &'static str,
         why: &str,
     ) -> Result<()> {
-        tracing::debug!(client = ?ctx.client.peer, %why, "request refused");
         self.metrics
             .client_errors
             .with_label_values(&["bad_request"])
             .inc();
+        self.refuse(session, ctx, status, detail, why).await
+    }
+
+    /// [`Self::reject`] without counting (what was counted where it was found).
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        detail: &'static str,
+        why: &str,
+    ) -> Result<()> {
+        tracing::debug!(client = ?ctx.client.peer, %why, "request refused");
         let cache_status = format!("{}; detail={detail}", self.name);
         ctx.outcome = "client_error";
         Self::respond(session, status, &cache_status, &self.via).await?;
@@ -345,8 +358,9 @@ impl ProxyHttp for EdgeProxy {
         }
         ctx.client = self.client(session);
         if let Some(why) = violation_of(session.stream()) {
-            // The body that came with this head breaks the framing rules (connection::framing).
-            self.reject(session, ctx, 400, "bad-request", why).await?;
+            // The body that came with this head breaks the framing rules (connection::framing,
+            // which counted it).
+            self.refuse(session, ctx, 400, "bad-request", why).await?;
             return Ok(true);
         }
         match target::parse(session.req_header(), Self::scheme(session), &self.keys) {

@@ -140,12 +140,14 @@ pub fn parse(req: &RequestHeader, scheme: Scheme, keys: &KeyBuilder) -> Result<T
     }
     // Only ASCII from here on: these conversions cannot fail.
     let raw = std::str::from_utf8(raw).map_err(|_| Rejected::BadTarget("not ASCII"))?;
-    let host_field = host_field(req)?;
+    // RFC 9112 §3.2: every HTTP/1.1 request has a Host, whatever the form of its target (and we
+    // cannot route an HTTP/1.0 one without it either).
+    let host_field = host_field(req)?.ok_or(Rejected::MissingHost)?;
     if raw == "*" {
         if req.method != Method::OPTIONS {
             return Err(Rejected::BadTarget("asterisk-form is for OPTIONS only"));
         }
-        let authority = canonical_authority(host_field.ok_or(Rejected::MissingHost)?, scheme)?;
+        let authority = canonical_authority(host_field, scheme)?;
         return Ok(Target {
             scheme,
             authority,
@@ -154,7 +156,7 @@ pub fn parse(req: &RequestHeader, scheme: Scheme, keys: &KeyBuilder) -> Result<T
         });
     }
     if raw.starts_with('/') {
-        let authority = canonical_authority(host_field.ok_or(Rejected::MissingHost)?, scheme)?;
+        let authority = canonical_authority(host_field, scheme)?;
         return Ok(origin_form(scheme, authority, raw, keys));
     }
     // Absolute-form: its authority wins over Host (RFC 9112 §3.2.2); Pingora has already refused
@@ -436,10 +438,14 @@ mod tests {
 
     #[test]
     fn a_host_is_required_and_unique() {
-        assert_eq!(
-            parse(&request("GET", b"/", None), Scheme::Http, &keys()),
-            Err(Rejected::MissingHost)
-        );
+        for target in [&b"/"[..], b"http://a.test/", b"*"] {
+            assert_eq!(
+                parse(&request("OPTIONS", target, None), Scheme::Http, &keys()),
+                Err(Rejected::MissingHost),
+                "{}",
+                String::from_utf8_lossy(target)
+            );
+        }
         let mut two = request("GET", b"/", Some("a.test"));
         two.append_header("host", "b.test").expect("second host");
         assert_eq!(

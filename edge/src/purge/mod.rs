@@ -588,6 +588,8 @@ impl Purges {
             let entry = Entry {
                 id: format!("inv-{:016x}", log::random_u64()),
                 node: self.node.clone(),
+                // Stamped now, after every request it covers: a copy stored between a request
+                // and this flush is dropped once more; one from before a request never survives.
                 at_us: filter::now_us(),
                 hashes: batch.to_vec(),
                 keep_ms: Some(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)),
