@@ -65,7 +65,12 @@ where
 }
 
 fn is_noise(noise: &[Noise], event: &tracing::Event<'_>) -> bool {
-    let target = event.metadata().target();
+    use tracing_log::NormalizeEvent;
+    // Records from the `log` crate (Pingora's) carry their real target in the event's fields.
+    let normalized = event.normalized_metadata();
+    let target = normalized
+        .as_ref()
+        .map_or_else(|| event.metadata().target(), |m| m.target());
     let candidates: Vec<&str> = noise
         .iter()
         .filter(|(t, _)| target.starts_with(t))
@@ -86,6 +91,20 @@ impl Visit for Message {
         if field.name() == "message" {
             let _ = write!(self.0, "{value:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod log_records {
+    /// A `log` record as Pingora emits it, through the bridge `init_logging` installs.
+    pub fn emit(target: &str, message: &str) {
+        let args = format_args!("{message}");
+        let record = log::Record::builder()
+            .target(target)
+            .level(log::Level::Error)
+            .args(args)
+            .build();
+        tracing_log::format_trace(&record).expect("bridged");
     }
 }
 
@@ -150,9 +169,16 @@ mod tests {
             tracing::error!(target: "lib::cache", "Fail to serve cache: disk on fire");
             tracing::error!(target: "other", "Broken pipe elsewhere");
             tracing::debug!(target: "other", "below the level");
+            // What Pingora logs goes through the `log` bridge: matched on its own target.
+            log_records::emit(
+                "lib::cache::proxy",
+                "Fail to proxy: Broken pipe (os error 32)",
+            );
+            log_records::emit("lib::cache::proxy", "Fail to proxy: log bridge still works");
         });
         let out = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
         assert!(!out.contains("os error 32"), "{out}");
+        assert!(out.contains("log bridge still works"), "{out}");
         assert!(
             out.contains("disk on fire") && out.contains("Broken pipe elsewhere"),
             "{out}"

@@ -21,27 +21,57 @@ pub const DEFAULT_MAX_TTL_SECS: u64 = 365 * 24 * 3600;
 pub const DEFAULT_REQUEST_HEAD_TIMEOUT_MS: u64 = 10_000;
 /// 60 s of idle keep-alive between requests (Pingora's and about nginx's default).
 pub const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 60;
+/// 20 s for a request body to start flowing, then a second more per `min_rate` bytes: Apache's
+/// `mod_reqtimeout` defaults, which real uploads on slow links meet and a one-byte-a-minute
+/// client does not.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_MS: u64 = 20_000;
+pub const DEFAULT_REQUEST_BODY_MIN_RATE: u64 = 500;
+/// 60 s for one write to a client to make progress (nginx's `send_timeout`): a client that
+/// stops reading cannot hold its connection, or the origin's, for longer.
+pub const DEFAULT_SEND_TIMEOUT_MS: u64 = 60_000;
 /// 256 connections per client address: far above a browser's 6 per host, room for a few dozen
 /// users behind one NAT, and a bound on what one address can hold open.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 /// Request fields that change what some origins answer without being part of the cache key:
 /// method overrides, rewritten URLs, client addresses and hosts set by the client itself. The
 /// edge sets `X-Forwarded-*` and `Forwarded` itself; these it removes.
-pub const DEFAULT_STRIP_REQUEST_HEADERS: [&str; 14] = [
+pub const DEFAULT_STRIP_REQUEST_HEADERS: [&str; 33] = [
+    // Rewritten URLs and methods.
     "x-original-url",
+    "x-original-uri",
     "x-rewrite-url",
+    "x-override-url",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    // Hosts, ports and schemes (the edge sets X-Forwarded-Host/-Proto and Forwarded itself).
     "x-forwarded-server",
     "x-forwarded-port",
     "x-forwarded-prefix",
     "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-protocol",
+    "x-url-scheme",
+    "front-end-https",
     "x-original-host",
     "x-host",
+    // Client addresses (the edge sets X-Forwarded-For itself).
+    "x-forwarded",
+    "forwarded-for",
+    "x-original-forwarded-for",
     "x-real-ip",
     "x-client-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-originating-ip",
+    "x-cluster-client-ip",
     "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-proxyuser-ip",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -85,8 +115,19 @@ pub struct ServerConfig {
     /// Networks of proxies in front of the edge whose `X-Forwarded-*` / `Forwarded` fields are
     /// kept (and extended). From anyone else those fields are replaced by the edge's own.
     pub trusted_proxies: Vec<String>,
-    /// Request fields removed before a request reaches the cache or the origin.
+    /// Request fields removed before a request reaches the cache or the origin (compared
+    /// case-insensitively, `_` and `-` alike).
     pub strip_request_headers: Vec<String>,
+    /// Remove every request field whose name has an underscore (as nginx does by default):
+    /// CGI-style origins read `X_Forwarded_Host` as `X-Forwarded-Host`.
+    pub drop_underscored_headers: bool,
+    /// A request body must start within this long, and then…
+    pub request_body_timeout_ms: u64,
+    /// …keep up at least this many bytes per second (each such amount buys a second more);
+    /// 0: the whole body within `request_body_timeout_ms`.
+    pub request_body_min_rate: u64,
+    /// A write to the client that makes no progress for this long closes the connection.
+    pub send_timeout_ms: u64,
     /// A GET or HEAD with a body: `forward` it (never answered from or stored in the cache),
     /// or `reject` it with 400.
     pub get_with_body: GetWithBody,
@@ -120,6 +161,10 @@ impl Default for ServerConfig {
                 .iter()
                 .map(|h| (*h).to_owned())
                 .collect(),
+            drop_underscored_headers: true,
+            request_body_timeout_ms: DEFAULT_REQUEST_BODY_TIMEOUT_MS,
+            request_body_min_rate: DEFAULT_REQUEST_BODY_MIN_RATE,
+            send_timeout_ms: DEFAULT_SEND_TIMEOUT_MS,
             get_with_body: GetWithBody::Forward,
         }
     }
@@ -135,6 +180,12 @@ impl ServerConfig {
     pub fn request_head_timeout(&self) -> Duration {
         Duration::from_millis(self.request_head_timeout_ms)
     }
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_body_timeout_ms)
+    }
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
+    }
     /// `trusted_proxies` parsed; call after validation.
     pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
         self.trusted_proxies
@@ -142,11 +193,11 @@ impl ServerConfig {
             .filter_map(|n| parse_network(n))
             .collect()
     }
-    /// `strip_request_headers` as field names; call after validation.
-    pub fn strip_names(&self) -> Vec<http::HeaderName> {
+    /// `strip_request_headers` normalised for comparison: lower case, `-` for `_`.
+    pub fn strip_names(&self) -> Vec<String> {
         self.strip_request_headers
             .iter()
-            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .map(|h| h.to_ascii_lowercase().replace('_', "-"))
             .collect()
     }
 }
@@ -526,6 +577,16 @@ impl Validate for EdgeConfig {
             (1..=3_600).contains(&s.keepalive_timeout_secs),
             "server.keepalive_timeout_secs",
             "must be between 1 and 3600",
+        );
+        check(
+            (100..=600_000).contains(&s.request_body_timeout_ms),
+            "server.request_body_timeout_ms",
+            "must be between 100 and 600000",
+        );
+        check(
+            (1_000..=3_600_000).contains(&s.send_timeout_ms),
+            "server.send_timeout_ms",
+            "must be between 1000 and 3600000",
         );
         check(
             s.max_connections == 0 || s.max_connections >= 16,

@@ -5,6 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use pingora_http::ResponseHeader;
 
+use crate::connection::framing::Head;
 use crate::policy::NotStored;
 use crate::policy::directives::Directives;
 use crate::target::Target;
@@ -36,6 +37,8 @@ pub struct RequestCtx {
     /// The request target, parsed once: the cache key and the origin request come from it.
     /// `None` only before `request_filter` (or when it refused the request).
     pub target: Option<Target>,
+    /// What the connection's framing follower saw of this request's head (HTTP/1 only).
+    pub head: Option<Head>,
     /// Who sent the request.
     pub client: Client,
     /// A GET or HEAD with a body: the cache stays out of it.
@@ -76,6 +79,7 @@ impl RequestCtx {
         Self {
             started: Instant::now(),
             target: None,
+            head: None,
             client: Client::default(),
             has_body: false,
             req_dirs: Directives::default(),

@@ -35,7 +35,7 @@ use crate::cache_key::KeyBuilder;
 use crate::config::EdgeConfig;
 use crate::connection::EdgeApp;
 use crate::connection::limits::{Limits, Refusal};
-use crate::connection::stream::Counters;
+use crate::connection::stream::{Counters, Deadlines};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::proxy::EdgeProxy;
@@ -128,6 +128,8 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
         strip_request_headers: config.server.strip_names(),
         get_with_body: config.server.get_with_body,
         keepalive_secs: config.server.keepalive_timeout_secs,
+        send_timeout: config.server.send_timeout(),
+        drop_underscored_headers: config.server.drop_underscored_headers,
         name: config.server.name.clone(),
         via: format!("1.1 {}", config.server.name),
         via_value: http::HeaderValue::from_str(&format!("1.1 {}", config.server.name))
@@ -161,9 +163,14 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
             config.server.max_connections_per_client,
             metrics.client_connections.clone(),
         ),
-        head_timeout: config.server.request_head_timeout(),
+        deadlines: Deadlines {
+            head: config.server.request_head_timeout(),
+            body: config.server.request_body_timeout(),
+            body_min_rate: config.server.request_body_min_rate,
+        },
         counters: Counters {
             head_timeouts: client_error("head_timeout"),
+            body_timeouts: client_error("body_timeout"),
             framing_violations: client_error("framing"),
             malformed: client_error("malformed"),
         },

@@ -14,6 +14,13 @@ const NOISE: &[cli::Noise] = &[
     // path at error level, outside the `suppress_error_log` hook. The access log records it.
     ("pingora_proxy", "Downstream WriteError"),
     ("pingora_proxy", "Downstream ConnectionClosed"),
+    // Clients the connection layer cut off (counted in outpost_client_errors_total): any client
+    // could otherwise fill the error log at will.
+    ("pingora_proxy", "did not send its request head in time"),
+    ("pingora_proxy", "sent its request body too slowly"),
+    ("pingora_proxy", "chunked framing"),
+    ("pingora_proxy", "chunk size"),
+    ("pingora_proxy", "chunk extension"),
     // Shared-tier metadata is serialized without a dictionary on purpose: every node of a
     // region, whatever its version, must read every other node's entries.
     ("pingora_cache::meta", "no header compression dictionary"),

@@ -47,7 +47,13 @@ pub const OUTCOMES: [&str; 8] = [
 ];
 
 /// Every value of the `kind` label of [`CLIENT_ERRORS`].
-pub const CLIENT_ERROR_KINDS: [&str; 4] = ["bad_request", "framing", "head_timeout", "malformed"];
+pub const CLIENT_ERROR_KINDS: [&str; 5] = [
+    "bad_request",
+    "body_timeout",
+    "framing",
+    "head_timeout",
+    "malformed",
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -108,7 +114,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Requests refused for what the client sent, by `kind`: `bad_request` (target, Host,
     /// framing fields), `framing` (chunked framing RFC 9112 does not allow), `head_timeout` (a
-    /// request head not sent in time), `malformed` (a head Pingora's parser refused).
+    /// request head not sent in time), `body_timeout` (a request body sent too slowly),
+    /// `malformed` (a head Pingora's parser refused).
     pub client_errors: IntCounterVec,
 }
 

@@ -70,11 +70,14 @@ pub struct EdgeProxy {
     pub purge_networks: Vec<ipnet::IpNet>,
     /// `server.trusted_proxies`: peers whose forwarding headers are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// `server.strip_request_headers`.
-    pub strip_request_headers: Vec<http::HeaderName>,
+    /// `server.strip_request_headers`, normalised (lower case, `-` for `_`).
+    pub strip_request_headers: Vec<String>,
+    pub drop_underscored_headers: bool,
     pub get_with_body: GetWithBody,
-    /// `server.keepalive_timeout_secs`, applied to every request's connection.
+    /// `server.keepalive_timeout_secs` and `server.send_timeout_ms`, applied to every
+    /// request's connection.
     pub keepalive_secs: u64,
+    pub send_timeout: Duration,
 }
 
 /// Reasons not to store that say nothing about the URL (they depend on this request, or on a
@@ -206,10 +209,15 @@ impl EdgeProxy {
             crate::admin::purge_outcome(self.purges.submit(purge).await)
         };
         let (parts, body) = resp.into_parts();
-        let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len()))?;
+        let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len() + 2))?;
         for (name, value) in &parts.headers {
             head.insert_header(name.clone(), value.clone())?;
         }
+        // Like every answer of the proxy listener: who answered, and that the cache passed.
+        let cache_status = format!("{}; detail=purge", self.name);
+        head.insert_header(CACHE_STATUS, &cache_status)?;
+        head.insert_header(http::header::VIA, self.via_value.clone())?;
+        ctx.cache_status = Some(cache_status);
         session.set_keepalive(None);
         session.write_response_header(Box::new(head), false).await?;
         session
@@ -335,9 +343,9 @@ impl ProxyHttp for EdgeProxy {
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
-        acknowledge(session.stream());
+        ctx.head = acknowledge(session.stream());
         // Answer pipelined requests in order instead of closing after the first (RFC 9112
         // §9.3.2), and close idle keep-alive connections after our timeout, unless something
         // (shutdown, `Connection: close`) already decided not to keep the connection.
@@ -345,6 +353,7 @@ impl ProxyHttp for EdgeProxy {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.keepalive_secs));
         }
+        session.set_write_timeout(Some(self.send_timeout));
         Ok(())
     }
 
@@ -363,14 +372,31 @@ impl ProxyHttp for EdgeProxy {
             self.refuse(session, ctx, 400, "bad-request", why).await?;
             return Ok(true);
         }
-        match target::parse(session.req_header(), Self::scheme(session), &self.keys) {
-            Ok(t) => ctx.target = Some(t),
+        if ctx.head.is_some_and(|h| !h.request_line_ok) {
+            // Raw whitespace or a fragment in the target: Pingora would have percent-encoded or
+            // dropped it, guessing what the client meant (RFC 9112 §3.2 says refuse).
+            let why = "whitespace or a fragment in the request target";
+            self.reject(session, ctx, 400, "bad-target", why).await?;
+            return Ok(true);
+        }
+        let target = match target::parse(session.req_header(), Self::scheme(session), &self.keys) {
+            Ok(t) => t,
             Err(why) => {
                 self.reject(session, ctx, 400, why.detail(), &why.to_string())
                     .await?;
                 return Ok(true);
             }
-        }
+        };
+        // From here on the request is the one the origin will get: the cache sees nothing the
+        // origin does not.
+        upstream::rewrite_request(
+            session.req_header_mut(),
+            ctx.client,
+            &target,
+            &self.strip_request_headers,
+            self.drop_underscored_headers,
+        )?;
+        ctx.target = Some(target);
         let req = session.req_header();
         if matches!(req.method, Method::GET | Method::HEAD) && has_body(req) {
             if self.get_with_body == GetWithBody::Reject {
@@ -578,13 +604,7 @@ impl ProxyHttp for EdgeProxy {
         upstream_request.set_raw_path(target.origin_form().as_bytes())?;
         upstream_request.insert_header(http::header::HOST, &target.authority)?;
         single_content_length(upstream_request)?;
-        upstream::set_forwarding_headers(
-            upstream_request,
-            &self.via,
-            ctx.client,
-            target,
-            &self.strip_request_headers,
-        )?;
+        upstream::append_via(upstream_request, &self.via)?;
         ctx.request_time = Some(SystemTime::now());
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())

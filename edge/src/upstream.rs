@@ -128,34 +128,46 @@ pub struct Client {
     pub address: Option<IpAddr>,
 }
 
-/// What the edge tells the origin about a request: `Via`, `X-Forwarded-For/-Host/-Proto` and
-/// `Forwarded` (RFC 7239), set by the edge itself. A client that is not a trusted proxy cannot
-/// choose them (they change responses without being part of the key): whatever it sent is
-/// replaced. A trusted proxy's are kept and our hop is appended. `strip` names request fields
-/// removed from every request (`X-Original-URL` and the like).
-pub fn set_forwarding_headers(
+/// The request as the edge forwards it, applied to the client's request itself, so that what the
+/// cache sees of it (`Vary`) is exactly what the origin is sent:
+///
+/// - fields listed in `Connection` are removed (RFC 9110 §7.6.1; Pingora would drop them on the
+///   way out anyway, after the cache had keyed on them), but `Upgrade`, which Pingora handles;
+/// - `strip` names (lower case, `-` for `_`) are removed, and with `drop_underscored` every
+///   field with an underscore in its name (CGI-style origins read `X_Forwarded_Host` as
+///   `X-Forwarded-Host`);
+/// - `X-Forwarded-For/-Host/-Proto` and `Forwarded` (RFC 7239) are the edge's: whatever a client
+///   that is not a trusted proxy sent is replaced; a trusted proxy's are kept and our hop added.
+pub fn rewrite_request(
     req: &mut RequestHeader,
-    via: &str,
     client: Client,
     target: &Target,
-    strip: &[HeaderName],
+    strip: &[String],
+    drop_underscored: bool,
 ) -> Result<()> {
-    for name in strip {
-        req.remove_header(name);
+    let listed = connection_listed(req);
+    let doomed: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            (n.contains('_') && (drop_underscored || strip.contains(&n.replace('_', "-"))))
+                || strip.iter().any(|s| s == n)
+                || matches!(n, "keep-alive" | "proxy-connection")
+                || (n != "upgrade" && listed.iter().any(|l| l == n))
+                || (!client.trusted
+                    && matches!(
+                        n,
+                        "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "forwarded"
+                    ))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
     }
-    append_list(req, "via", via)?;
     let proto = target.scheme.as_str();
     let host = target.authority.as_str();
-    if !client.trusted {
-        for name in [
-            "x-forwarded-for",
-            "x-forwarded-host",
-            "x-forwarded-proto",
-            "forwarded",
-        ] {
-            req.remove_header(name);
-        }
-    }
     if let Some(ip) = client.peer {
         append_list(req, "x-forwarded-for", &ip.to_string())?;
     }
@@ -171,6 +183,23 @@ pub fn set_forwarding_headers(
         &forwarded_element(client.peer, host, proto),
     )?;
     Ok(())
+}
+
+/// Names listed in the request's `Connection` fields, lower-cased.
+fn connection_listed(req: &RequestHeader) -> Vec<String> {
+    req.headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Appends our hop to `Via` on the request sent to the origin.
+pub fn append_via(req: &mut RequestHeader, via: &str) -> Result<()> {
+    append_list(req, "via", via)
 }
 
 /// One `Forwarded` element: `for=…;host=…;proto=…`, quoting what is not a token.
@@ -233,13 +262,21 @@ mod tests {
     fn an_untrusted_client_cannot_choose_what_the_origin_is_told() {
         let mut r = request(&FORGED);
         r.append_header("X-Original-URL", "/admin").expect("field");
+        r.append_header("X_Original_URL", "/admin").expect("field");
+        r.append_header("X_Forwarded_Host", "evil.test")
+            .expect("field");
+        r.append_header("Accept-Language", "fr").expect("field");
+        r.append_header("Connection", "close, Accept-Language, Upgrade")
+            .expect("field");
+        r.append_header("Upgrade", "websocket").expect("field");
         let client = Client {
             peer: Some("192.0.2.7".parse().expect("ip")),
             trusted: false,
             address: None,
         };
-        let strip = [HeaderName::from_static("x-original-url")];
-        set_forwarding_headers(&mut r, "1.1 outpost", client, &target(), &strip).expect("ok");
+        let strip = ["x-original-url".to_owned()];
+        rewrite_request(&mut r, client, &target(), &strip, false).expect("ok");
+        append_via(&mut r, "1.1 outpost").expect("via");
         assert_eq!(r.headers["via"], "1.1 cdn-a, 1.1 outpost");
         assert_eq!(r.headers["x-forwarded-for"], "192.0.2.7");
         assert_eq!(r.headers["x-forwarded-proto"], "http");
@@ -249,6 +286,24 @@ mod tests {
             "for=192.0.2.7;host=shop.test;proto=http"
         );
         assert!(r.headers.get("x-original-url").is_none());
+        assert!(
+            r.headers.get("x_original_url").is_none(),
+            "the strip list matches `_` for `-`"
+        );
+        assert_eq!(
+            r.headers.get("x_forwarded_host").map(|v| v.as_bytes()),
+            Some(&b"evil.test"[..]),
+            "kept unless underscored names are dropped"
+        );
+        assert!(
+            r.headers.get("accept-language").is_none(),
+            "listed in Connection: gone before the cache keys on it"
+        );
+        assert_eq!(r.headers["upgrade"], "websocket", "Pingora's to handle");
+        let mut r = request(&[("X_Anything", "1"), ("x-kept", "2")]);
+        rewrite_request(&mut r, client, &target(), &[], true).expect("ok");
+        assert!(r.headers.get("x_anything").is_none());
+        assert_eq!(r.headers["x-kept"], "2");
     }
 
     #[test]
@@ -261,7 +316,7 @@ mod tests {
         };
         let mut t = target();
         t.authority = "shop.test:8080".to_owned();
-        set_forwarding_headers(&mut r, "1.1 outpost", client, &t, &[]).expect("ok");
+        rewrite_request(&mut r, client, &t, &[], true).expect("ok");
         assert_eq!(r.headers["x-forwarded-for"], "10.0.0.1, 2001:db8::7");
         assert_eq!(r.headers["x-forwarded-host"], "evil.test");
         assert_eq!(r.headers["x-forwarded-proto"], "https");

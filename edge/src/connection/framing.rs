@@ -4,20 +4,29 @@
 //! byte inside a chunk extension, bare LF included; two parsers that disagree on where a chunk
 //! ends is what request smuggling is made of, so such a body is refused here instead.
 //!
-//! It decides nothing about content: it only needs the method, `Transfer-Encoding`,
+//! It decides nothing about content: it only needs the request line, `Transfer-Encoding`,
 //! `Content-Length` and `Upgrade` of each head. Where it cannot follow (a head Pingora will
-//! refuse anyway, an upgraded connection) it stops watching rather than guess.
+//! refuse anyway, a connection upgraded by a `101`, `CONNECT`) it stops watching rather than
+//! guess. An `Upgrade` request that is answered with anything but `101` is just a request: the
+//! connection goes on being followed.
+
+use std::collections::VecDeque;
 
 /// Longest head kept for inspection; Pingora refuses longer ones itself.
 const MAX_HEAD: usize = 1024 * 1024;
 
 /// Where the connection is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum State {
-    /// Between requests. Empty lines before a request line are skipped (RFC 9112 §2.2).
+    /// Between requests.
+    #[default]
     Idle,
-    /// Inside a request head; `line` says whether the current line has anything but CR in it.
+    /// Inside a request head, from its first byte: empty lines before the request line (RFC
+    /// 9112 §2.2 lets a server skip them) count as part of it, or they would be a free way to
+    /// hold a connection. `begun`: the request line has started; `line`: the current line has
+    /// something in it besides CR.
     Head {
+        begun: bool,
         line: bool,
     },
     /// Inside a body of known length: bytes left.
@@ -70,23 +79,26 @@ pub struct Stopped {
     pub violation: Violation,
 }
 
+/// What the follower saw of one whole request head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The request line is `method SP target SP version`, one space each, and the target has no
+    /// fragment: Pingora would quietly percent-encode raw whitespace and drop a fragment, and
+    /// RFC 9112 §3.2 allows neither in a target.
+    pub request_line_ok: bool,
+}
+
 /// The framing follower of one connection.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Framing {
     state: State,
     head: Vec<u8>,
-    /// Request heads seen whole so far.
-    heads: u64,
-}
-
-impl Default for Framing {
-    fn default() -> Self {
-        Self {
-            state: State::Idle,
-            head: Vec::new(),
-            heads: 0,
-        }
-    }
+    /// Heads seen whole and not yet taken by [`Framing::take_heads`].
+    heads: VecDeque<Head>,
+    /// The last head asked for an upgrade: a `101` answer makes the connection opaque.
+    upgrade_requested: bool,
+    /// Body bytes of the current request followed so far.
+    body_bytes: u64,
 }
 
 impl Framing {
@@ -95,9 +107,29 @@ impl Framing {
         matches!(self.state, State::Head { .. })
     }
 
-    /// Request heads seen whole so far.
-    pub fn heads(&self) -> u64 {
-        self.heads
+    /// True inside a request body; then [`Framing::body_bytes`] of it have been followed.
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Length(_) | State::Chunked(_))
+    }
+
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes
+    }
+
+    /// The heads seen whole since the last call, oldest first.
+    pub fn take_heads(&mut self) -> impl Iterator<Item = Head> + '_ {
+        self.heads.drain(..)
+    }
+
+    /// The server answered the client's last request with `status` (a final or interim status
+    /// line was written). A `101` to an upgrade request ends what HTTP/1 framing can follow.
+    pub fn answered(&mut self, status: u16) {
+        if self.upgrade_requested && status == 101 {
+            self.state = State::Opaque;
+        }
+        if status >= 200 {
+            self.upgrade_requested = false;
+        }
     }
 
     /// Follows `bytes`, the next ones read from the client.
@@ -108,19 +140,17 @@ impl Framing {
             pos += match self.state {
                 State::Opaque => return Ok(()),
                 State::Idle => {
-                    let skip = rest
-                        .iter()
-                        .position(|b| !matches!(b, b'\r' | b'\n'))
-                        .unwrap_or(rest.len());
-                    if skip < rest.len() {
-                        self.state = State::Head { line: false };
-                        self.head.clear();
-                    }
-                    skip
+                    self.state = State::Head {
+                        begun: false,
+                        line: false,
+                    };
+                    self.head.clear();
+                    0
                 }
                 State::Head { .. } => self.head_bytes(rest),
                 State::Length(left) => {
                     let n = take(left, rest.len());
+                    self.body_bytes += n as u64;
                     self.state = match left - n as u64 {
                         0 => State::Idle,
                         left => State::Length(left),
@@ -129,6 +159,7 @@ impl Framing {
                 }
                 State::Chunked(Chunk::Data(left)) => {
                     let n = take(left, rest.len());
+                    self.body_bytes += n as u64;
                     self.state = State::Chunked(match left - n as u64 {
                         0 => Chunk::DataCr,
                         left => Chunk::Data(left),
@@ -138,6 +169,7 @@ impl Framing {
                 State::Chunked(chunk) => {
                     let next =
                         step(chunk, rest[0]).map_err(|violation| Stopped { at: pos, violation })?;
+                    self.body_bytes += 1;
                     self.state = next.map_or(State::Idle, State::Chunked);
                     1
                 }
@@ -149,10 +181,21 @@ impl Framing {
     /// Takes head bytes up to the end of the head (an empty line: RFC 9112 §2.2 lets a bare LF
     /// end a line, as httparse does); returns how many it used.
     fn head_bytes(&mut self, bytes: &[u8]) -> usize {
-        let State::Head { mut line } = self.state else {
+        let State::Head {
+            mut begun,
+            mut line,
+        } = self.state
+        else {
             return 0;
         };
         let mut pos = 0;
+        if !begun {
+            pos = bytes
+                .iter()
+                .position(|b| !matches!(b, b'\r' | b'\n'))
+                .unwrap_or(bytes.len());
+            begun = pos < bytes.len();
+        }
         while pos < bytes.len() {
             let rest = &bytes[pos..];
             let (segment, ends_line) = match memchr::memchr(b'\n', rest) {
@@ -175,27 +218,31 @@ impl Framing {
                 line = false;
             }
         }
-        self.state = State::Head { line };
+        self.state = State::Head { begun, line };
         pos
     }
 
     /// What follows the head just read: its body's framing (RFC 9112 §6.3), as Pingora frames it.
     fn after_head(&mut self) -> State {
-        self.heads += 1;
-        let state = self.framing_of_head();
+        let (state, head) = self.framing_of_head();
+        self.heads.push_back(head);
+        self.body_bytes = 0;
         self.head.clear();
         state
     }
 
-    fn framing_of_head(&self) -> State {
+    fn framing_of_head(&mut self) -> (State, Head) {
         let mut lines = self
             .head
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-        let method = lines
-            .next()
-            .and_then(|l| l.split(|&b| b == b' ').next())
-            .unwrap_or(b"");
+        let request_line = lines.next().unwrap_or(b"");
+        let head = Head {
+            request_line_ok: request_line.split(|&b| b == b' ').count() == 3
+                && !request_line.contains(&b'\t')
+                && !request_line.contains(&b'#'),
+        };
+        let method = request_line.split(|&b| b == b' ').next().unwrap_or(b"");
         let (mut chunked, mut upgrade) = (false, false);
         let mut length: Option<Option<u64>> = None;
         for line in lines {
@@ -221,19 +268,23 @@ impl Framing {
                 }
             }
         }
-        if upgrade || method.eq_ignore_ascii_case(b"CONNECT") {
-            return State::Opaque;
+        // Pingora refuses CONNECT and closes the connection.
+        if method.eq_ignore_ascii_case(b"CONNECT") {
+            return (State::Opaque, head);
         }
+        self.upgrade_requested = upgrade;
         // Transfer-Encoding wins over Content-Length; a final coding other than chunked is
         // refused by Pingora.
-        if chunked {
-            return State::Chunked(Chunk::Size { digits: 0, size: 0 });
-        }
-        match length {
-            None | Some(Some(0)) => State::Idle,
-            Some(Some(n)) => State::Length(n),
-            Some(None) => State::Opaque,
-        }
+        let state = if chunked {
+            State::Chunked(Chunk::Size { digits: 0, size: 0 })
+        } else {
+            match length {
+                None | Some(Some(0)) => State::Idle,
+                Some(Some(n)) => State::Length(n),
+                Some(None) => State::Opaque,
+            }
+        };
+        (state, head)
     }
 }
 
@@ -326,6 +377,11 @@ mod tests {
     fn heads_start_and_end_where_pingora_sees_them() {
         let mut f = Framing::default();
         assert!(!f.in_head());
+        f.feed(b"\r\n").expect("ok");
+        assert!(
+            f.in_head(),
+            "empty lines before a request line are part of its head"
+        );
         f.feed(b"\r\nGET / HTTP/1.1\r\nHo").expect("ok");
         assert!(f.in_head(), "a head has started");
         f.feed(b"st: a\r\n\r").expect("ok");
@@ -343,7 +399,7 @@ mod tests {
             f.feed(std::slice::from_ref(b)).expect("valid");
             assert_eq!(f.in_head(), i + 1 < head.len(), "after byte {i}");
         }
-        assert_eq!(f.heads(), 1);
+        assert_eq!(f.take_heads().count(), 1);
     }
 
     #[test]
@@ -415,12 +471,50 @@ mod tests {
     }
 
     #[test]
-    fn upgrades_and_heads_pingora_refuses_are_not_followed() {
-        let f = follow(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x00\x01 5\n"])
-            .expect("opaque after an upgrade");
-        assert!(!f.in_head());
+    fn only_a_101_ends_the_following() {
+        let upgrade: &[u8] = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        let smuggle: &[u8] =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nhello\r\n0\r\n\r\n";
+        // Answered 200: just a request; what follows is followed as before.
+        let mut f = Framing::default();
+        f.feed(upgrade).expect("ok");
+        f.answered(200);
+        assert!(
+            f.feed(smuggle).is_err(),
+            "still followed after a refused upgrade"
+        );
+        // Answered 101 (after an interim 100): the connection speaks another protocol now.
+        let mut f = Framing::default();
+        f.feed(upgrade).expect("ok");
+        f.answered(100);
+        f.answered(101);
+        f.feed(b"\x81\x05hello\n\n").expect("not HTTP any more");
+        assert!(!f.in_head() && !f.in_body());
+        // A 101 without an upgrade request changes nothing.
+        let mut f = Framing::default();
+        f.answered(101);
+        assert!(f.feed(smuggle).is_err());
+    }
+
+    #[test]
+    fn body_bytes_are_counted_per_request() {
+        let mut f = Framing::default();
+        f.feed(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n1234")
+            .expect("ok");
+        assert!(f.in_body());
+        assert_eq!(f.body_bytes(), 4);
+        f.feed(b"567890POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab")
+            .expect("ok");
+        assert!(f.in_body());
+        assert_eq!(f.body_bytes(), 5, "the framing counts too: 3 CR LF a b");
+    }
+
+    #[test]
+    fn heads_pingora_refuses_are_not_followed() {
         let f = follow(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"])
             .expect("refused by Pingora");
         assert!(!f.in_head());
+        let f = follow(&[b"CONNECT a:443 HTTP/1.1\r\n\r\n\x16\x03\x01"]).expect("refused too");
+        assert!(!f.in_head() && !f.in_body());
     }
 }

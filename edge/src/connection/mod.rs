@@ -4,9 +4,10 @@
 //! stream: request framing followed ([`framing`]), every request head on a deadline.
 //!
 //! Slow clients cannot hold the node: a head must arrive whole within
-//! `server.request_head_timeout_ms`, an idle keep-alive connection closes after
-//! `server.keepalive_timeout_secs` (set per request in the proxy), and no address holds more
-//! than `server.max_connections_per_client` connections.
+//! `server.request_head_timeout_ms`, a body must keep up `server.request_body_min_rate`, an idle
+//! keep-alive connection closes after `server.keepalive_timeout_secs` and a client that stops
+//! reading after `server.send_timeout_ms` (both set per request in the proxy), and no address
+//! holds more than `server.max_connections_per_client` connections.
 
 pub mod framing;
 pub mod limits;
@@ -24,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proxy::EdgeProxy;
 use limits::{Limits, Refusal};
-use stream::{Counters, Watched};
+use stream::{Counters, Deadlines, Watched};
 
 /// How long a refused client gets to take its 503 before the connection closes.
 const REFUSAL_LINGER: Duration = Duration::from_millis(200);
@@ -36,7 +37,7 @@ const RESERVED_FDS: u64 = 2048;
 pub struct EdgeApp {
     pub proxy: Arc<HttpProxy<EdgeProxy>>,
     pub limits: Arc<Limits>,
-    pub head_timeout: Duration,
+    pub deadlines: Deadlines,
     pub counters: Counters,
     /// `outpost_connections_refused_total{reason}`, resolved per reason.
     pub refused: [prometheus::IntCounter; 2],
@@ -63,7 +64,7 @@ impl ServerApp for EdgeApp {
                 return None;
             }
         };
-        let watched = Watched::new(stream, self.head_timeout, slot, self.counters.clone());
+        let watched = Watched::new(stream, self.deadlines, slot, self.counters.clone());
         self.proxy.process_new(Box::new(watched), shutdown).await
     }
 

@@ -1,8 +1,16 @@
 //! [`Watched`]: a client connection as Pingora reads it, with the request framing followed
-//! ([`super::framing`]) and a deadline on every request head. A head that is not complete
-//! `server.request_head_timeout_ms` after its first byte (or, on a new connection, after the
-//! accept) fails the read, and Pingora closes the connection; chunked framing that RFC 9112 does
-//! not allow fails the read too, and the proxy answers 400 ([`violation_of`]).
+//! ([`super::framing`]) and deadlines on what the client owes:
+//!
+//! - a request head must be whole `server.request_head_timeout_ms` after its first byte (on a new
+//!   connection: after the accept);
+//! - a request body must keep coming: `server.request_body_timeout_ms` after its start, plus one
+//!   second per `server.request_body_min_rate` bytes received (Apache's `mod_reqtimeout` rule).
+//!   Only time spent waiting on the client counts: when Pingora is not reading (the origin is
+//!   slow to take the body), bytes waiting in the socket are not the client's fault.
+//!
+//! A missed deadline fails the read, and Pingora closes the connection. Chunked framing that RFC
+//! 9112 does not allow fails the read too, after handing on what came before the fault; the
+//! proxy answers 400 ([`violation_of`]).
 //!
 //! A head that Pingora's own parser refuses (a malformed request line or field, userinfo in
 //! `Host`) gets Pingora's plain 400 without reaching the proxy's phases; the stream notices (a 4xx
@@ -10,13 +18,14 @@
 //!
 //! Everything else passes straight through to the underlying stream.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -27,31 +36,51 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::{Framing, Violation};
+use super::framing::{Framing, Head, Violation};
 use super::limits::Slot;
 
 /// Counters a watched connection bumps (resolved once, not per read).
 #[derive(Clone, Debug)]
 pub struct Counters {
     pub head_timeouts: IntCounter,
+    pub body_timeouts: IntCounter,
     pub framing_violations: IntCounter,
     /// Heads refused by Pingora's parser before the proxy saw them.
     pub malformed: IntCounter,
 }
 
-/// A client connection with its framing followed and its heads on a deadline.
+/// What a client is given to send its requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    pub head: Duration,
+    pub body: Duration,
+    /// Bytes per second that extend the body deadline by a second; 0: no extension, the body
+    /// has `body` in all.
+    pub body_min_rate: u64,
+}
+
+/// Why a connection is condemned: every later read fails with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Framing(Violation),
+    HeadTimeout,
+    BodyTimeout,
+}
+
+/// A client connection with its framing followed and its heads and bodies on deadlines.
 pub struct Watched {
     inner: Stream,
     framing: Framing,
-    head_timeout: Duration,
-    /// Armed while a head is awaited or being read.
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// Set once the client broke the framing rules; every later read fails with it.
-    violation: Option<Violation>,
-    /// Set once a head missed its deadline; every later read fails.
-    timed_out: bool,
-    /// Heads the proxy has seen (see [`acknowledge`]).
-    acknowledged: AtomicU64,
+    deadlines: Deadlines,
+    /// When the current head (or, before the first, the connection) started.
+    head_started: Option<Instant>,
+    /// When the current body started.
+    body_started: Option<Instant>,
+    /// One timer for the connection, moved to whichever deadline applies.
+    timer: Pin<Box<Sleep>>,
+    fault: Option<Fault>,
+    /// Heads seen whole that the proxy has not acknowledged yet (see [`acknowledge`]).
+    unacknowledged: Mutex<VecDeque<Head>>,
     /// The last response head written was a 4xx.
     last_answer_4xx: bool,
     counters: Counters,
@@ -64,98 +93,118 @@ impl std::fmt::Debug for Watched {
         f.debug_struct("Watched")
             .field("inner", &self.inner)
             .field("framing", &self.framing)
-            .field("violation", &self.violation)
+            .field("fault", &self.fault)
             .finish_non_exhaustive()
     }
 }
 
 impl Watched {
-    /// Wraps a just-accepted connection: its first head is due within `head_timeout`.
-    pub fn new(inner: Stream, head_timeout: Duration, slot: Slot, counters: Counters) -> Self {
+    /// Wraps a just-accepted connection: its first head is due within `deadlines.head`.
+    pub fn new(inner: Stream, deadlines: Deadlines, slot: Slot, counters: Counters) -> Self {
+        let now = Instant::now();
         Self {
             inner,
             framing: Framing::default(),
-            head_timeout,
-            deadline: Some(Box::pin(tokio::time::sleep(head_timeout))),
-            violation: None,
-            timed_out: false,
-            acknowledged: AtomicU64::new(0),
+            deadlines,
+            head_started: Some(now),
+            body_started: None,
+            timer: Box::pin(tokio::time::sleep_until(now + deadlines.head)),
+            fault: None,
+            unacknowledged: Mutex::new(VecDeque::new()),
             last_answer_4xx: false,
             counters,
             _slot: slot,
         }
     }
 
-    fn violated(&mut self, v: Violation) {
-        if self.violation.is_none() {
-            self.counters.framing_violations.inc();
-            self.violation = Some(v);
-        }
-    }
-
-    fn head_timed_out(&mut self) {
-        if !self.timed_out {
-            self.counters.head_timeouts.inc();
-            self.timed_out = true;
-        }
-        self.deadline = None;
-    }
-
-    /// Follows what was just read and moves the head deadline with it. On a framing violation,
-    /// says how many of the bytes came before it: only those are handed on.
-    fn follow(&mut self, bytes: &[u8]) -> Result<(), usize> {
-        if let Err(stopped) = self.framing.feed(bytes) {
-            self.violated(stopped.violation);
-            return Err(stopped.at);
-        }
-        if !self.framing.in_head() {
-            // Between requests the keep-alive timeout applies (Pingora's), not ours.
-            self.deadline = None;
-            return Ok(());
-        }
-        match &self.deadline {
-            Some(d) if d.deadline() <= Instant::now() => {
-                self.head_timed_out();
-                Err(0)
+    fn condemn(&mut self, fault: Fault) {
+        if self.fault.is_none() {
+            match fault {
+                Fault::Framing(_) => self.counters.framing_violations.inc(),
+                Fault::HeadTimeout => self.counters.head_timeouts.inc(),
+                Fault::BodyTimeout => self.counters.body_timeouts.inc(),
             }
-            Some(_) => Ok(()),
-            None => {
-                self.deadline = Some(Box::pin(tokio::time::sleep(self.head_timeout)));
-                Ok(())
-            }
+            self.fault = Some(fault);
         }
-    }
-
-    /// The client broke the framing rules or missed a head deadline: every read fails.
-    fn condemned(&self) -> bool {
-        self.violation.is_some() || self.timed_out
     }
 
     /// The error a condemned connection's reads return.
     fn error(&self) -> std::io::Error {
-        match self.violation {
-            Some(v) => std::io::Error::new(std::io::ErrorKind::InvalidData, v.0),
-            None => std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
+        use std::io::{Error, ErrorKind};
+        match self.fault {
+            Some(Fault::Framing(v)) => Error::new(ErrorKind::InvalidData, v.0),
+            Some(Fault::BodyTimeout) => Error::new(
+                ErrorKind::TimedOut,
+                "the client sent its request body too slowly",
+            ),
+            _ => Error::new(
+                ErrorKind::TimedOut,
                 "the client did not send its request head in time",
             ),
         }
     }
+
+    /// The deadline the client is on now, and what missing it means.
+    fn due(&self) -> Option<(Instant, Fault)> {
+        if let Some(started) = self.head_started {
+            return Some((started + self.deadlines.head, Fault::HeadTimeout));
+        }
+        let started = self.body_started?;
+        let d = self.deadlines;
+        let earned = match d.body_min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs(self.framing.body_bytes() / rate),
+        };
+        Some((started + d.body + earned, Fault::BodyTimeout))
+    }
+
+    /// Follows what was just read and moves the deadlines with it. On a fault, says how many of
+    /// the bytes came before it: only those are handed on.
+    fn follow(&mut self, bytes: &[u8]) -> Result<(), usize> {
+        let now = Instant::now();
+        let fed = self.framing.feed(bytes);
+        let heads: Vec<Head> = self.framing.take_heads().collect();
+        if !heads.is_empty() {
+            self.unacknowledged.lock().extend(heads);
+        }
+        if let Err(stopped) = fed {
+            self.condemn(Fault::Framing(stopped.violation));
+            return Err(stopped.at);
+        }
+        if self.framing.in_head() {
+            let started = *self.head_started.get_or_insert(now);
+            if started + self.deadlines.head <= now {
+                // Still dribbling in past its deadline.
+                self.condemn(Fault::HeadTimeout);
+                return Err(0);
+            }
+        } else {
+            // Between requests Pingora's keep-alive timeout applies, not ours.
+            self.head_started = None;
+        }
+        self.body_started = match self.framing.in_body() {
+            true => Some(self.body_started.unwrap_or(now)),
+            false => None,
+        };
+        Ok(())
+    }
 }
 
-/// Tells the watched connection `stream` that the proxy has a request head of it in hand.
-pub fn acknowledge(stream: Option<&Stream>) {
-    if let Some(w) = stream.and_then(|s| s.as_any().downcast_ref::<Watched>()) {
-        w.acknowledged.fetch_add(1, Ordering::Relaxed);
-    }
+/// Tells the watched connection `stream` that the proxy has its next request head in hand;
+/// what the follower saw of that head.
+pub fn acknowledge(stream: Option<&Stream>) -> Option<Head> {
+    stream?
+        .as_any()
+        .downcast_ref::<Watched>()?
+        .unacknowledged
+        .lock()
+        .pop_front()
 }
 
 impl Drop for Watched {
     fn drop(&mut self) {
         // A 4xx answered to a head the proxy never saw: Pingora's parser refused it.
-        if self.last_answer_4xx
-            && self.acknowledged.load(Ordering::Relaxed) < self.framing.heads()
-            && self.violation.is_none()
+        if self.last_answer_4xx && !self.unacknowledged.get_mut().is_empty() && self.fault.is_none()
         {
             self.counters.malformed.inc();
         }
@@ -165,11 +214,10 @@ impl Drop for Watched {
 /// The framing violation of the client connection `stream`, if it is a watched one that broke
 /// the rules (for answering 400 instead of treating it as a hang-up).
 pub fn violation_of(stream: Option<&Stream>) -> Option<&'static str> {
-    stream?
-        .as_any()
-        .downcast_ref::<Watched>()?
-        .violation
-        .map(|v| v.0)
+    match stream?.as_any().downcast_ref::<Watched>()?.fault? {
+        Fault::Framing(v) => Some(v.0),
+        _ => None,
+    }
 }
 
 impl AsyncRead for Watched {
@@ -179,7 +227,7 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.condemned() {
+        if this.fault.is_some() {
             return Poll::Ready(Err(this.error()));
         }
         let before = buf.filled().len();
@@ -200,17 +248,19 @@ impl AsyncRead for Watched {
                     Err(_) => Poll::Ready(Err(this.error())),
                 }
             }
+            // Waiting on the client: the time counts against whatever it owes.
             Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if expired {
-                    this.head_timed_out();
-                    Poll::Ready(Err(this.error()))
-                } else {
-                    Poll::Pending
+                let Some((due, fault)) = this.due() else {
+                    return Poll::Pending;
+                };
+                if this.timer.deadline() != due {
+                    this.timer.as_mut().reset(due);
                 }
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    this.condemn(fault);
+                    return Poll::Ready(Err(this.error()));
+                }
+                Poll::Pending
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
@@ -224,8 +274,9 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(status) = buf.strip_prefix(b"HTTP/1.1 ") {
-            this.last_answer_4xx = status.first() == Some(&b'4');
+        if let Some(status) = status_line(buf) {
+            this.last_answer_4xx = (400..500).contains(&status);
+            this.framing.answered(status);
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
@@ -235,7 +286,16 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Some(status) = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .and_then(|b| status_line(b))
+        {
+            this.last_answer_4xx = (400..500).contains(&status);
+            this.framing.answered(status);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -249,6 +309,18 @@ impl AsyncWrite for Watched {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// The status of a response head starting at `buf` (Pingora writes each head in one piece).
+fn status_line(buf: &[u8]) -> Option<u16> {
+    let rest = buf
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| buf.strip_prefix(b"HTTP/1.0 "))?;
+    let digits = rest.get(..3)?;
+    digits
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| digits.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0')))
 }
 
 #[async_trait]

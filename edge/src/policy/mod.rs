@@ -101,10 +101,7 @@ impl Policy {
         {
             return Verdict::DontStore("authorization");
         }
-        if resp.headers.get_all(http::header::VARY).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|f| f.trim() == "*"))
-        }) {
+        if vary::vary_on(&resp.headers) == vary::VaryOn::Anything {
             return Verdict::DontStore("vary-star");
         }
         let sets_cookie = resp.headers.contains_key(http::header::SET_COOKIE);

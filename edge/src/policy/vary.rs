@@ -7,9 +7,13 @@
 //! clients that do not send the field. The only normalisation is the one RFC 9110 makes
 //! equivalent for everyone: whitespace around a value is dropped (§5.5) and, for the content
 //! negotiation fields (`Accept*`: case-insensitive lists), field lines are joined into one list
-//! (§5.3), whitespace around members and their parameters is dropped and ASCII letters are
-//! lower-cased. Members are never reordered or removed: `fr, en` and `en, fr` may well get
+//! (§5.3), whitespace around members and their parameters is dropped and the case-insensitive
+//! parts (the member itself, parameter names) are lower-cased; parameter values keep their case
+//! (RFC 9110 §5.6.6). Members are never reordered or removed: `fr, en` and `en, fr` may well get
 //! different answers. A value with a quoted string is taken as it is.
+//!
+//! A `Vary` the cache cannot read (a field name that is not a token) counts as `Vary: *`: such a
+//! response is not stored, rather than stored for everyone.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,28 +21,51 @@ use std::time::Duration;
 use http::HeaderMap;
 use pingora_cache::key::{HashBinary, hash_key};
 
-/// Field names listed in `Vary` (lower-case, sorted, deduplicated); empty if none.
-pub fn vary_fields(response: &HeaderMap) -> Vec<String> {
-    let mut fields: Vec<String> = response
-        .get_all(http::header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|f| f.trim().to_ascii_lowercase())
-        .filter(|f| !f.is_empty())
-        .collect();
+/// What a response's `Vary` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VaryOn {
+    Nothing,
+    /// These request fields (lower-case, sorted, deduplicated).
+    Fields(Vec<String>),
+    /// `*`, or a `Vary` that cannot be read: no stored response can be selected by it.
+    Anything,
+}
+
+/// What `response`'s `Vary` fields say.
+pub fn vary_on(response: &HeaderMap) -> VaryOn {
+    let mut fields: Vec<String> = Vec::new();
+    for line in response.get_all(http::header::VARY) {
+        for name in line.as_bytes().split(|&b| b == b',') {
+            let name = name.trim_ascii();
+            if name.is_empty() {
+                continue;
+            }
+            if name == b"*" || !name.iter().all(|&b| is_tchar(b)) {
+                return VaryOn::Anything;
+            }
+            // Checked: ASCII.
+            fields.push(String::from_utf8_lossy(name).to_ascii_lowercase());
+        }
+    }
+    if fields.is_empty() {
+        return VaryOn::Nothing;
+    }
     fields.sort();
     fields.dedup();
-    fields
+    VaryOn::Fields(fields)
+}
+
+/// RFC 9110 §5.6.2.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The variance hash of `request` for a stored response with these headers, or `None` when the
-/// response does not vary.
+/// response does not vary (or varies on anything, and so is never stored).
 pub fn variance(response: &HeaderMap, request: &HeaderMap) -> Option<HashBinary> {
-    let fields = vary_fields(response);
-    if fields.is_empty() {
+    let VaryOn::Fields(fields) = vary_on(response) else {
         return None;
-    }
+    };
     let mut canonical = Vec::new();
     for field in &fields {
         canonical.extend_from_slice(field.as_bytes());
@@ -77,8 +104,8 @@ fn normalized(request: &HeaderMap, field: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `value`'s members, whitespace around them and their `;` / `=` dropped, ASCII lower-cased,
-/// in their order.
+/// `value`'s members, whitespace around them and their `;` / `=` dropped, members and parameter
+/// names lower-cased (not parameter values), in their order.
 fn push_list(out: &mut Vec<u8>, value: &[u8]) {
     for (i, member) in value.split(|&b| b == b',').enumerate() {
         if i > 0 {
@@ -89,10 +116,13 @@ fn push_list(out: &mut Vec<u8>, value: &[u8]) {
                 out.push(b';');
             }
             for (k, part) in param.split(|&b| b == b'=').enumerate() {
-                if k > 0 {
+                let part = part.trim_ascii();
+                if k == 0 {
+                    out.extend(part.iter().map(u8::to_ascii_lowercase));
+                } else {
                     out.push(b'=');
+                    out.extend_from_slice(part);
                 }
-                out.extend(part.trim_ascii().iter().map(u8::to_ascii_lowercase));
             }
         }
     }
@@ -165,8 +195,19 @@ mod tests {
             None
         );
         assert_eq!(
-            vary_fields(&h(&[("vary", "Accept-Encoding, accept-encoding ,Cookie")])),
-            ["accept-encoding", "cookie"]
+            vary_on(&h(&[("vary", "Accept-Encoding, accept-encoding ,Cookie")])),
+            VaryOn::Fields(vec!["accept-encoding".into(), "cookie".into()])
+        );
+        assert_eq!(vary_on(&h(&[("vary", "Accept, *")])), VaryOn::Anything);
+        let mut unreadable = HeaderMap::new();
+        unreadable.insert(
+            http::header::VARY,
+            HeaderValue::from_bytes(b"Accept-Language, X-\xc3\xa9").expect("obs-text"),
+        );
+        assert_eq!(
+            vary_on(&unreadable),
+            VaryOn::Anything,
+            "fails closed: not stored rather than stored for everyone"
         );
     }
 
@@ -189,6 +230,12 @@ mod tests {
         assert_eq!(
             variance(&resp, &h(&[("accept-encoding", "br;q=0.5")])),
             variance(&resp, &h(&[("accept-encoding", "BR ; Q = 0.5")])),
+        );
+        let accept = h(&[("vary", "Accept")]);
+        assert_ne!(
+            variance(&accept, &h(&[("accept", "application/json;v=ABC")])),
+            variance(&accept, &h(&[("accept", "application/json;v=abc")])),
+            "parameter values keep their case"
         );
         for different in ["br, gzip", "gzip", "gzip, br, identity;q=0", "gzip;q=1, br"] {
             assert_ne!(

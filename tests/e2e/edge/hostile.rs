@@ -622,3 +622,198 @@ async fn a_get_with_a_body_is_forwarded_but_never_stored_or_refused() -> anyhow:
     assert_eq!(strict.origin.requests().len(), 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_listed_in_connection_is_gone_for_the_cache_and_the_origin_alike()
+-> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    s.origin.route_fn("/greeting", |req| {
+        let lang = req.header("accept-language").unwrap_or("none").to_owned();
+        Reply::ok("max-age=600", format!("lang={lang}")).header("Vary", "Accept-Language")
+    });
+    // Pingora drops fields listed in `Connection` on the way out; the cache must not key the
+    // answer on them, or this stores the answer to "no language" as the `fr` variant.
+    let attack = format!(
+        "GET /greeting HTTP/1.1\r\nHost: {SITE}\r\nAccept-Language: fr\r\n\
+         Cache-Control: no-cache\r\nConnection: close, Accept-Language\r\n\r\n"
+    );
+    let bytes = raw::exchange(s.edge.addr, attack.as_bytes()).await?;
+    assert!(String::from_utf8_lossy(&bytes).contains("lang=none"));
+    let fr = s
+        .get_with("/greeting", &[("host", SITE), ("accept-language", "fr")])
+        .await?;
+    assert_eq!(
+        fr.text(),
+        "lang=fr",
+        "the fr variant is the origin's fr answer"
+    );
+    let none = get_site(&s.edge, "/greeting", &[]).await?;
+    assert!(
+        none.is_hit(),
+        "what the attacker got is the no-language variant"
+    );
+    assert_eq!(none.text(), "lang=none");
+    assert_eq!(s.origin.count("/greeting"), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_with_underscores_and_scheme_hints_never_reach_the_origin()
+-> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    s.origin.route_fn("/home", |req| {
+        let host = req.header("x_forwarded_host").unwrap_or("-").to_owned();
+        Reply::ok("max-age=600", format!("links to {host}"))
+    });
+    let r = raw::exchange(
+        s.edge.addr,
+        format!(
+            "GET /home HTTP/1.1\r\nHost: {SITE}\r\nX_Forwarded_Host: evil.test\r\n\
+             X_Original_URL: /admin\r\nX-Forwarded-Ssl: on\r\nFront-End-Https: on\r\n\
+             CF-Connecting-IP: 6.6.6.6\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    assert!(String::from_utf8_lossy(&r).contains("links to -"));
+    let sent = s.origin.requests().pop().expect("one request");
+    let names: Vec<String> = sent
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
+    for gone in [
+        "x_forwarded_host",
+        "x_original_url",
+        "x-forwarded-ssl",
+        "front-end-https",
+    ] {
+        assert!(
+            !names.contains(&gone.to_owned()),
+            "{gone} reached the origin: {names:?}"
+        );
+    }
+    assert!(!names.contains(&"cf-connecting-ip".to_owned()));
+    Ok(())
+}
+
+/// Sends `request` on `c` and reads one response (with a Content-Length body).
+async fn one_exchange(c: &mut tokio::net::TcpStream, request: &[u8]) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    c.write_all(request).await?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = raw::fields(&text[..end], "content-length")
+                .first()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return Ok(text);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await??;
+        if n == 0 {
+            return Ok(text);
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_answered_200_keeps_the_connection_watched() -> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    s.origin.route("/x", Reply::ok("no-store", "plain"));
+    s.origin.route("/upload", Reply::new(200).body("taken"));
+    let mut c = tokio::net::TcpStream::connect(s.edge.addr).await?;
+    let first = one_exchange(
+        &mut c,
+        format!("GET /x HTTP/1.1\r\nHost: {SITE}\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let second = one_exchange(
+        &mut c,
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: {SITE}\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5;a\nb\r\nhello\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    assert!(second.starts_with("HTTP/1.1 400"), "{second}");
+    assert_eq!(
+        s.origin.count("/upload"),
+        0,
+        "the smuggling body never reached the origin"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_vary_is_not_stored_and_parameter_values_keep_their_case()
+-> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    s.origin.route_fn("/page", |req| {
+        let lang = req.header("accept-language").unwrap_or("none").to_owned();
+        Reply::ok("max-age=600", format!("lang={lang}")).header("Vary", "Accept-Language, X-\u{e9}")
+    });
+    let fr = s
+        .get_with("/page", &[("host", SITE), ("accept-language", "fr")])
+        .await?;
+    assert!(
+        fr.cache_status().contains("detail=vary-star"),
+        "{}",
+        fr.cache_status()
+    );
+    let en = s
+        .get_with("/page", &[("host", SITE), ("accept-language", "en")])
+        .await?;
+    assert_eq!(en.text(), "lang=en");
+    assert_eq!(s.origin.count("/page"), 2);
+
+    s.origin.route_fn("/api", |req| {
+        let accept = req.header("accept").unwrap_or("-").to_owned();
+        Reply::ok("max-age=600", format!("for {accept}")).header("Vary", "Accept")
+    });
+    for version in ["application/json;v=ABC", "application/json;v=abc"] {
+        let r = s
+            .get_with("/api", &[("host", SITE), ("accept", version)])
+            .await?;
+        assert_eq!(r.text(), format!("for {version}"));
+    }
+    assert_eq!(s.origin.count("/api"), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_whitespace_or_a_fragment_in_the_target_is_refused() -> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    s.origin.route("/a", Reply::ok("max-age=600", "a"));
+    for line in [
+        "GET /a b HTTP/1.1",
+        "GET /a#frag HTTP/1.1",
+        "GET\t/a HTTP/1.1",
+    ] {
+        let request = format!("{line}\r\nHost: {SITE}\r\nConnection: close\r\n\r\n");
+        let (status, _) = raw_status(&s.edge, request.as_bytes()).await?;
+        assert_eq!(status, 400, "{line}");
+    }
+    assert_eq!(s.origin.requests().len(), 0);
+    // The proxy listener's own answers say who answered too.
+    let (status, head) = raw_status(
+        &s.edge,
+        format!("PURGE /a HTTP/1.1\r\nHost: {SITE}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 401);
+    assert_eq!(raw::fields(&head, "via"), ["1.1 outpost"]);
+    assert_eq!(
+        raw::fields(&head, "cache-status"),
+        ["outpost; detail=purge"]
+    );
+    Ok(())
+}

@@ -190,3 +190,127 @@ async fn past_the_connection_limit_clients_get_a_clean_503() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// Sends `chunks` on a new connection, one every `every`, until the edge closes it (or 10 s
+/// pass); how long the edge let it live, `None` if it never closed.
+async fn trickle(
+    edge: SocketAddr,
+    first: &[u8],
+    chunk: &[u8],
+    every: Duration,
+) -> anyhow::Result<Option<Duration>> {
+    let started = Instant::now();
+    let mut c = TcpStream::connect(edge).await?;
+    c.write_all(first).await?;
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(10) {
+        match tokio::time::timeout(every, c.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Ok(Some(started.elapsed())),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if c.write_all(chunk).await.is_err() {
+                    return Ok(Some(started.elapsed()));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_lines_slow_heads_after_an_upgrade_and_slow_bodies_are_cut_off() -> anyhow::Result<()>
+{
+    let s = Setup::with_config(
+        "[server]\nrequest_head_timeout_ms = 1000\nrequest_body_timeout_ms = 1000\n\
+         request_body_min_rate = 1000\n",
+    )
+    .await?;
+    s.origin.route("/x", Reply::ok("no-store", "x"));
+    s.origin.route("/upload", Reply::new(200).body("taken"));
+    let every = Duration::from_millis(300);
+    // Empty lines before a request line: skipped by HTTP, but not free.
+    let crlf = trickle(s.edge.addr, b"\r\n", b"\r\n", every).await?;
+    assert!(crlf.is_some_and(|d| d < Duration::from_secs(5)), "{crlf:?}");
+    // A slow head after an upgrade request that was answered 200.
+    let mut c = TcpStream::connect(s.edge.addr).await?;
+    c.write_all(
+        format!("GET /x HTTP/1.1\r\nHost: {SITE}\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let mut closed = None;
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        match tokio::time::timeout(every, c.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = Some(started.elapsed());
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                let byte = b"GET /x HTTP/1.1\r\n"[sent % 17];
+                sent += 1;
+                if c.write_all(&[byte]).await.is_err() {
+                    closed = Some(started.elapsed());
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        closed.is_some_and(|d| d < Duration::from_secs(5)),
+        "{closed:?}"
+    );
+    // A body sent a byte at a time: cut off, and the origin never gets a whole request.
+    let head = format!("POST /upload HTTP/1.1\r\nHost: {SITE}\r\nContent-Length: 100\r\n\r\n");
+    let body = trickle(s.edge.addr, head.as_bytes(), b"x", every).await?;
+    assert!(body.is_some_and(|d| d < Duration::from_secs(5)), "{body:?}");
+    assert_eq!(s.origin.count("/upload"), 0);
+    assert!(
+        s.edge
+            .metric("outpost_client_errors_total{kind=\"body_timeout\"}")
+            .await?
+            >= 1.0
+    );
+    // A body that keeps up is taken whole.
+    let r = reqwest::Client::new()
+        .post(s.edge.url("/upload"))
+        .header("Host", SITE)
+        .body(vec![b'y'; 256 * 1024])
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.origin.count("/upload"), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_connection() -> anyhow::Result<()> {
+    let s = Setup::with_config("[server]\nsend_timeout_ms = 1000\n").await?;
+    let big = vec![b'z'; 64 * 1024 * 1024];
+    s.origin.route("/big", Reply::ok("no-store", big));
+    let mut c = TcpStream::connect(s.edge.addr).await?;
+    c.write_all(format!("GET /big HTTP/1.1\r\nHost: {SITE}\r\n\r\n").as_bytes())
+        .await?;
+    // Not reading: the scenario itself, not a wait for something to happen.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection ended");
+    assert!(
+        received < 64 * 1024 * 1024,
+        "the edge gave up on the stalled client ({received} bytes sent)"
+    );
+    Ok(())
+}
