@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 /// Request fields that change what some origins answer without being part of the cache key:
 /// method overrides, rewritten URLs, client addresses and hosts set by the client itself. The
 /// edge sets `X-Forwarded-*` and `Forwarded` itself; these it removes.
-pub const DEFAULT_STRIP_REQUEST_HEADERS: [&str; 33] = [
+pub const DEFAULT_STRIP_REQUEST_HEADERS: [&str; 40] = [
     // Rewritten URLs and methods.
     "x-original-url",
     "x-original-uri",
@@ -47,6 +47,14 @@ pub const DEFAULT_STRIP_REQUEST_HEADERS: [&str; 33] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-forwarded-method",
+    // Client certificates and identities a TLS terminator in front would vouch for.
+    "x-forwarded-client-cert",
+    "x-forwarded-tls-client-cert",
+    "x-ssl-client-cert",
+    "x-client-cert",
+    "x-arr-clientcert",
+    "x-client-verify",
     // Hosts, ports and schemes (the edge sets X-Forwarded-Host/-Proto and Forwarded itself).
     "x-forwarded-server",
     "x-forwarded-port",

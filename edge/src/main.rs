@@ -14,6 +14,10 @@ const NOISE: &[cli::Noise] = &[
     // path at error level, outside the `suppress_error_log` hook. The access log records it.
     ("pingora_proxy", "Downstream WriteError"),
     ("pingora_proxy", "Downstream ConnectionClosed"),
+    ("pingora_proxy", "Downstream ReadError"),
+    ("pingora_proxy", "Downstream WriteTimedout"),
+    ("pingora_proxy", "Downstream InvalidHTTPHeader"),
+    ("pingora_proxy", "Downstream InvalidChunk"),
     // Clients the connection layer cut off (counted in outpost_client_errors_total): any client
     // could otherwise fill the error log at will.
     ("pingora_proxy", "did not send its request head in time"),

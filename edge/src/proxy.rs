@@ -379,6 +379,11 @@ impl ProxyHttp for EdgeProxy {
             self.reject(session, ctx, 400, "bad-target", why).await?;
             return Ok(true);
         }
+        if upstream::nominates_protected(session.req_header()) {
+            let why = "Connection nominates a field that frames or routes the request";
+            self.reject(session, ctx, 400, "bad-request", why).await?;
+            return Ok(true);
+        }
         let target = match target::parse(session.req_header(), Self::scheme(session), &self.keys) {
             Ok(t) => t,
             Err(why) => {

@@ -132,7 +132,10 @@ pub struct Client {
 /// cache sees of it (`Vary`) is exactly what the origin is sent:
 ///
 /// - fields listed in `Connection` are removed (RFC 9110 §7.6.1; Pingora would drop them on the
-///   way out anyway, after the cache had keyed on them), but `Upgrade`, which Pingora handles;
+///   way out anyway, after the cache had keyed on them), and so are the standard hop-by-hop
+///   fields Pingora drops (`TE`, `Trailer`, `Proxy-Authorization`, …, and an `Upgrade` other
+///   than a WebSocket handshake). Never the fields that frame or route the request:
+///   [`nominates_protected`] requests are refused before this runs;
 /// - `strip` names (lower case, `-` for `_`) are removed, and with `drop_underscored` every
 ///   field with an underscore in its name (CGI-style origins read `X_Forwarded_Host` as
 ///   `X-Forwarded-Host`);
@@ -146,20 +149,24 @@ pub fn rewrite_request(
     drop_underscored: bool,
 ) -> Result<()> {
     let listed = connection_listed(req);
+    let websocket = listed.iter().any(|l| l == "upgrade")
+        && req
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let doomed: Vec<HeaderName> = req
         .headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
+            if FRAMING.contains(&n) || n == "upgrade" && websocket {
+                return false;
+            }
             (n.contains('_') && (drop_underscored || strip.contains(&n.replace('_', "-"))))
                 || strip.iter().any(|s| s == n)
-                || matches!(n, "keep-alive" | "proxy-connection")
-                || (n != "upgrade" && listed.iter().any(|l| l == n))
-                || (!client.trusted
-                    && matches!(
-                        n,
-                        "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "forwarded"
-                    ))
+                || HOP_BY_HOP.contains(&n)
+                || listed.iter().any(|l| l == n)
+                || (!client.trusted && FORWARDING.contains(&n))
         })
         .cloned()
         .collect();
@@ -183,6 +190,40 @@ pub fn rewrite_request(
         &forwarded_element(client.peer, host, proto),
     )?;
     Ok(())
+}
+
+/// Fields that frame or route a request: never removed, and never to be nominated in
+/// `Connection` (removing `Content-Length` after Pingora framed the request is a desync).
+const FRAMING: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
+
+/// Request fields the edge sets for the origin.
+const FORWARDING: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+];
+
+/// Hop-by-hop request fields Pingora drops on the way to the origin (with `Upgrade` unless it
+/// is a WebSocket handshake): dropped before the cache sees the request.
+const HOP_BY_HOP: [&str; 8] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+];
+
+/// True when the request's `Connection` nominates a field that frames or routes it, or one the
+/// edge sets for the origin: Pingora would drop it from what it forwards (our `Forwarded`), or
+/// the request would change framing midway. Such a request is refused.
+pub fn nominates_protected(req: &RequestHeader) -> bool {
+    connection_listed(req)
+        .iter()
+        .any(|l| FRAMING.contains(&l.as_str()) || FORWARDING.contains(&l.as_str()))
 }
 
 /// Names listed in the request's `Connection` fields, lower-cased.
@@ -269,6 +310,7 @@ mod tests {
         r.append_header("Connection", "close, Accept-Language, Upgrade")
             .expect("field");
         r.append_header("Upgrade", "websocket").expect("field");
+        r.append_header("TE", "trailers").expect("field");
         let client = Client {
             peer: Some("192.0.2.7".parse().expect("ip")),
             trusted: false,
@@ -300,10 +342,39 @@ mod tests {
             "listed in Connection: gone before the cache keys on it"
         );
         assert_eq!(r.headers["upgrade"], "websocket", "Pingora's to handle");
+        assert!(
+            r.headers.get("te").is_none(),
+            "hop-by-hop: not the origin's"
+        );
+        let mut other = request(&[("Connection", "Upgrade"), ("Upgrade", "h2c")]);
+        rewrite_request(&mut other, client, &target(), &[], true).expect("ok");
+        assert!(
+            other.headers.get("upgrade").is_none(),
+            "only WebSocket passes"
+        );
         let mut r = request(&[("X_Anything", "1"), ("x-kept", "2")]);
         rewrite_request(&mut r, client, &target(), &[], true).expect("ok");
         assert!(r.headers.get("x_anything").is_none());
         assert_eq!(r.headers["x-kept"], "2");
+    }
+
+    #[test]
+    fn nominating_what_frames_or_routes_a_request_is_refused() {
+        for listed in [
+            "Content-Length",
+            "close, transfer-encoding",
+            "Host",
+            "Forwarded",
+        ] {
+            assert!(
+                nominates_protected(&request(&[("Connection", listed)])),
+                "{listed}"
+            );
+        }
+        assert!(!nominates_protected(&request(&[(
+            "Connection",
+            "close, TE"
+        )])));
     }
 
     #[test]

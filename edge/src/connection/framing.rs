@@ -82,9 +82,10 @@ pub struct Stopped {
 /// What the follower saw of one whole request head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Head {
-    /// The request line is `method SP target SP version`, one space each, and the target has no
-    /// fragment: Pingora would quietly percent-encode raw whitespace and drop a fragment, and
-    /// RFC 9112 §3.2 allows neither in a target.
+    /// The request line is `method SP target SP version`, one space each, without control
+    /// characters, and the target is visible ASCII without a fragment: Pingora would quietly
+    /// percent-encode raw whitespace or control bytes and drop a fragment, and RFC 9112 §3.2
+    /// allows none of them in a target.
     pub request_line_ok: bool,
 }
 
@@ -237,10 +238,14 @@ impl Framing {
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let request_line = lines.next().unwrap_or(b"");
+        let mut parts = request_line.split(|&b| b == b' ');
+        let target = parts.nth(1).unwrap_or(b"");
         let head = Head {
             request_line_ok: request_line.split(|&b| b == b' ').count() == 3
-                && !request_line.contains(&b'\t')
-                && !request_line.contains(&b'#'),
+                && target
+                    .iter()
+                    .all(|&b| (0x21..=0x7e).contains(&b) && b != b'#')
+                && !request_line.iter().any(u8::is_ascii_control),
         };
         let method = request_line.split(|&b| b == b' ').next().unwrap_or(b"");
         let (mut chunked, mut upgrade) = (false, false);

@@ -817,3 +817,50 @@ async fn raw_whitespace_or_a_fragment_in_the_target_is_refused() -> anyhow::Resu
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_naming_what_frames_or_routes_the_request_is_refused() -> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    s.origin.route("/carrier", Reply::new(200).body("carrier"));
+    s.origin
+        .route("/smuggled", Reply::ok("max-age=600", "smuggled"));
+    // CL.0: with Content-Length dropped as hop-by-hop, the body would be read as a request.
+    let smuggled = format!("GET /smuggled HTTP/1.1\r\nHost: {SITE}\r\nX-Tag: attacker\r\n\r\n");
+    let carrier = format!(
+        "POST /carrier HTTP/1.1\r\nHost: {SITE}\r\nContent-Length: {}\r\n\
+         Connection: Content-Length\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let bytes = raw::exchange(s.edge.addr, carrier.as_bytes()).await?;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1").count(),
+        1,
+        "one answer for one request: {text}"
+    );
+    for listed in [
+        "Transfer-Encoding",
+        "Host",
+        "Forwarded",
+        "close, X-Forwarded-For",
+    ] {
+        let request =
+            format!("GET /carrier HTTP/1.1\r\nHost: {SITE}\r\nConnection: {listed}\r\n\r\n");
+        let (status, _) = raw_status(&s.edge, request.as_bytes()).await?;
+        assert_eq!(status, 400, "Connection: {listed}");
+    }
+    assert_eq!(s.origin.requests().len(), 0, "nothing reached the origin");
+    // Control bytes in the request line are refused too, not percent-encoded.
+    for line in [
+        "GET /a\u{b}b HTTP/1.1",
+        "GET /a\u{0}b HTTP/1.1",
+        "GET /a\u{7f} HTTP/1.1",
+    ] {
+        let request = format!("{line}\r\nHost: {SITE}\r\nConnection: close\r\n\r\n");
+        let (status, _) = raw_status(&s.edge, request.as_bytes()).await?;
+        assert_eq!(status, 400, "{line:?}");
+    }
+    assert_eq!(s.origin.requests().len(), 0);
+    Ok(())
+}

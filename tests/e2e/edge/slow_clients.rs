@@ -99,6 +99,17 @@ async fn slow_heads_are_cut_off_while_other_clients_are_served() -> anyhow::Resu
     assert!(refused >= 1.0, "the per-client cap refused some");
     assert_eq!(refused + cut, 300.0, "each slow client refused or cut off");
     assert_eq!(s.origin.count("/"), 0, "no partial head reached the origin");
+    let errors: Vec<String> = s
+        .edge
+        .logs()
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "clients cannot fill the error log: {errors:#?}"
+    );
     Ok(())
 }
 
