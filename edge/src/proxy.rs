@@ -23,7 +23,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::cache_key::KeyBuilder;
 use crate::cache_status;
 use crate::config::GetWithBody;
-use crate::connection::stream::{acknowledge, violation_of};
+use crate::connection::stream::{acknowledge, switching_protocols, violation_of};
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
 use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
@@ -704,6 +704,9 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            switching_protocols(session.stream());
+        }
         strip_for_client(resp);
         match resp
             .headers

@@ -133,9 +133,10 @@ pub struct Client {
 ///
 /// - fields listed in `Connection` are removed (RFC 9110 §7.6.1; Pingora would drop them on the
 ///   way out anyway, after the cache had keyed on them), and so are the standard hop-by-hop
-///   fields Pingora drops (`TE`, `Trailer`, `Proxy-Authorization`, …, and an `Upgrade` other
-///   than a WebSocket handshake). Never the fields that frame or route the request:
-///   [`nominates_protected`] requests are refused before this runs;
+///   fields Pingora drops (`TE`, `Trailer`, `Proxy-Authorization`, …); `Connection` and
+///   `Upgrade` become what Pingora sends: `Connection: Upgrade` + `Upgrade: websocket` for an
+///   HTTP/1.1 WebSocket handshake, neither otherwise. Never the fields that frame or route the
+///   request: [`nominates_protected`] requests are refused before this runs;
 /// - `strip` names (lower case, `-` for `_`) are removed, and with `drop_underscored` every
 ///   field with an underscore in its name (CGI-style origins read `X_Forwarded_Host` as
 ///   `X-Forwarded-Host`);
@@ -149,7 +150,8 @@ pub fn rewrite_request(
     drop_underscored: bool,
 ) -> Result<()> {
     let listed = connection_listed(req);
-    let websocket = listed.iter().any(|l| l == "upgrade")
+    // Pingora's own test for what it forwards as an upgrade.
+    let websocket = req.version == http::Version::HTTP_11
         && req
             .headers
             .get(http::header::UPGRADE)
@@ -172,6 +174,13 @@ pub fn rewrite_request(
         .collect();
     for name in doomed {
         req.remove_header(&name);
+    }
+    // The keep-alive decision was taken when the head was read; what is left of `Connection` is
+    // what the origin gets.
+    req.remove_header(&http::header::CONNECTION);
+    if websocket {
+        req.insert_header(http::header::CONNECTION, "Upgrade")?;
+        req.insert_header(http::header::UPGRADE, "websocket")?;
     }
     let proto = target.scheme.as_str();
     let host = target.authority.as_str();

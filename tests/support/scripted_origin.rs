@@ -58,6 +58,8 @@ pub struct Reply {
     pub chunked: bool,
     /// Do not add a `Date` field (one is added unless the reply sets its own).
     pub no_date: bool,
+    /// After this reply (a `101`), echo every byte the connection brings until it closes.
+    pub echo: bool,
 }
 
 impl Reply {
@@ -71,7 +73,18 @@ impl Reply {
             hang_up: false,
             chunked: false,
             no_date: false,
+            echo: false,
         }
+    }
+
+    /// `101 Switching Protocols` to WebSocket, then an echo of whatever the client sends.
+    pub fn websocket_echo() -> Self {
+        let mut r = Self::new(101)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .no_date();
+        r.echo = true;
+        r
     }
 
     /// `200` with `Cache-Control: <cache_control>` and `body`.
@@ -279,6 +292,12 @@ async fn serve(mut stream: TcpStream, connection: usize, state: Arc<State>) -> a
         stream
             .write_all(&encode(&reply, req.method == "HEAD"))
             .await?;
+        if reply.echo {
+            stream.write_all(&std::mem::take(&mut buf)).await?;
+            let (mut r, mut w) = stream.split();
+            tokio::io::copy(&mut r, &mut w).await?;
+            return Ok(());
+        }
         let close = req
             .header("connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("close"));

@@ -4,11 +4,11 @@
 //! byte inside a chunk extension, bare LF included; two parsers that disagree on where a chunk
 //! ends is what request smuggling is made of, so such a body is refused here instead.
 //!
-//! It decides nothing about content: it only needs the request line, `Transfer-Encoding`,
-//! `Content-Length` and `Upgrade` of each head. Where it cannot follow (a head Pingora will
-//! refuse anyway, a connection upgraded by a `101`, `CONNECT`) it stops watching rather than
-//! guess. An `Upgrade` request that is answered with anything but `101` is just a request: the
-//! connection goes on being followed.
+//! It decides nothing about content: it only needs the request line, `Transfer-Encoding` and
+//! `Content-Length` of each head. Where it cannot follow (a head Pingora will refuse anyway,
+//! `CONNECT`, a connection the proxy switched to another protocol with a `101`: see
+//! [`Framing::stop`]) it stops watching rather than guess. An `Upgrade` request answered with
+//! anything but `101` is just a request: the connection goes on being followed.
 
 use std::collections::VecDeque;
 
@@ -96,8 +96,6 @@ pub struct Framing {
     head: Vec<u8>,
     /// Heads seen whole and not yet taken by [`Framing::take_heads`].
     heads: VecDeque<Head>,
-    /// The last head asked for an upgrade: a `101` answer makes the connection opaque.
-    upgrade_requested: bool,
     /// Body bytes of the current request followed so far.
     body_bytes: u64,
 }
@@ -122,15 +120,10 @@ impl Framing {
         self.heads.drain(..)
     }
 
-    /// The server answered the client's last request with `status` (a final or interim status
-    /// line was written). A `101` to an upgrade request ends what HTTP/1 framing can follow.
-    pub fn answered(&mut self, status: u16) {
-        if self.upgrade_requested && status == 101 {
-            self.state = State::Opaque;
-        }
-        if status >= 200 {
-            self.upgrade_requested = false;
-        }
+    /// The proxy switched the connection to another protocol (it answered `101`): nothing
+    /// after this is HTTP/1 framing.
+    pub fn stop(&mut self) {
+        self.state = State::Opaque;
     }
 
     /// Follows `bytes`, the next ones read from the client.
@@ -248,7 +241,7 @@ impl Framing {
                 && !request_line.iter().any(u8::is_ascii_control),
         };
         let method = request_line.split(|&b| b == b' ').next().unwrap_or(b"");
-        let (mut chunked, mut upgrade) = (false, false);
+        let mut chunked = false;
         let mut length: Option<Option<u64>> = None;
         for line in lines {
             let Some(colon) = memchr::memchr(b':', line) else {
@@ -257,8 +250,6 @@ impl Framing {
             let (name, value) = (&line[..colon], &line[colon + 1..]);
             if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 chunked = true;
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                upgrade = true;
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 for v in value.split(|&b| b == b',') {
                     let v = std::str::from_utf8(v.trim_ascii())
@@ -277,7 +268,6 @@ impl Framing {
         if method.eq_ignore_ascii_case(b"CONNECT") {
             return (State::Opaque, head);
         }
-        self.upgrade_requested = upgrade;
         // Transfer-Encoding wins over Content-Length; a final coding other than chunked is
         // refused by Pingora.
         let state = if chunked {
@@ -476,29 +466,18 @@ mod tests {
     }
 
     #[test]
-    fn only_a_101_ends_the_following() {
+    fn an_upgrade_request_is_just_a_request_until_the_proxy_switches() {
         let upgrade: &[u8] = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
         let smuggle: &[u8] =
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nhello\r\n0\r\n\r\n";
-        // Answered 200: just a request; what follows is followed as before.
         let mut f = Framing::default();
         f.feed(upgrade).expect("ok");
-        f.answered(200);
-        assert!(
-            f.feed(smuggle).is_err(),
-            "still followed after a refused upgrade"
-        );
-        // Answered 101 (after an interim 100): the connection speaks another protocol now.
+        assert!(f.feed(smuggle).is_err(), "still followed without a 101");
         let mut f = Framing::default();
         f.feed(upgrade).expect("ok");
-        f.answered(100);
-        f.answered(101);
+        f.stop();
         f.feed(b"\x81\x05hello\n\n").expect("not HTTP any more");
         assert!(!f.in_head() && !f.in_body());
-        // A 101 without an upgrade request changes nothing.
-        let mut f = Framing::default();
-        f.answered(101);
-        assert!(f.feed(smuggle).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub struct Watched {
     fault: Option<Fault>,
     /// Heads seen whole that the proxy has not acknowledged yet (see [`acknowledge`]).
     unacknowledged: Mutex<VecDeque<Head>>,
+    /// The proxy switched the connection to another protocol (see [`switching_protocols`]).
+    switched: AtomicBool,
     /// The last response head written was a 4xx.
     last_answer_4xx: bool,
     counters: Counters,
@@ -111,6 +114,7 @@ impl Watched {
             timer: Box::pin(tokio::time::sleep_until(now + deadlines.head)),
             fault: None,
             unacknowledged: Mutex::new(VecDeque::new()),
+            switched: AtomicBool::new(false),
             last_answer_4xx: false,
             counters,
             _slot: slot,
@@ -190,6 +194,15 @@ impl Watched {
     }
 }
 
+/// Tells the watched connection `stream` that the proxy is answering `101`: what follows is
+/// another protocol, no longer followed or put on deadlines. Told by the proxy, not read off the
+/// bytes written: a response body can look like a status line.
+pub fn switching_protocols(stream: Option<&Stream>) {
+    if let Some(w) = stream.and_then(|s| s.as_any().downcast_ref::<Watched>()) {
+        w.switched.store(true, Ordering::Release);
+    }
+}
+
 /// Tells the watched connection `stream` that the proxy has its next request head in hand;
 /// what the follower saw of that head.
 pub fn acknowledge(stream: Option<&Stream>) -> Option<Head> {
@@ -229,6 +242,11 @@ impl AsyncRead for Watched {
         let this = self.get_mut();
         if this.fault.is_some() {
             return Poll::Ready(Err(this.error()));
+        }
+        if this.switched.swap(false, Ordering::AcqRel) {
+            this.framing.stop();
+            this.head_started = None;
+            this.body_started = None;
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -276,7 +294,6 @@ impl AsyncWrite for Watched {
         let this = self.get_mut();
         if let Some(status) = status_line(buf) {
             this.last_answer_4xx = (400..500).contains(&status);
-            this.framing.answered(status);
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
@@ -293,7 +310,6 @@ impl AsyncWrite for Watched {
             .and_then(|b| status_line(b))
         {
             this.last_answer_4xx = (400..500).contains(&status);
-            this.framing.answered(status);
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
@@ -311,7 +327,8 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// The status of a response head starting at `buf` (Pingora writes each head in one piece).
+/// The status of a response head starting at `buf` (Pingora writes each head in one piece). Only
+/// for counting: a body write can start with the same bytes.
 fn status_line(buf: &[u8]) -> Option<u16> {
     let rest = buf
         .strip_prefix(b"HTTP/1.1 ")

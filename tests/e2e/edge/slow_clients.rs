@@ -325,3 +325,43 @@ async fn a_client_that_stops_reading_loses_its_connection() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_after_its_101_is_neither_followed_nor_timed() -> anyhow::Result<()> {
+    let s = Setup::with_config("[server]\nrequest_head_timeout_ms = 1000\n").await?;
+    s.origin.route("/ws", Reply::websocket_echo());
+    let mut c = TcpStream::connect(s.edge.addr).await?;
+    c.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {SITE}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "closed before the 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Bytes that would start a request head, then nothing for longer than the head deadline,
+    // then a bare LF: none of it is HTTP any more, and all of it comes back.
+    c.write_all(b"G").await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    c.write_all(b"ET 5;a\n").await?;
+    let mut echoed = Vec::new();
+    while echoed.len() < 8 {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "the edge closed the upgraded connection");
+        echoed.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(echoed, b"GET 5;a\n");
+    Ok(())
+}
