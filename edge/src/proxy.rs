@@ -358,6 +358,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.client = self.client(session);
         let size = request_head_size(session.req_header());
         if size > self.max_request_header_bytes {
             let too_large = format!("request head of {size} bytes");
@@ -365,7 +366,6 @@ impl ProxyHttp for EdgeProxy {
                 .await?;
             return Ok(true);
         }
-        ctx.client = self.client(session);
         if let Some(why) = violation_of(session.stream()) {
             // The body that came with this head breaks the framing rules (connection::framing,
             // which counted it).
@@ -373,9 +373,10 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         if ctx.head.is_some_and(|h| !h.request_line_ok) {
-            // Raw whitespace or a fragment in the target: Pingora would have percent-encoded or
-            // dropped it, guessing what the client meant (RFC 9112 §3.2 says refuse).
-            let why = "whitespace or a fragment in the request target";
+            // Raw whitespace, a control byte or a fragment in the target: Pingora would have
+            // percent-encoded or dropped it, guessing what the client meant (RFC 9112 §3.2 says
+            // refuse).
+            let why = "whitespace, a control byte or a fragment in the request line";
             self.reject(session, ctx, 400, "bad-target", why).await?;
             return Ok(true);
         }

@@ -125,7 +125,7 @@ pub enum Held {
     No,
     /// Copies usable until then.
     Until(SystemTime),
-    /// The shared tier could not say (unreachable, late).
+    /// The shared tier could not say (unreachable, late, unreadable bytes).
     Unknown,
 }
 
