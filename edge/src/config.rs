@@ -201,12 +201,16 @@ impl ServerConfig {
             .filter_map(|n| parse_network(n))
             .collect()
     }
-    /// `strip_request_headers` normalised for comparison: lower case, `-` for `_`.
+    /// `strip_request_headers` normalised for comparison (lower case, `-` for `_`), sorted.
     pub fn strip_names(&self) -> Vec<String> {
-        self.strip_request_headers
+        let mut names: Vec<String> = self
+            .strip_request_headers
             .iter()
             .map(|h| h.to_ascii_lowercase().replace('_', "-"))
-            .collect()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 }
 

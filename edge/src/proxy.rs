@@ -70,7 +70,7 @@ pub struct EdgeProxy {
     pub purge_networks: Vec<ipnet::IpNet>,
     /// `server.trusted_proxies`: peers whose forwarding headers are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// `server.strip_request_headers`, normalised (lower case, `-` for `_`).
+    /// `server.strip_request_headers`, normalised (lower case, `-` for `_`) and sorted.
     pub strip_request_headers: Vec<String>,
     pub drop_underscored_headers: bool,
     pub get_with_body: GetWithBody,
@@ -393,12 +393,10 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(true);
             }
         };
-        // From here on the request is the one the origin will get: the cache sees nothing the
-        // origin does not.
-        upstream::rewrite_request(
+        // From here on the cache sees nothing of the request that the origin will not get.
+        upstream::sanitize_request(
             session.req_header_mut(),
             ctx.client,
-            &target,
             &self.strip_request_headers,
             self.drop_underscored_headers,
         )?;
@@ -610,6 +608,7 @@ impl ProxyHttp for EdgeProxy {
         upstream_request.set_raw_path(target.origin_form().as_bytes())?;
         upstream_request.insert_header(http::header::HOST, &target.authority)?;
         single_content_length(upstream_request)?;
+        upstream::set_forwarding(upstream_request, ctx.client, target)?;
         upstream::append_via(upstream_request, &self.via)?;
         ctx.request_time = Some(SystemTime::now());
         ctx.upstream_sent_at = Some(Instant::now());

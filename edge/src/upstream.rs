@@ -128,24 +128,25 @@ pub struct Client {
     pub address: Option<IpAddr>,
 }
 
-/// The request as the edge forwards it, applied to the client's request itself, so that what the
-/// cache sees of it (`Vary`) is exactly what the origin is sent:
+/// Removes from the client's request what the origin will not get, before the cache looks at it,
+/// so that what the cache sees of it (`Vary`) is what the origin is sent:
 ///
-/// - fields listed in `Connection` are removed (RFC 9110 §7.6.1; Pingora would drop them on the
-///   way out anyway, after the cache had keyed on them), and so are the standard hop-by-hop
-///   fields Pingora drops (`TE`, `Trailer`, `Proxy-Authorization`, …); `Connection` and
-///   `Upgrade` become what Pingora sends: `Connection: Upgrade` + `Upgrade: websocket` for an
-///   HTTP/1.1 WebSocket handshake, neither otherwise. Never the fields that frame or route the
-///   request: [`nominates_protected`] requests are refused before this runs;
-/// - `strip` names (lower case, `-` for `_`) are removed, and with `drop_underscored` every
-///   field with an underscore in its name (CGI-style origins read `X_Forwarded_Host` as
+/// - fields listed in `Connection` (RFC 9110 §7.6.1; Pingora would drop them on the way out
+///   anyway, after the cache had keyed on them), and the standard hop-by-hop fields Pingora drops
+///   (`TE`, `Trailer`, `Proxy-Authorization`, …); `Connection` and `Upgrade` become what Pingora
+///   sends: `Connection: Upgrade` + `Upgrade: websocket` for an HTTP/1.1 WebSocket handshake,
+///   neither otherwise. Never the fields that frame or route the request: [`nominates_protected`]
+///   requests are refused before this runs;
+/// - `strip` names (sorted; lower case, `-` for `_`), and with `drop_underscored` every field
+///   with an underscore in its name (CGI-style origins read `X_Forwarded_Host` as
 ///   `X-Forwarded-Host`);
-/// - `X-Forwarded-For/-Host/-Proto` and `Forwarded` (RFC 7239) are the edge's: whatever a client
-///   that is not a trusted proxy sent is replaced; a trusted proxy's are kept and our hop added.
-pub fn rewrite_request(
+/// - from a client that is not a trusted proxy, its `X-Forwarded-*` and `Forwarded`: the edge
+///   sets its own on the way to the origin ([`set_forwarding`]).
+///
+/// Only removals: a cache hit pays for no header it will not use.
+pub fn sanitize_request(
     req: &mut RequestHeader,
     client: Client,
-    target: &Target,
     strip: &[String],
     drop_underscored: bool,
 ) -> Result<()> {
@@ -156,6 +157,7 @@ pub fn rewrite_request(
             .headers
             .get(http::header::UPGRADE)
             .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let stripped = |name: &str| strip.binary_search_by(|s| s.as_str().cmp(name)).is_ok();
     let doomed: Vec<HeaderName> = req
         .headers
         .keys()
@@ -164,8 +166,8 @@ pub fn rewrite_request(
             if FRAMING.contains(&n) || n == "upgrade" && websocket {
                 return false;
             }
-            (n.contains('_') && (drop_underscored || strip.contains(&n.replace('_', "-"))))
-                || strip.iter().any(|s| s == n)
+            (n.contains('_') && (drop_underscored || stripped(&n.replace('_', "-"))))
+                || stripped(n)
                 || HOP_BY_HOP.contains(&n)
                 || listed.iter().any(|l| l == n)
                 || (!client.trusted && FORWARDING.contains(&n))
@@ -177,11 +179,17 @@ pub fn rewrite_request(
     }
     // The keep-alive decision was taken when the head was read; what is left of `Connection` is
     // what the origin gets.
-    req.remove_header(&http::header::CONNECTION);
-    if websocket {
+    if req.remove_header(&http::header::CONNECTION).is_some() && websocket {
         req.insert_header(http::header::CONNECTION, "Upgrade")?;
         req.insert_header(http::header::UPGRADE, "websocket")?;
     }
+    Ok(())
+}
+
+/// `X-Forwarded-For/-Host/-Proto` and `Forwarded` (RFC 7239) on the request sent to the origin:
+/// the edge's own (the client's were removed by [`sanitize_request`]), or a trusted proxy's with
+/// our hop added.
+pub fn set_forwarding(req: &mut RequestHeader, client: Client, target: &Target) -> Result<()> {
     let proto = target.scheme.as_str();
     let host = target.authority.as_str();
     if let Some(ip) = client.peer {
@@ -197,8 +205,7 @@ pub fn rewrite_request(
         req,
         "forwarded",
         &forwarded_element(client.peer, host, proto),
-    )?;
-    Ok(())
+    )
 }
 
 /// Fields that frame or route a request: never removed, and never to be nominated in
@@ -326,7 +333,8 @@ mod tests {
             address: None,
         };
         let strip = ["x-original-url".to_owned()];
-        rewrite_request(&mut r, client, &target(), &strip, false).expect("ok");
+        sanitize_request(&mut r, client, &strip, false).expect("ok");
+        set_forwarding(&mut r, client, &target()).expect("ok");
         append_via(&mut r, "1.1 outpost").expect("via");
         assert_eq!(r.headers["via"], "1.1 cdn-a, 1.1 outpost");
         assert_eq!(r.headers["x-forwarded-for"], "192.0.2.7");
@@ -356,13 +364,13 @@ mod tests {
             "hop-by-hop: not the origin's"
         );
         let mut other = request(&[("Connection", "Upgrade"), ("Upgrade", "h2c")]);
-        rewrite_request(&mut other, client, &target(), &[], true).expect("ok");
+        sanitize_request(&mut other, client, &[], true).expect("ok");
         assert!(
             other.headers.get("upgrade").is_none(),
             "only WebSocket passes"
         );
         let mut r = request(&[("X_Anything", "1"), ("x-kept", "2")]);
-        rewrite_request(&mut r, client, &target(), &[], true).expect("ok");
+        sanitize_request(&mut r, client, &[], true).expect("ok");
         assert!(r.headers.get("x_anything").is_none());
         assert_eq!(r.headers["x-kept"], "2");
     }
@@ -396,7 +404,8 @@ mod tests {
         };
         let mut t = target();
         t.authority = "shop.test:8080".to_owned();
-        rewrite_request(&mut r, client, &t, &[], true).expect("ok");
+        sanitize_request(&mut r, client, &[], true).expect("ok");
+        set_forwarding(&mut r, client, &t).expect("ok");
         assert_eq!(r.headers["x-forwarded-for"], "10.0.0.1, 2001:db8::7");
         assert_eq!(r.headers["x-forwarded-host"], "evil.test");
         assert_eq!(r.headers["x-forwarded-proto"], "https");

@@ -101,8 +101,17 @@ impl Policy {
         {
             return Verdict::DontStore("authorization");
         }
-        if vary::vary_on(&resp.headers) == vary::VaryOn::Anything {
-            return Verdict::DontStore("vary-star");
+        match vary::vary_on(&resp.headers) {
+            vary::VaryOn::Anything => return Verdict::DontStore("vary-star"),
+            // The edge sets these per client on the way to the origin; the cache sees the
+            // client's request without them. An answer chosen by the client's address is the
+            // client's own.
+            vary::VaryOn::Fields(f)
+                if f.iter().any(|f| f == "x-forwarded-for" || f == "forwarded") =>
+            {
+                return Verdict::DontStore("vary-client-address");
+            }
+            _ => {}
         }
         let sets_cookie = resp.headers.contains_key(http::header::SET_COOKIE);
         if sets_cookie && self.set_cookie == SetCookiePolicy::Bypass {
@@ -285,7 +294,7 @@ mod tests {
 
     #[test]
     fn refuses_what_rfc_9111_forbids() {
-        let cases: [(Fields, Fields, u16, NotStored); 9] = [
+        let cases: [(Fields, Fields, u16, NotStored); 10] = [
             (
                 &[],
                 &[("cache-control", "no-store, max-age=60")],
@@ -317,6 +326,12 @@ mod tests {
                 "set-cookie",
             ),
             (&[], &[("cache-control", "max-age=60")], 206, "partial"),
+            (
+                &[],
+                &[("cache-control", "max-age=60"), ("vary", "X-Forwarded-For")],
+                200,
+                "vary-client-address",
+            ),
             (&[], &[], 200, "no-freshness"),
             (&[], &[("etag", "\"a\"")], 500, "no-freshness"),
             (
