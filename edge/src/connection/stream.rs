@@ -167,9 +167,11 @@ impl Watched {
     fn follow(&mut self, bytes: &[u8]) -> Result<(), usize> {
         let now = Instant::now();
         let fed = self.framing.feed(bytes);
-        let heads: Vec<Head> = self.framing.take_heads().collect();
-        if !heads.is_empty() {
-            self.unacknowledged.lock().extend(heads);
+        {
+            let mut heads = self.framing.take_heads().peekable();
+            if heads.peek().is_some() {
+                self.unacknowledged.get_mut().extend(heads);
+            }
         }
         if let Err(stopped) = fed {
             self.condemn(Fault::Framing(stopped.violation));
