@@ -5,11 +5,11 @@ use std::time::{Instant, SystemTime};
 
 use pingora_http::ResponseHeader;
 
+use crate::client::Client;
 use crate::connection::framing::Head;
 use crate::policy::NotStored;
 use crate::policy::directives::Directives;
 use crate::target::Target;
-use crate::upstream::Client;
 
 /// What the cache lookup found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

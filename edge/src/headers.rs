@@ -3,7 +3,7 @@
 //! see. This runs on every response, so it scans the field names once instead of looking each
 //! candidate up.
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
 use pingora_http::ResponseHeader;
 
 /// Standard hop-by-hop fields. `Transfer-Encoding` is left to Pingora, which frames the message.
@@ -25,9 +25,10 @@ const TARGETED: [&str; 4] = [
     "cache-tag",
 ];
 
-/// Field names listed in `Connection` (lower-cased): hop-by-hop for this message only.
-pub fn connection_listed(resp: &ResponseHeader) -> Vec<String> {
-    resp.headers
+/// Field names listed in a message's `Connection` (lower-cased): hop-by-hop for this message
+/// only. Without a `Connection` field nothing is allocated.
+pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -55,7 +56,7 @@ pub fn strip_for_client(resp: &mut ResponseHeader) {
 fn strip(resp: &mut ResponseHeader, targeted: bool) {
     let upgrade = resp.status.as_u16() == 101;
     let listed = if resp.headers.contains_key(http::header::CONNECTION) {
-        connection_listed(resp)
+        connection_listed(&resp.headers)
     } else {
         Vec::new()
     };

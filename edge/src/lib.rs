@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cache_key;
 pub mod cache_status;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod ctx;

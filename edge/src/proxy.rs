@@ -22,9 +22,11 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::cache_key::KeyBuilder;
 use crate::cache_status;
+use crate::client::Client;
 use crate::config::GetWithBody;
 use crate::connection::stream::{acknowledge, switching_protocols, violation_of};
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
+use crate::headers::connection_listed;
 use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
 use crate::policy::freshness::Exchange;
@@ -32,7 +34,7 @@ use crate::policy::{self, CREDENTIALS, Policy, Verdict, directives, vary};
 use crate::purge::{PurgeRequest, Purges, token_matches};
 use crate::storage::TieredStorage;
 use crate::target::{self, Scheme};
-use crate::upstream::{self, Client, Origins};
+use crate::upstream::{self, Origins};
 
 /// RFC 9211's field, as a ready name (the hit path adds it to every response).
 pub const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
@@ -103,29 +105,6 @@ impl EdgeProxy {
     fn scheme(session: &Session) -> Scheme {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if tls { Scheme::Https } else { Scheme::Http }
-    }
-
-    /// Who sent the request: the peer, and whether it is a trusted proxy (then the address it
-    /// forwarded for, the last in its `X-Forwarded-For`, is the client).
-    fn client(&self, session: &Session) -> Client {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let trusted = peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip)));
-        let forwarded_for = || {
-            let xff = session.req_header().headers.get("x-forwarded-for")?;
-            xff.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
-        };
-        Client {
-            peer,
-            trusted,
-            address: if trusted {
-                forwarded_for().or(peer)
-            } else {
-                peer
-            },
-        }
     }
 
     /// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-origin
@@ -358,7 +337,11 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.client = self.client(session);
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.client = Client::of(peer, &session.req_header().headers, &self.trusted_proxies);
         let size = request_head_size(session.req_header());
         if size > self.max_request_header_bytes {
             let too_large = format!("request head of {size} bytes");
@@ -380,7 +363,8 @@ impl ProxyHttp for EdgeProxy {
             self.reject(session, ctx, 400, "bad-target", why).await?;
             return Ok(true);
         }
-        if upstream::nominates_protected(session.req_header()) {
+        let listed = connection_listed(&session.req_header().headers);
+        if upstream::nominates_protected(&listed) {
             let why = "Connection nominates a field that frames or routes the request";
             self.reject(session, ctx, 400, "bad-request", why).await?;
             return Ok(true);
@@ -397,6 +381,7 @@ impl ProxyHttp for EdgeProxy {
         upstream::sanitize_request(
             session.req_header_mut(),
             ctx.client,
+            &listed,
             &self.strip_request_headers,
             self.drop_underscored_headers,
         )?;

@@ -15,6 +15,7 @@ use pingora_load_balancing::health_check::{HealthObserve, HttpHealthCheck, TcpHe
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, LoadBalancer};
 
+use crate::client::Client;
 use crate::config::OriginPoolConfig;
 use crate::metrics::Metrics;
 use crate::target::Target;
@@ -116,18 +117,6 @@ impl Origins {
     }
 }
 
-/// Who sent a request, as far as the edge can tell.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Client {
-    /// The peer of the TCP connection.
-    pub peer: Option<IpAddr>,
-    /// The peer is a configured trusted proxy: its forwarding headers are kept and extended.
-    pub trusted: bool,
-    /// The client as far as the edge can tell: the peer, or the address a trusted proxy says it
-    /// forwarded for. Per-client limits apply to it.
-    pub address: Option<IpAddr>,
-}
-
 /// Removes from the client's request what the origin will not get, before the cache looks at it,
 /// so that what the cache sees of it (`Vary`) is what the origin is sent:
 ///
@@ -147,10 +136,10 @@ pub struct Client {
 pub fn sanitize_request(
     req: &mut RequestHeader,
     client: Client,
+    listed: &[String],
     strip: &[String],
     drop_underscored: bool,
 ) -> Result<()> {
-    let listed = connection_listed(req);
     // Pingora's own test for what it forwards as an upgrade.
     let websocket = req.version == http::Version::HTTP_11
         && req
@@ -233,25 +222,13 @@ const HOP_BY_HOP: [&str; 8] = [
     "http2-settings",
 ];
 
-/// True when the request's `Connection` nominates a field that frames or routes it, or one the
-/// edge sets for the origin: Pingora would drop it from what it forwards (our `Forwarded`), or
-/// the request would change framing midway. Such a request is refused.
-pub fn nominates_protected(req: &RequestHeader) -> bool {
-    connection_listed(req)
+/// True when the names a request's `Connection` lists (`listed`) include a field that frames or
+/// routes it, or one the edge sets for the origin: Pingora would drop it from what it forwards
+/// (our `Forwarded`), or the request would change framing midway. Such a request is refused.
+pub fn nominates_protected(listed: &[String]) -> bool {
+    listed
         .iter()
         .any(|l| FRAMING.contains(&l.as_str()) || FORWARDING.contains(&l.as_str()))
-}
-
-/// Names listed in the request's `Connection` fields, lower-cased.
-fn connection_listed(req: &RequestHeader) -> Vec<String> {
-    req.headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
 }
 
 /// Appends our hop to `Via` on the request sent to the origin.
@@ -287,6 +264,7 @@ fn append_list(req: &mut RequestHeader, name: &'static str, value: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::connection_listed;
     use crate::target::Scheme;
 
     fn target() -> Target {
@@ -296,6 +274,21 @@ mod tests {
             path: "/".to_owned(),
             query: String::new(),
         }
+    }
+
+    /// [`sanitize_request`] with the request's own `Connection` names.
+    fn clean(
+        r: &mut RequestHeader,
+        client: Client,
+        strip: &[String],
+        drop_underscored: bool,
+    ) -> Result<()> {
+        let listed = connection_listed(&r.headers);
+        sanitize_request(r, client, &listed, strip, drop_underscored)
+    }
+
+    fn listed(fields: &[(&str, &str)]) -> Vec<String> {
+        connection_listed(&request(fields).headers)
     }
 
     fn request(fields: &[(&str, &str)]) -> RequestHeader {
@@ -333,7 +326,7 @@ mod tests {
             address: None,
         };
         let strip = ["x-original-url".to_owned()];
-        sanitize_request(&mut r, client, &strip, false).expect("ok");
+        clean(&mut r, client, &strip, false).expect("ok");
         set_forwarding(&mut r, client, &target()).expect("ok");
         append_via(&mut r, "1.1 outpost").expect("via");
         assert_eq!(r.headers["via"], "1.1 cdn-a, 1.1 outpost");
@@ -364,31 +357,31 @@ mod tests {
             "hop-by-hop: not the origin's"
         );
         let mut other = request(&[("Connection", "Upgrade"), ("Upgrade", "h2c")]);
-        sanitize_request(&mut other, client, &[], true).expect("ok");
+        clean(&mut other, client, &[], true).expect("ok");
         assert!(
             other.headers.get("upgrade").is_none(),
             "only WebSocket passes"
         );
         let mut r = request(&[("X_Anything", "1"), ("x-kept", "2")]);
-        sanitize_request(&mut r, client, &[], true).expect("ok");
+        clean(&mut r, client, &[], true).expect("ok");
         assert!(r.headers.get("x_anything").is_none());
         assert_eq!(r.headers["x-kept"], "2");
     }
 
     #[test]
     fn nominating_what_frames_or_routes_a_request_is_refused() {
-        for listed in [
+        for nominated in [
             "Content-Length",
             "close, transfer-encoding",
             "Host",
             "Forwarded",
         ] {
             assert!(
-                nominates_protected(&request(&[("Connection", listed)])),
-                "{listed}"
+                nominates_protected(&listed(&[("Connection", nominated)])),
+                "{nominated}"
             );
         }
-        assert!(!nominates_protected(&request(&[(
+        assert!(!nominates_protected(&listed(&[(
             "Connection",
             "close, TE"
         )])));
@@ -404,7 +397,7 @@ mod tests {
         };
         let mut t = target();
         t.authority = "shop.test:8080".to_owned();
-        sanitize_request(&mut r, client, &[], true).expect("ok");
+        clean(&mut r, client, &[], true).expect("ok");
         set_forwarding(&mut r, client, &t).expect("ok");
         assert_eq!(r.headers["x-forwarded-for"], "10.0.0.1, 2001:db8::7");
         assert_eq!(r.headers["x-forwarded-host"], "evil.test");

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 use prometheus::IntGauge;
 
+use crate::client::group;
+
 /// Why a connection was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -29,33 +31,14 @@ impl Refusal {
     }
 }
 
-/// What counts as one client: an IPv4 address, or an IPv6 /64 (one host usually has a whole
-/// /64 to pick addresses from).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum ClientKey {
-    V4(u32),
-    V6(u64),
-}
-
-impl From<IpAddr> for ClientKey {
-    fn from(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => ClientKey::V4(u32::from(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => ClientKey::V4(u32::from(v4)),
-                None => ClientKey::V6((u128::from(v6) >> 64) as u64),
-            },
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Limits {
     max: usize,
     /// 0: no per-client limit.
     max_per_client: usize,
     open: AtomicUsize,
-    per_client: Mutex<HashMap<ClientKey, usize>>,
+    /// Open connections per client ([`group`]).
+    per_client: Mutex<HashMap<IpAddr, usize>>,
     gauge: IntGauge,
 }
 
@@ -76,7 +59,7 @@ impl Limits {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Full);
         }
-        let client = peer.map(ClientKey::from);
+        let client = peer.map(group);
         if let Some(key) = client.filter(|_| self.max_per_client > 0) {
             let mut per_client = self.per_client.lock();
             let n = per_client.entry(key).or_insert(0);
@@ -93,18 +76,13 @@ impl Limits {
             client: client.filter(|_| self.max_per_client > 0),
         })
     }
-
-    /// Open connections now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
 }
 
 /// An admitted connection's place; given back when dropped.
 #[derive(Debug)]
 pub struct Slot {
     limits: Arc<Limits>,
-    client: Option<ClientKey>,
+    client: Option<IpAddr>,
 }
 
 impl Drop for Slot {
@@ -150,7 +128,7 @@ mod tests {
         let _b = l.admit(ip("192.0.2.2")).expect("another client");
         drop(a1);
         let _a3 = l.admit(ip("192.0.2.1")).expect("a place was given back");
-        assert_eq!(l.open(), 3);
+        assert_eq!(l.gauge.get(), 3);
     }
 
     #[test]
@@ -170,9 +148,8 @@ mod tests {
         let a = l.admit(ip("192.0.2.1")).expect("1");
         let _b = l.admit(ip("192.0.2.1")).expect("2: no per-client limit");
         assert_eq!(l.admit(ip("192.0.2.3")).err(), Some(Refusal::Full));
-        assert_eq!(l.open(), 2);
+        assert_eq!(l.gauge.get(), 2);
         drop(a);
-        assert_eq!(l.open(), 1);
         assert_eq!(l.gauge.get(), 1);
     }
 }

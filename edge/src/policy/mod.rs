@@ -230,7 +230,7 @@ const NOT_UPDATED_BY_304: [&str; 5] = [
 /// The stored response header updated with every field of a 304 except those §3.2 excludes.
 pub fn merge_304(stored: &ResponseHeader, not_modified: &ResponseHeader) -> ResponseHeader {
     let mut merged = stored.clone();
-    let listed = connection_listed(not_modified);
+    let listed = connection_listed(&not_modified.headers);
     let mut names: Vec<_> = not_modified.headers.keys().collect();
     names.dedup();
     for name in names {

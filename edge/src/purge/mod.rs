@@ -9,7 +9,7 @@ pub mod local;
 pub mod log;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +20,7 @@ use pingora_cache::key::{CacheHashKey, HashBinary};
 use serde::{Deserialize, Serialize};
 
 use crate::cache_key::{self, KeyBuilder};
+use crate::client::group;
 use crate::config::{PurgeConfig, RegionConfig};
 use crate::metrics::Metrics;
 use crate::storage::{Held, TieredStorage};
@@ -549,7 +550,12 @@ impl Purges {
     ) {
         let result = match until {
             None => "not_held",
-            Some(_) if self.invalidation_rate.check_key(&rate_key(client)).is_err() => {
+            Some(_)
+                if self
+                    .invalidation_rate
+                    .check_key(&group(client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))))
+                    .is_err() =>
+            {
                 "rate_limited"
             }
             Some(until) => {
@@ -656,19 +662,6 @@ impl Purges {
     }
 }
 
-/// Whose invalidations count together: an IPv4 address, or an IPv6 /64 (one host usually has a
-/// whole /64 to pick addresses from).
-fn rate_key(client: Option<IpAddr>) -> IpAddr {
-    match client {
-        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX)))
-        }
-        Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        Some(v4) => v4,
-        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    }
-}
-
 /// A constant-time comparison of a presented bearer token with the configured one; an empty
 /// configured token accepts nothing.
 pub fn token_matches(presented: Option<&str>, configured: &str) -> bool {
@@ -688,16 +681,6 @@ pub fn token_matches(presented: Option<&str>, configured: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn invalidation_rates_are_per_ipv4_address_or_ipv6_slash_64() {
-        let key = |s: &str| rate_key(Some(s.parse().expect("ip")));
-        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
-        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
-        assert_eq!(rate_key(None), key("0.0.0.0"));
-    }
 
     #[test]
     fn tokens_compare_exactly() {

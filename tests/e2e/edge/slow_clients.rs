@@ -18,28 +18,40 @@ async fn connect_from(local: &str, edge: SocketAddr) -> anyhow::Result<TcpStream
     Ok(socket.connect(edge).await?)
 }
 
-/// A slow-loris client: the start of a head, then one byte every 250 ms until the edge closes
-/// the connection (or 10 s pass). How long the edge let it live, `None` if it never closed.
-async fn slow_loris(local: &'static str, edge: SocketAddr) -> anyhow::Result<Option<Duration>> {
+/// A connection from `local` that sends `first`, then `chunk` every `every` until the edge closes
+/// it (or 10 s pass), reading and dropping whatever the edge says meanwhile (a refusal, an
+/// answer). How long the edge let it live, `None` if it never closed.
+async fn trickle(
+    local: &str,
+    edge: SocketAddr,
+    first: &[u8],
+    chunk: &[u8],
+    every: Duration,
+) -> anyhow::Result<Option<Duration>> {
     let started = Instant::now();
     let mut c = connect_from(local, edge).await?;
-    if c.write_all(b"GET / HTTP/1.1\r\nHo").await.is_err() {
+    if c.write_all(first).await.is_err() {
         return Ok(Some(started.elapsed()));
     }
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; 4096];
     while started.elapsed() < Duration::from_secs(10) {
-        match tokio::time::timeout(Duration::from_millis(250), c.read(&mut buf)).await {
-            // Closed (possibly after a 503 refusal).
+        match tokio::time::timeout(every, c.read(&mut buf)).await {
             Ok(Ok(0) | Err(_)) => return Ok(Some(started.elapsed())),
             Ok(Ok(_)) => {}
             Err(_) => {
-                if c.write_all(b"s").await.is_err() {
+                if c.write_all(chunk).await.is_err() {
                     return Ok(Some(started.elapsed()));
                 }
             }
         }
     }
     Ok(None)
+}
+
+/// A slow-loris client: the start of a head, then one byte every 250 ms.
+async fn slow_loris(local: &'static str, edge: SocketAddr) -> anyhow::Result<Option<Duration>> {
+    let every = Duration::from_millis(250);
+    trickle(local, edge, b"GET / HTTP/1.1\r\nHo", b"s", every).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,32 +214,6 @@ async fn past_the_connection_limit_clients_get_a_clean_503() -> anyhow::Result<(
     Ok(())
 }
 
-/// Sends `chunks` on a new connection, one every `every`, until the edge closes it (or 10 s
-/// pass); how long the edge let it live, `None` if it never closed.
-async fn trickle(
-    edge: SocketAddr,
-    first: &[u8],
-    chunk: &[u8],
-    every: Duration,
-) -> anyhow::Result<Option<Duration>> {
-    let started = Instant::now();
-    let mut c = TcpStream::connect(edge).await?;
-    c.write_all(first).await?;
-    let mut buf = [0u8; 4096];
-    while started.elapsed() < Duration::from_secs(10) {
-        match tokio::time::timeout(every, c.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return Ok(Some(started.elapsed())),
-            Ok(Ok(_)) => {}
-            Err(_) => {
-                if c.write_all(chunk).await.is_err() {
-                    return Ok(Some(started.elapsed()));
-                }
-            }
-        }
-    }
-    Ok(None)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_lines_slow_heads_after_an_upgrade_and_slow_bodies_are_cut_off() -> anyhow::Result<()>
 {
@@ -240,43 +226,19 @@ async fn empty_lines_slow_heads_after_an_upgrade_and_slow_bodies_are_cut_off() -
     s.origin.route("/upload", Reply::new(200).body("taken"));
     let every = Duration::from_millis(300);
     // Empty lines before a request line: skipped by HTTP, but not free.
-    let crlf = trickle(s.edge.addr, b"\r\n", b"\r\n", every).await?;
+    let crlf = trickle("127.0.0.1", s.edge.addr, b"\r\n", b"\r\n", every).await?;
     assert!(crlf.is_some_and(|d| d < Duration::from_secs(5)), "{crlf:?}");
     // A slow head after an upgrade request that was answered 200.
-    let mut c = TcpStream::connect(s.edge.addr).await?;
-    c.write_all(
-        format!("GET /x HTTP/1.1\r\nHost: {SITE}\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    let mut closed = None;
-    let mut sent = 0;
-    while started.elapsed() < Duration::from_secs(10) {
-        match tokio::time::timeout(every, c.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed = Some(started.elapsed());
-                break;
-            }
-            Ok(Ok(_)) => {}
-            Err(_) => {
-                let byte = b"GET /x HTTP/1.1\r\n"[sent % 17];
-                sent += 1;
-                if c.write_all(&[byte]).await.is_err() {
-                    closed = Some(started.elapsed());
-                    break;
-                }
-            }
-        }
-    }
+    let upgrade =
+        format!("GET /x HTTP/1.1\r\nHost: {SITE}\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n");
+    let closed = trickle("127.0.0.1", s.edge.addr, upgrade.as_bytes(), b"G", every).await?;
     assert!(
         closed.is_some_and(|d| d < Duration::from_secs(5)),
         "{closed:?}"
     );
     // A body sent a byte at a time: cut off, and the origin never gets a whole request.
     let head = format!("POST /upload HTTP/1.1\r\nHost: {SITE}\r\nContent-Length: 100\r\n\r\n");
-    let body = trickle(s.edge.addr, head.as_bytes(), b"x", every).await?;
+    let body = trickle("127.0.0.1", s.edge.addr, head.as_bytes(), b"x", every).await?;
     assert!(body.is_some_and(|d| d < Duration::from_secs(5)), "{body:?}");
     assert_eq!(s.origin.count("/upload"), 0);
     assert!(
@@ -305,8 +267,16 @@ async fn a_client_that_stops_reading_loses_its_connection() -> anyhow::Result<()
     let mut c = TcpStream::connect(s.edge.addr).await?;
     c.write_all(format!("GET /big HTTP/1.1\r\nHost: {SITE}\r\n\r\n").as_bytes())
         .await?;
-    // Not reading: the scenario itself, not a wait for something to happen.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Not reading, until the edge has given the connection up.
+    wait::eventually(
+        Duration::from_secs(20),
+        "the stalled connection dropped",
+        || async {
+            let open = s.edge.metric("outpost_client_connections").await.ok()?;
+            (open == 0.0).then_some(())
+        },
+    )
+    .await?;
     let mut received = 0usize;
     let mut buf = vec![0u8; 1 << 20];
     let drained = tokio::time::timeout(Duration::from_secs(20), async {
