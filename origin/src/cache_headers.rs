@@ -4,9 +4,9 @@
 //!
 //! - **Media** (`/media/<sha256>.<ext>`): content-addressed, so the bytes behind a URL never
 //!   change: `public, max-age=31536000, immutable` with a strong ETag (the hash itself).
-//! - **Pages and API reads**: shared caches keep them briefly (`s-maxage`), browsers always ask
-//!   again (`max-age=0`), and the edge may serve a stale copy while it refreshes or when the
-//!   origin is down. Each response names the tags of everything it shows, so a write purges
+//! - **Pages and API reads**: the edge keeps them briefly and may serve a stale copy while it
+//!   refreshes or when the origin is down (`CDN-Cache-Control`, RFC 9213); browsers always ask
+//!   again (`Cache-Control: public, max-age=0`). Each response names the tags of everything it shows, so a write purges
 //!   exactly what it changed.
 //! - **Forms, writes and errors**: `private, no-store`.
 
@@ -29,26 +29,51 @@ pub fn image_tag(id: i64) -> String {
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const PRIVATE: &str = "private, no-store";
 
-/// How long shared caches may keep pages; from the `[cache]` config section.
+/// Browsers always ask the edge again (which is purged on every write), so a purge takes effect
+/// for them at once; a shared cache that does not read `CDN-Cache-Control` does the same.
+pub const BROWSERS: &str = "public, max-age=0";
+
+/// `CDN-Cache-Control` (RFC 9213): the edge's own instructions. The edge then ignores
+/// `Cache-Control`, so what browsers are told cannot take the edge's stale windows away (an
+/// `s-maxage` there would: it implies `proxy-revalidate`, RFC 9111 §5.2.2.10).
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// How a cacheable answer may be cached: by the edge, and by browsers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caching {
+    pub edge: String,
+    pub browsers: &'static str,
+}
+
+/// How long the edge may keep pages; from the `[cache]` config section.
 #[derive(Clone, Copy, Debug)]
 pub struct PagePolicy {
-    pub s_maxage: u32,
+    pub edge_max_age: u32,
     pub stale_while_revalidate: u32,
     pub stale_if_error: u32,
     /// For "no such image" answers: short, so a purge-less miss heals itself quickly.
-    pub not_found_s_maxage: u32,
+    pub not_found_edge_max_age: u32,
 }
 
 impl PagePolicy {
-    pub fn page_cache_control(&self) -> String {
-        format!(
-            "public, s-maxage={}, max-age=0, stale-while-revalidate={}, stale-if-error={}",
-            self.s_maxage, self.stale_while_revalidate, self.stale_if_error
-        )
+    /// Pages and API reads: fresh at the edge for a while, then served stale while it refreshes
+    /// them in the background, or while the origin is failing.
+    pub fn page(&self) -> Caching {
+        Caching {
+            edge: format!(
+                "max-age={}, stale-while-revalidate={}, stale-if-error={}",
+                self.edge_max_age, self.stale_while_revalidate, self.stale_if_error
+            ),
+            browsers: BROWSERS,
+        }
     }
 
-    pub fn not_found_cache_control(&self) -> String {
-        format!("public, s-maxage={}, max-age=0", self.not_found_s_maxage)
+    /// "No such image": briefly, and never stale (an upload purges it anyway).
+    pub fn not_found(&self) -> Caching {
+        Caching {
+            edge: format!("max-age={}", self.not_found_edge_max_age),
+            browsers: BROWSERS,
+        }
     }
 }
 
@@ -106,36 +131,31 @@ pub fn tags_after_like(id: i64) -> Tags {
     Tags::new().with(image_tag(id))
 }
 
-/// A cacheable page or API read: body, type, `Cache-Control`, tags and a strong ETag over the
-/// bytes; `304 Not Modified` when the request's `If-None-Match` already has them.
+/// A cacheable page or API read: body, type, `CDN-Cache-Control` and `Cache-Control`, tags and
+/// a strong ETag over the bytes; `304 Not Modified` (with the same caching fields) when the
+/// request's `If-None-Match` already has them.
 pub fn cacheable(
     request: &HeaderMap,
-    cache_control: &str,
+    caching: &Caching,
     tags: &Tags,
     content_type: &'static str,
     body: Vec<u8>,
 ) -> Response {
-    cacheable_with_status(
-        request,
-        StatusCode::OK,
-        cache_control,
-        tags,
-        content_type,
-        body,
-    )
+    cacheable_with_status(request, StatusCode::OK, caching, tags, content_type, body)
 }
 
 fn cacheable_with_status(
     request: &HeaderMap,
     status: StatusCode,
-    cache_control: &str,
+    caching: &Caching,
     tags: &Tags,
     content_type: &'static str,
     body: Vec<u8>,
 ) -> Response {
     let etag = body_etag(&body);
     let mut headers = HeaderMap::new();
-    insert(&mut headers, header::CACHE_CONTROL, cache_control);
+    insert(&mut headers, CDN_CACHE_CONTROL, &caching.edge);
+    insert(&mut headers, header::CACHE_CONTROL, caching.browsers);
     insert(&mut headers, header::ETAG, &etag);
     if let Some(tags) = tags.header_value() {
         headers.insert(SURROGATE_KEY, tags);
@@ -157,11 +177,10 @@ pub fn image_not_found(
     body: Vec<u8>,
 ) -> Response {
     let tags = Tags::new().with(image_tag(id));
-    let cache_control = policy.not_found_cache_control();
     cacheable_with_status(
         request,
         StatusCode::NOT_FOUND,
-        &cache_control,
+        &policy.not_found(),
         &tags,
         content_type,
         body,
@@ -240,22 +259,24 @@ mod tests {
     }
 
     const POLICY: PagePolicy = PagePolicy {
-        s_maxage: 60,
+        edge_max_age: 60,
         stale_while_revalidate: 30,
         stale_if_error: 86400,
-        not_found_s_maxage: 5,
+        not_found_edge_max_age: 5,
     };
 
     #[test]
     fn page_policy_matches_the_documented_contract() {
         assert_eq!(
-            POLICY.page_cache_control(),
-            "public, s-maxage=60, max-age=0, stale-while-revalidate=30, stale-if-error=86400"
+            POLICY.page(),
+            Caching {
+                edge: "max-age=60, stale-while-revalidate=30, stale-if-error=86400".to_owned(),
+                browsers: "public, max-age=0",
+            }
         );
-        assert_eq!(
-            POLICY.not_found_cache_control(),
-            "public, s-maxage=5, max-age=0"
-        );
+        assert_eq!(POLICY.not_found().edge, "max-age=5");
+        // No s-maxage anywhere: it would forbid the edge to serve stale.
+        assert!(!POLICY.page().edge.contains("s-maxage") && !BROWSERS.contains("s-maxage"));
     }
 
     #[test]
@@ -275,7 +296,7 @@ mod tests {
         let tags = Tags::new().with(TAG_FRONT).with_images([3, 1, 3]);
         let full = cacheable(
             &HeaderMap::new(),
-            &POLICY.page_cache_control(),
+            &POLICY.page(),
             &tags,
             "text/html",
             body.clone(),
@@ -286,13 +307,7 @@ mod tests {
             .to_str()
             .expect("ascii")
             .to_owned();
-        let again = cacheable(
-            &inm(&etag),
-            &POLICY.page_cache_control(),
-            &tags,
-            "text/html",
-            body,
-        );
+        let again = cacheable(&inm(&etag), &POLICY.page(), &tags, "text/html", body);
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(again.headers()[header::ETAG], etag.as_str());
         assert!(again.headers().contains_key(header::CACHE_CONTROL));

@@ -125,23 +125,26 @@ impl Default for WorkersConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// How long shared caches (the edge) may serve a page without asking, in seconds.
-    pub page_s_maxage: u32,
+    /// How long the edge may serve a page without asking, in seconds (`CDN-Cache-Control:
+    /// max-age`). The old name, from when it was sent as `s-maxage`, is still read.
+    #[serde(alias = "page_s_maxage")]
+    pub page_edge_max_age: u32,
     /// How long past that the edge may serve a stale page while it refreshes it.
     pub stale_while_revalidate: u32,
     /// How long past that the edge may serve a stale page while the origin is failing.
     pub stale_if_error: u32,
-    /// How long shared caches may remember "no such image".
-    pub not_found_s_maxage: u32,
+    /// How long the edge may remember "no such image".
+    #[serde(alias = "not_found_s_maxage")]
+    pub not_found_edge_max_age: u32,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            page_s_maxage: 60,
+            page_edge_max_age: 60,
             stale_while_revalidate: 60,
             stale_if_error: 86_400,
-            not_found_s_maxage: 10,
+            not_found_edge_max_age: 10,
         }
     }
 }
@@ -149,10 +152,10 @@ impl Default for CacheConfig {
 impl CacheConfig {
     pub fn page_policy(&self) -> PagePolicy {
         PagePolicy {
-            s_maxage: self.page_s_maxage,
+            edge_max_age: self.page_edge_max_age,
             stale_while_revalidate: self.stale_while_revalidate,
             stale_if_error: self.stale_if_error,
-            not_found_s_maxage: self.not_found_s_maxage,
+            not_found_edge_max_age: self.not_found_edge_max_age,
         }
     }
 }

@@ -17,8 +17,10 @@ use origin::workers::WorkerPool;
 use outpost_e2e::{TestDatabase, fixtures};
 use tower::ServiceExt;
 
-const PAGE_CC: &str =
-    "public, s-maxage=60, max-age=0, stale-while-revalidate=60, stale-if-error=86400";
+/// What browsers are told about pages and API reads.
+const PAGE_CC: &str = "public, max-age=0";
+/// What the edge is told (RFC 9213): no `s-maxage`, so its stale windows hold.
+const PAGE_CDN_CC: &str = "max-age=60, stale-while-revalidate=60, stale-if-error=86400";
 
 struct App {
     state: AppState,
@@ -151,6 +153,7 @@ async fn pages_are_shared_cacheable_and_tagged_with_what_they_show() {
     let front = app.get("/").await;
     assert_eq!(front.status(), StatusCode::OK);
     assert_eq!(header(&front, "cache-control"), PAGE_CC);
+    assert_eq!(header(&front, "cdn-cache-control"), PAGE_CDN_CC);
     assert_eq!(
         header(&front, "surrogate-key"),
         format!("front image-{b} image-{a}")
@@ -166,6 +169,7 @@ async fn pages_are_shared_cacheable_and_tagged_with_what_they_show() {
     assert_eq!(header(&page, "surrogate-key"), format!("image-{a}"));
     let api = app.get("/api/images").await;
     assert_eq!(header(&api, "cache-control"), PAGE_CC);
+    assert_eq!(header(&api, "cdn-cache-control"), PAGE_CDN_CC);
     assert_eq!(
         header(&api, "surrogate-key"),
         format!("gallery image-{b} image-{a}")
@@ -263,6 +267,7 @@ async fn pages_answer_if_none_match_with_304() {
             PAGE_CC,
             "{uri}: 304 keeps the policy"
         );
+        assert_eq!(header(&second, "cdn-cache-control"), PAGE_CDN_CC, "{uri}");
         assert!(second.headers().contains_key("surrogate-key"), "{uri}");
         assert_eq!(
             app.get_if_none_match(uri, "\"stale\"").await.status(),
@@ -441,10 +446,8 @@ async fn missing_images_are_cached_briefly_under_their_tag() {
     for uri in ["/images/42", "/api/images/42"] {
         let res = app.get(uri).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{uri}");
-        assert_eq!(
-            header(&res, "cache-control"),
-            "public, s-maxage=10, max-age=0"
-        );
+        assert_eq!(header(&res, "cache-control"), "public, max-age=0");
+        assert_eq!(header(&res, "cdn-cache-control"), "max-age=10");
         assert_eq!(
             header(&res, "surrogate-key"),
             "image-42",

@@ -257,8 +257,10 @@ pub fn request(headers: &HeaderMap) -> Directives {
     d
 }
 
-/// `CDN-Cache-Control` (RFC 9213): a structured-field Dictionary. `None` when absent or not a
-/// valid Dictionary (then it is ignored as a whole, §2.1).
+/// `CDN-Cache-Control` (RFC 9213): a structured-field Dictionary. `None` when absent, not a
+/// valid Dictionary, or when a directive we know has a value of the wrong type (`max-age="60"`,
+/// `no-store=3`): the field is then ignored as a whole and `Cache-Control` applies (§2.1).
+/// Unknown directives are ignored, whatever their type.
 pub fn cdn_cache_control(headers: &HeaderMap) -> Option<Directives> {
     let lines: Vec<&str> = header_text(headers, "cdn-cache-control").collect();
     if lines.is_empty() {
@@ -267,21 +269,44 @@ pub fn cdn_cache_control(headers: &HeaderMap) -> Option<Directives> {
     let dict = sfv::Parser::parse_dictionary(lines.join(", ").as_bytes()).ok()?;
     let mut d = Directives::default();
     for (name, entry) in &dict {
-        let sfv::ListEntry::Item(item) = entry else {
+        let kind = cdn_directive_type(name);
+        if matches!(kind, CdnType::Unknown) {
             continue;
+        }
+        let sfv::ListEntry::Item(item) = entry else {
+            return None;
         };
-        let value = match &item.bare_item {
-            sfv::BareItem::Boolean(true) => None,
-            sfv::BareItem::Boolean(false) => continue,
-            sfv::BareItem::Integer(n) if *n >= 0 => Some(n.to_string()),
-            sfv::BareItem::Integer(_) => Some("invalid".to_owned()),
-            sfv::BareItem::String(s) => Some(s.clone()),
-            sfv::BareItem::Token(t) => Some(t.clone()),
-            _ => Some("invalid".to_owned()),
+        let value = match (kind, &item.bare_item) {
+            (CdnType::Integer, sfv::BareItem::Integer(n)) if *n >= 0 => Some(n.to_string()),
+            (CdnType::Boolean | CdnType::BooleanOrFields, sfv::BareItem::Boolean(true)) => None,
+            (CdnType::Boolean | CdnType::BooleanOrFields, sfv::BareItem::Boolean(false)) => {
+                continue;
+            }
+            (CdnType::BooleanOrFields, sfv::BareItem::String(fields)) => Some(fields.clone()),
+            _ => return None,
         };
         d.apply(name, value.as_deref());
     }
     Some(d)
+}
+
+/// The value type RFC 9213 §2.1 maps each response directive to.
+enum CdnType {
+    Integer,
+    Boolean,
+    /// `no-cache` and `private`: `true`, or a String listing fields.
+    BooleanOrFields,
+    Unknown,
+}
+
+fn cdn_directive_type(name: &str) -> CdnType {
+    match name {
+        "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error" => CdnType::Integer,
+        "no-store" | "public" | "must-revalidate" | "proxy-revalidate" | "must-understand"
+        | "immutable" | "no-transform" => CdnType::Boolean,
+        "no-cache" | "private" => CdnType::BooleanOrFields,
+        _ => CdnType::Unknown,
+    }
 }
 
 /// `Surrogate-Control` directives that apply to us: untargeted, or targeted at `target`.
@@ -447,6 +472,34 @@ mod tests {
         let private = headers(&[("cdn-cache-control", "private, no-store")]);
         let (d, _) = response(&private, "outpost");
         assert!(d.no_store && d.private.is_some());
+    }
+
+    #[test]
+    fn a_cdn_cache_control_with_a_wrong_type_is_ignored_whole() {
+        for bad in [
+            "max-age=\"10000\"",
+            "max-age=60, no-store=3",
+            "max-age=-1",
+            "max-age=60, private=(a b)",
+            "max-age=1.5",
+        ] {
+            let h = headers(&[("cdn-cache-control", bad), ("cache-control", "max-age=7")]);
+            assert_eq!(cdn_cache_control(&h), None, "{bad}");
+            let (d, source) = response(&h, "outpost");
+            assert_eq!(
+                (source, d.max_age),
+                (Source::CacheControl, Some(7)),
+                "{bad}"
+            );
+        }
+        let fine = headers(&[(
+            "cdn-cache-control",
+            "max-age=60, private=\"set-cookie\", no-cache=?0, x-ours=(1 2), x-other=\"s\"",
+        )]);
+        let d = cdn_cache_control(&fine).expect("valid");
+        assert_eq!(d.max_age, Some(60));
+        assert_eq!(d.private, Some(vec!["set-cookie".to_owned()]));
+        assert_eq!(d.no_cache, None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use http::HeaderMap;
 use http::header::{AGE, DATE, EXPIRES, LAST_MODIFIED};
 
 use super::directives::{DELTA_MAX, Directives, Source};
+use super::http_date;
 
 /// When our request left for the origin and when its response header arrived.
 #[derive(Clone, Copy, Debug)]
@@ -26,16 +27,19 @@ pub fn corrected_initial_age(headers: &HeaderMap, exchange: Exchange) -> Duratio
         .response_time
         .duration_since(date)
         .unwrap_or_default();
-    let age_value = headers
-        .get(AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::directives::parse_delta)
-        .map_or(Duration::ZERO, Duration::from_secs);
+    let age_value = age_value(headers).map_or(Duration::ZERO, Duration::from_secs);
     let response_delay = exchange
         .response_time
         .duration_since(exchange.request_time)
         .unwrap_or_default();
     apparent_age.max(age_value + response_delay)
+}
+
+/// The `Age` a response arrived with: the first value when a list arrived (`Age: 7200, 0`,
+/// RFC 9111 §5.1); `None` when absent or not a number.
+pub fn age_value(headers: &HeaderMap) -> Option<u64> {
+    let first = headers.get(AGE)?.to_str().ok()?.split(',').next()?;
+    super::directives::parse_delta(first.trim())
 }
 
 /// How a freshness lifetime was obtained.
@@ -82,11 +86,7 @@ pub fn explicit_lifetime(d: &Directives, source: Source, headers: &HeaderMap) ->
     match lines.as_slice() {
         [] => None,
         [one] => {
-            let Some(expires) = one
-                .to_str()
-                .ok()
-                .and_then(|v| httpdate::parse_http_date(v).ok())
-            else {
+            let Some(expires) = one.to_str().ok().and_then(http_date::parse) else {
                 // An invalid Expires ("0", "-1") means already expired (§5.3).
                 return Some(Duration::ZERO);
             };
@@ -135,11 +135,7 @@ pub fn heuristically_cacheable(status: u16) -> bool {
 }
 
 fn http_date(headers: &HeaderMap, name: &str) -> Option<SystemTime> {
-    headers
-        .get(name)?
-        .to_str()
-        .ok()
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+    http_date::header(headers, name)
 }
 
 /// Seconds as the u32 the stale windows are stored in.

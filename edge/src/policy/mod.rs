@@ -11,6 +11,7 @@
 
 pub mod directives;
 pub mod freshness;
+pub mod http_date;
 pub mod vary;
 
 use std::time::{Duration, SystemTime};
@@ -173,7 +174,9 @@ impl Policy {
             .checked_sub(age)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let fresh_until = epoch + lifetime.duration();
-        let mut meta = CacheMeta::new(fresh_until, exchange.response_time, swr, sie, header);
+        // Stored as of the request, not the answer: a purge accepted while the origin was
+        // answering may concern what it answers, so the object counts as older than that purge.
+        let mut meta = CacheMeta::new(fresh_until, exchange.request_time, swr, sie, header);
         meta.set_epoch_override(epoch);
         Verdict::Store(meta)
     }

@@ -89,9 +89,9 @@ pub struct Filter {
     marked: RwLock<Marked>,
     /// Nothing marked and in sync: the hit path skips the lock.
     idle: AtomicBool,
-    /// Objects stored at or before this (ms) revalidate: set when the log had a gap.
+    /// Objects stored at or before this (µs) revalidate: set when the log had a gap.
     revalidate_before: AtomicU64,
-    /// When this node last caught up with the region's log (ms).
+    /// When this node last caught up with the region's log (µs).
     synced_at: AtomicU64,
     max_lag_us: u64,
     /// Clock allowance between nodes: an object stored up to this long after a purge was

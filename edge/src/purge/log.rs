@@ -201,9 +201,12 @@ impl Log {
     /// One replica: the new position, and what was read (`None` when unreachable).
     async fn poll_replica(&self, server: usize, mut pos: Position) -> (Position, Option<Polled>) {
         let deadline = self.s.deadline;
-        let (gen_key, seq_key) = (self.key("gen"), self.key("seq"));
+        let seq_key = self.key("seq");
+        // Readers create the generation too: a replica that had none (no purge written yet)
+        // and restarted would otherwise look unchanged, and a purge written just before the
+        // restart would be lost without a gap.
         let (generation, head) = futures::join!(
-            self.store.get_on(server, &gen_key, deadline),
+            self.generation(server),
             self.store.get_on(server, &seq_key, deadline),
         );
         let (Ok(generation), Ok(head)) = (generation, head) else {
@@ -213,12 +216,12 @@ impl Log {
             .and_then(|h| std::str::from_utf8(&h).ok()?.trim().parse::<u64>().ok())
             .unwrap_or(0);
         let mut out = Polled::default();
-        if generation != pos.generation {
+        if pos.generation.as_ref() != Some(&generation) {
             // A restarted (or first seen) log: read it from its start. Entries of the old one
             // that this node had not read yet may be lost.
             out.gap = pos.generation.is_some();
             pos = Position {
-                generation: generation.clone(),
+                generation: Some(generation.clone()),
                 ..Position::default()
             };
         } else if head < pos.seq {
@@ -226,10 +229,6 @@ impl Log {
             pos.seq = 0;
             pos.missing_since = None;
         }
-        let Some(generation) = generation else {
-            out.synced = true;
-            return (pos, Some(out));
-        };
         let last = head.min(pos.seq + self.s.batch);
         let keys: Vec<String> = (pos.seq + 1..=last)
             .map(|n| self.entry_key(&generation, n))
@@ -447,6 +446,19 @@ mod tests {
         assert_eq!(ids, ["a", "b", "a", "b"], "two replicas");
         assert!(polled.synced && !polled.gap);
         assert!(reader.poll().await.entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_replica_restarted_before_any_purge_is_a_gap_too() {
+        let store = Arc::new(LocalStore::with_servers(1));
+        let reader = log(store.clone(), 1);
+        assert!(!reader.poll().await.gap, "a first sight is no gap");
+        store.clear(0);
+        assert!(
+            reader.poll().await.gap,
+            "no generation before, none now: still a restart"
+        );
+        assert!(!reader.poll().await.gap);
     }
 
     #[tokio::test]

@@ -274,7 +274,7 @@ impl L2 {
             .serialize()
             .map_err(|e| WriteError::Encode(e.to_string()))?;
         let stored_at_ms = meta
-            .created
+            .stored
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         codec::encode(&Manifest {
@@ -288,16 +288,20 @@ impl L2 {
     }
 
     /// After a 304: rewrite the manifest with the refreshed meta and extend its chunks' lives.
-    pub fn update_meta_behind(self: &Arc<Self>, key: HashBinary, meta: StoredMeta, ttl: Duration) {
+    /// Awaited, within the write deadline, before the client gets its answer: the next request
+    /// at any node of the region finds the object revalidated instead of revalidating it again.
+    pub async fn refresh_meta(&self, key: HashBinary, meta: &StoredMeta, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Err(why) = this.update_meta(&key, &meta, ttl).await {
-                tracing::debug!(key = %hex(&key), %why, "shared tier meta update failed");
+        let bound = self.settings.chunk_deadline;
+        match tokio::time::timeout(bound, self.update_meta(&key, meta, ttl)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                tracing::debug!(key = %hex(&key), %why, "shared tier meta update failed")
             }
-        });
+            Err(_) => tracing::debug!(key = %hex(&key), "shared tier meta update late"),
+        }
     }
 
     async fn update_meta(

@@ -59,7 +59,11 @@ impl Tier {
 #[derive(Clone, Debug)]
 pub struct StoredMeta {
     pub fresh_until: SystemTime,
-    pub created: SystemTime,
+    /// When the object was last stored or successfully revalidated: the time the purge filter
+    /// compares with its marks. Pingora keeps the first `created` on a 304 refresh and moves
+    /// `updated`; ours is `updated`, so a revalidated object is as new as a refilled one (a gap
+    /// or a soft purge costs one revalidation, not one per request for as long as the mark lives).
+    pub stored: SystemTime,
     /// Reference point for age: `response_time − corrected_initial_age`.
     pub epoch: SystemTime,
     pub stale_while_revalidate: u32,
@@ -79,7 +83,7 @@ impl StoredMeta {
     pub fn with_tags(meta: &CacheMeta, tags: Arc<[String]>) -> Self {
         Self {
             fresh_until: meta.fresh_until(),
-            created: meta.created(),
+            stored: meta.updated(),
             epoch: meta.epoch(),
             stale_while_revalidate: meta.stale_while_revalidate_sec(),
             stale_if_error: meta.stale_if_error_sec(),
@@ -92,7 +96,7 @@ impl StoredMeta {
     pub fn to_meta(&self) -> CacheMeta {
         let mut meta = CacheMeta::new(
             self.fresh_until,
-            self.created,
+            self.stored,
             self.stale_while_revalidate,
             self.stale_if_error,
             self.header.clone(),
@@ -280,7 +284,7 @@ impl TieredStorage {
                 primary: &key.primary_bin(),
                 primary_text: key.primary_key_str().unwrap_or(""),
                 tags: &meta.tags,
-                stored: meta.created,
+                stored: meta.stored,
             },
             crate::purge::filter::us(now),
         );
@@ -312,7 +316,10 @@ impl TieredStorage {
         }
     }
 
-    /// An L2 read, passed through the purge filter.
+    /// An L2 read, passed through the purge filter. What the filter does not make a miss is
+    /// promoted as stored: the filter judges the L1 copy again on every hit, and a 304 that
+    /// revalidates it finds it there to refresh (so the next request is an L1 hit, not another
+    /// L2 read racing the manifest rewrite).
     async fn read_l2(
         &self,
         l2: &L2,
@@ -321,14 +328,13 @@ impl TieredStorage {
         now: SystemTime,
     ) -> Option<(CacheMeta, HitHandler)> {
         let found = l2.read(&bin).await?;
-        match self.judge(key, &found.meta, now) {
-            (Verdict::Gone, _) => None,
-            (_, Some(meta)) => Some(Self::hit(&meta, &found.body, Tier::L2)),
-            (_, None) => {
-                self.promote(bin, &found);
-                Some(Self::hit(&found.meta, &found.body, Tier::L2))
-            }
+        let (verdict, restaled) = self.judge(key, &found.meta, now);
+        if verdict == Verdict::Gone {
+            return None;
         }
+        self.promote(bin, &found);
+        let meta = restaled.as_ref().unwrap_or(&found.meta);
+        Some(Self::hit(meta, &found.body, Tier::L2))
     }
 
     /// Removes every stored variant of the URL behind `key` (its primary slot and every
@@ -386,12 +392,14 @@ impl Storage for TieredStorage {
         };
         self.l1_hits.inc();
         let meta = restaled.as_ref().unwrap_or(&entry.meta);
-        // Stale here: another node may have refreshed it in the shared tier already.
+        // Stale here (by age or by the purge filter): another node may have refreshed it in the
+        // shared tier already. Compared with what we would serve, so a copy revalidated within
+        // the same second as ours (same `Date`, same `fresh_until`) still wins over a purge mark.
         if let Some(l2) = &self.l2
             && meta.fresh_until < now
             && let Some(found) = l2.read(&bin).await
             && self.judge(key, &found.meta, now).0 == Verdict::Serve
-            && found.meta.fresh_until > entry.meta.fresh_until
+            && found.meta.fresh_until > meta.fresh_until
         {
             self.promote(bin, &found);
             return Ok(Some(Self::hit(&found.meta, &found.body, Tier::L2)));
@@ -440,14 +448,14 @@ impl Storage for TieredStorage {
     ) -> Result<bool> {
         let key = key.combined_bin();
         let meta = StoredMeta::from_meta(meta);
-        if let Some(l2) = &self.l2 {
-            l2.update_meta_behind(key, meta.clone(), self.retain_for(&meta));
+        let in_l1 = self.l1.get(&key);
+        if let Some(old) = &in_l1 {
+            self.insert(key, meta.clone(), old.body.clone());
         }
-        let Some(old) = self.l1.get(&key) else {
-            return Ok(false);
-        };
-        self.insert(key, meta, old.body.clone());
-        Ok(true)
+        if let Some(l2) = &self.l2 {
+            l2.refresh_meta(key, &meta, self.retain_for(&meta)).await;
+        }
+        Ok(in_l1.is_some())
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {

@@ -213,7 +213,7 @@ fn json(
         serde_json::to_vec(body).map_err(|e| AppError::internal("serializing a response", &e))?;
     Ok(cacheable(
         request,
-        &state.page_policy.page_cache_control(),
+        &state.page_policy.page(),
         tags,
         JSON,
         bytes,

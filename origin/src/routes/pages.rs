@@ -207,7 +207,7 @@ fn render(
         .map_err(|e| AppError::internal("rendering a page", &e))?;
     Ok(cacheable(
         request,
-        &state.page_policy.page_cache_control(),
+        &state.page_policy.page(),
         tags,
         HTML,
         body.into_bytes(),
