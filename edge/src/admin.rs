@@ -1,6 +1,7 @@
 //! The admin listener (loopback by default): `/healthz` (the process answers), `/readyz` (for
-//! DNS / load-balancer health checks: not ready while draining or with every origin down),
-//! `/metrics` (Prometheus), and the purge API (`POST /purge`, `GET /purge/{id}`; bearer token;
+//! DNS / load-balancer health checks: ready unless draining; an origin outage is when edges
+//! are needed most, so it never takes a node out), `/origins` (503 when no origin passes its
+//! health check: for alerting), `/metrics` (Prometheus), and the purge API (`POST /purge`, `GET /purge/{id}`; bearer token;
 //! docs/admin-api.md, docs/openapi.json).
 
 use std::sync::Arc;
@@ -20,9 +21,10 @@ use crate::upstream::Origins;
 pub const MAX_BODY: usize = 1 << 20;
 
 /// Every route, for the API description check: (method, path template).
-pub const ROUTES: [(&str, &str); 5] = [
+pub const ROUTES: [(&str, &str); 6] = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/origins"),
     ("GET", "/metrics"),
     ("POST", "/purge"),
     ("GET", "/purge/{id}"),
@@ -172,8 +174,6 @@ impl AdminApp {
     fn readiness(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Relaxed) {
             Err("draining")
-        } else if !self.origins.any_healthy() {
-            Err("no healthy origin")
         } else {
             Ok(())
         }
@@ -197,6 +197,15 @@ impl ServeHttp for AdminApp {
                     plain,
                 ),
             },
+            ("GET", "/origins") => {
+                let (up, all) = self.origins.healthy();
+                let status = if up == 0 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                text(status, format!("{up} of {all} origins healthy\n"), plain)
+            }
             ("GET", "/metrics") => {
                 let (entries, bytes) = self.storage.l1().usage();
                 self.metrics
@@ -211,7 +220,7 @@ impl ServeHttp for AdminApp {
                     "text/plain; version=0.0.4",
                 )
             }
-            (_, "/healthz" | "/readyz" | "/metrics") => {
+            (_, "/healthz" | "/readyz" | "/origins" | "/metrics") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n", plain)
             }
             (method, path) if path == "/purge" || path.starts_with("/purge/") => {

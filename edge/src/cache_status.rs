@@ -12,6 +12,7 @@
 //! | other variant stored | `outpost; fwd=vary-miss; …` |
 //! | not cacheable by method | `outpost; fwd=method; fwd-status=201` |
 //! | skipped (known uncacheable, caching off) | `outpost; fwd=bypass; fwd-status=200` |
+//! | the origin failed, nothing to serve | `outpost; fwd=uri-miss; detail=connect-refused` (`origin-timeout`, …) |
 //! | refused for what the client sent | `outpost; detail=bad-host` (`bad-target`, `missing-host`, `bad-request`, …) |
 //!
 //! `collapsed` is added when the request waited on another request's fetch.

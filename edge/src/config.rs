@@ -157,7 +157,7 @@ impl Default for ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             threads: 0,
             name: "outpost".to_owned(),
-            grace_period_secs: 0,
+            grace_period_secs: 5,
             graceful_shutdown_timeout_secs: 5,
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             request_head_timeout_ms: DEFAULT_REQUEST_HEAD_TIMEOUT_MS,

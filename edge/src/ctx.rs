@@ -7,6 +7,7 @@ use pingora_http::ResponseHeader;
 
 use crate::client::Client;
 use crate::connection::framing::Head;
+use crate::origin_fault::OriginFault;
 use crate::policy::NotStored;
 use crate::policy::directives::Directives;
 use crate::target::Target;
@@ -64,6 +65,8 @@ pub struct RequestCtx {
     /// Why the response was not stored, or what failed (`detail=` in `Cache-Status`).
     pub detail: Option<NotStored>,
     pub stale_served: Option<StaleServed>,
+    /// How the exchange with the origin failed, if it did (for the access log).
+    pub origin_fault: Option<OriginFault>,
     /// A stored response was found (fresh or stale); if the origin then fails and it is not
     /// served, the answer is 504 (RFC 9111 §4.2.4).
     pub had_stored: bool,
@@ -95,6 +98,7 @@ impl RequestCtx {
             stored: false,
             detail: None,
             stale_served: None,
+            origin_fault: None,
             had_stored: false,
             connect_failures: 0,
             cache_status: None,

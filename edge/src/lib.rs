@@ -14,6 +14,7 @@ pub mod connection;
 pub mod ctx;
 pub mod headers;
 pub mod metrics;
+mod origin_fault;
 pub mod policy;
 pub mod proxy;
 pub mod purge;
@@ -51,6 +52,9 @@ use crate::upstream::Origins;
 /// URLs the predictor remembers as uncacheable (they skip the cache lock).
 const PREDICTOR_CAPACITY: usize = 65_536;
 
+/// After in-flight requests had their time: how long Pingora's runtimes get to stop.
+const RUNTIME_STOP_SECS: u64 = 1;
+
 /// A server ready to run, and the flag its admin `/readyz` reads.
 pub struct Edge {
     pub server: Server,
@@ -62,8 +66,11 @@ pub struct Edge {
 pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
     let conf = ServerConf {
         threads: config.server.threads(),
-        grace_period_seconds: Some(config.server.grace_period_secs),
-        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_secs),
+        // Pingora's grace period starts once the listeners are closed (ours, the drain while
+        // they stay open, runs in `Signals` before that): it is the time in-flight requests get
+        // to finish. Its runtimes then drop whatever is left.
+        grace_period_seconds: Some(config.server.graceful_shutdown_timeout_secs),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_STOP_SECS),
         max_retries: config.origin.addresses.len().max(1),
         upstream_keepalive_pool_size: 1024,
         ..ServerConf::default()
@@ -124,7 +131,9 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
     server.add_service(health_checks);
 
     let lock_timeout = cache.lock_timeout();
+    let draining = Arc::new(AtomicBool::new(false));
     let proxy = EdgeProxy {
+        draining: Arc::clone(&draining),
         trusted_proxies: config.server.trusted_networks(),
         strip_request_headers: config.server.strip_names(),
         get_with_body: config.server.get_with_body,
@@ -185,7 +194,6 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
     }
     server.add_service(proxy_service);
 
-    let draining = Arc::new(AtomicBool::new(false));
     let admin = AdminApp {
         metrics,
         purges,
@@ -311,6 +319,7 @@ pub fn run(config: &EdgeConfig) -> anyhow::Result<()> {
     tracing::info!(addr = %config.admin.listen, "edge admin listening");
     let signals = Box::new(Signals {
         draining: edge.draining,
+        grace: Duration::from_secs(config.server.grace_period_secs),
     });
     edge.server.run(RunArgs {
         shutdown_signal: signals,
@@ -318,17 +327,42 @@ pub fn run(config: &EdgeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pingora's Unix signals, plus marking the node as draining for `/readyz`.
+/// Pingora's Unix signals, with a drain in front of a graceful stop: Pingora closes every
+/// listener the moment its signal watch returns, so on SIGTERM we first mark the node as
+/// draining (`/readyz` answers 503, answers close their connections) and keep serving for
+/// `server.grace_period_secs`; only then is Pingora told. SIGINT during the drain stops at once.
 struct Signals {
     draining: Arc<AtomicBool>,
+    grace: Duration,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let signal = pingora_core::server::UnixShutdownSignalWatch.recv().await;
+        let unix = pingora_core::server::UnixShutdownSignalWatch;
+        let signal = unix.recv().await;
         self.draining.store(true, Ordering::Relaxed);
-        tracing::info!(?signal, "shutting down");
+        if !matches!(signal, ShutdownSignal::GracefulTerminate) {
+            tracing::info!(?signal, "shutting down");
+            return signal;
+        }
+        tracing::info!(
+            grace_secs = self.grace.as_secs(),
+            "draining: /readyz answers 503, listeners stay open for the grace period"
+        );
+        let deadline = tokio::time::Instant::now() + self.grace;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break,
+                again = unix.recv() => {
+                    if matches!(again, ShutdownSignal::FastShutdown) {
+                        tracing::info!("SIGINT while draining: stopping now");
+                        return again;
+                    }
+                }
+            }
+        }
+        tracing::info!("drained: closing listeners, in-flight requests finish");
         signal
     }
 }

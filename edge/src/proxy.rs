@@ -3,6 +3,7 @@
 //! through them in order).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ use crate::ctx::{Lookup, RequestCtx, StaleServed};
 use crate::headers::connection_listed;
 use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
+use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
 use crate::policy::{self, CREDENTIALS, Policy, Verdict, directives, vary};
 use crate::purge::{PurgeRequest, Purges, token_matches};
@@ -79,6 +81,9 @@ pub struct EdgeProxy {
     /// `server.keepalive_timeout_secs` and `server.send_timeout_ms`, applied to every
     /// request's connection.
     pub keepalive_secs: u64,
+    /// Set on SIGTERM: answers close their connection, so keep-alive clients reconnect
+    /// (elsewhere, once `/readyz` moved the balancer) before the listeners close.
+    pub draining: Arc<AtomicBool>,
     pub send_timeout: Duration,
 }
 
@@ -95,6 +100,17 @@ fn says_nothing_about_the_url(reason: &'static str) -> bool {
 const ORIGIN_ERROR: &str = "origin-error-status";
 
 impl EdgeProxy {
+    /// Names and counts a failed exchange with the origin, once per failure.
+    fn origin_failed(&self, ctx: &mut RequestCtx, e: &Error) -> OriginFault {
+        let fault = OriginFault::of(e);
+        ctx.origin_fault = Some(fault);
+        self.metrics
+            .origin_errors
+            .with_label_values(&[fault.label()])
+            .inc();
+        fault
+    }
+
     pub fn predictor(capacity: usize) -> &'static Predictor<PREDICTOR_SHARDS> {
         Box::leak(Box::new(Predictor::new(
             capacity / PREDICTOR_SHARDS,
@@ -299,13 +315,6 @@ fn origin_failure(e: &Error) -> bool {
     }
 }
 
-fn timed_out(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
-
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
@@ -329,7 +338,9 @@ impl ProxyHttp for EdgeProxy {
         // §9.3.2), and close idle keep-alive connections after our timeout, unless something
         // (shutdown, `Connection: close`) already decided not to keep the connection.
         session.set_pipelining_enabled(true);
-        if session.get_keepalive().is_some() {
+        if self.draining.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.keepalive_secs));
         }
         session.set_write_timeout(Some(self.send_timeout));
@@ -539,6 +550,9 @@ impl ProxyHttp for EdgeProxy {
                     // connection after this answer, so the answer must say so, or a client
                     // reusing it races the close.
                     _ => {
+                        if ctx.origin_fault.is_none() {
+                            self.origin_failed(ctx, e);
+                        }
                         session.set_keepalive(None);
                         None
                     }
@@ -569,11 +583,8 @@ impl ProxyHttp for EdgeProxy {
     ) -> Box<Error> {
         // The request never reached this origin, so trying another is safe for any method.
         ctx.connect_failures += 1;
-        self.metrics
-            .origin_errors
-            .with_label_values(&["connect"])
-            .inc();
-        tracing::warn!(origin = %peer, error = %e, "cannot connect to origin");
+        let fault = self.origin_failed(ctx, &e);
+        tracing::warn!(origin = %peer, fault = fault.detail(), error = %e, "cannot connect to origin");
         if ctx.connect_failures < self.origins.count() {
             e.set_retry(true);
         }
@@ -727,54 +738,51 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        // Our framing follower refused the client's body (see `connection::framing`): the
+        // client's fault, whichever side Pingora saw fail first.
+        let framing = violation_of(session.stream());
+        let client_fault = framing.is_some() || *e.esource() == ErrorSource::Downstream;
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
+            _ if framing.is_some() => {
+                tracing::debug!(client = ?ctx.client.peer, why = framing, "request framing refused");
+                400
+            }
             _ if *e.esource() == ErrorSource::Upstream => {
-                self.metrics
-                    .origin_errors
-                    .with_label_values(&[if timed_out(e) { "timeout" } else { "other" }])
-                    .inc();
-                // A stored response existed but could not be served (stale and forbidden, or the
-                // client demanded validation): RFC 9111 §4.2.4 names 504 as the answer.
-                if timed_out(e) || ctx.had_stored {
-                    504
-                } else {
-                    502
-                }
-            }
-            _ if *e.esource() == ErrorSource::Downstream => {
-                if let Some(why) = violation_of(session.stream()) {
-                    // Our framing follower refused the body (see `connection::framing`).
-                    tracing::debug!(client = ?ctx.client.peer, why, "request framing refused");
-                    400
-                } else {
-                    match e.etype() {
-                        ErrorType::WriteError
-                        | ErrorType::ReadError
-                        | ErrorType::ConnectionClosed => 0,
-                        _ => {
-                            self.metrics
-                                .client_errors
-                                .with_label_values(&["bad_request"])
-                                .inc();
-                            400
-                        }
+                // Connection failures were counted as they happened (`fail_to_connect`).
+                let fault = match ctx.origin_fault {
+                    Some(fault)
+                        if fault.before_request() && OriginFault::of(e).before_request() =>
+                    {
+                        fault
                     }
-                }
+                    _ => self.origin_failed(ctx, e),
+                };
+                fault.status(ctx.had_stored)
             }
+            _ if *e.esource() == ErrorSource::Downstream => match e.etype() {
+                // The client is gone: nobody to answer.
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => {
+                    self.metrics
+                        .client_errors
+                        .with_label_values(&["bad_request"])
+                        .inc();
+                    400
+                }
+            },
             _ => 500,
         };
-        let client_fault = *e.esource() == ErrorSource::Downstream;
         ctx.outcome = if client_fault {
             "client_error"
         } else {
             "error"
         };
         if code > 0 && session.response_written().is_none() {
-            ctx.detail = Some(match code {
+            ctx.detail = Some(match ctx.origin_fault {
                 _ if client_fault => "bad-request",
-                504 => "origin-timeout",
-                _ => "origin-error",
+                Some(fault) => fault.detail(),
+                None => "edge-error",
             });
             let status = cache_status::value(
                 &self.name,
@@ -815,6 +823,7 @@ impl ProxyHttp for EdgeProxy {
             uri = %req.uri,
             status,
             cache = ctx.cache_status.as_deref().unwrap_or("-"),
+            origin_fault = ctx.origin_fault.map_or("-", OriginFault::detail),
             ms = ctx.started.elapsed().as_millis() as u64,
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );

@@ -107,13 +107,14 @@ impl Origins {
         self.config.addresses.len()
     }
 
-    /// True when at least one origin passes its health check.
-    pub fn any_healthy(&self) -> bool {
-        self.lb
-            .backends()
-            .get_backend()
+    /// How many origins pass their health check, of how many.
+    pub fn healthy(&self) -> (usize, usize) {
+        let backends = self.lb.backends().get_backend();
+        let up = backends
             .iter()
-            .any(|b| self.lb.backends().ready(b))
+            .filter(|b| self.lb.backends().ready(b))
+            .count();
+        (up, backends.len())
     }
 }
 

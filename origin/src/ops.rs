@@ -51,7 +51,11 @@ pub async fn read_upload(
     {
         match field.name() {
             Some("name") => {
-                name = Some(field.text().await.map_err(|e| multipart_error(e, max))?);
+                // Not `text()`: it would turn bytes that are not UTF-8 into U+FFFD silently.
+                let bytes = field.bytes().await.map_err(|e| multipart_error(e, max))?;
+                name = Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    AppError::bad_request("bad_name", "the name is not valid UTF-8")
+                })?);
             }
             Some("file") => {
                 let mut buf = BytesMut::new();
@@ -88,7 +92,17 @@ fn multipart_error(e: MultipartError, max: u64) -> AppError {
     }
 }
 
-/// Trims a user-supplied name and checks it is printable and not too long.
+/// Bidirectional formatting characters (Unicode TR9): they reorder how the text around them is
+/// shown, so `photo\u{202E}gpj.exe` reads as `photoexe.jpg` (filename spoofing).
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Trims a user-supplied name and checks it is printable, shows as it reads, and is not too
+/// long.
 pub fn validate_name(raw: &str, max_chars: usize) -> Result<String, AppError> {
     let name = raw.trim();
     if name.is_empty() {
@@ -107,6 +121,12 @@ pub fn validate_name(raw: &str, max_chars: usize) -> Result<String, AppError> {
         return Err(AppError::bad_request(
             "bad_name",
             "the name contains control characters",
+        ));
+    }
+    if name.chars().any(is_bidi_control) {
+        return Err(AppError::bad_request(
+            "bad_name",
+            "the name contains bidirectional control characters (they disguise what it says)",
         ));
     }
     Ok(name.to_owned())
@@ -264,6 +284,20 @@ mod tests {
             validate_name("a\u{0}b", 10).expect_err("ctl").code,
             "bad_name"
         );
+        for spoof in [
+            "photo\u{202E}gpj.exe",
+            "a\u{2066}b",
+            "x\u{200F}",
+            "\u{061C}y",
+        ] {
+            assert_eq!(
+                validate_name(spoof, 100).expect_err("bidi").code,
+                "bad_name",
+                "{spoof:?}"
+            );
+        }
+        // Right-to-left text itself is fine.
+        assert_eq!(validate_name("שלום", 10).expect("ok"), "שלום");
         // Hostile-looking names are just text: they are escaped when shown, never used as paths.
         assert_eq!(
             validate_name("../../etc/passwd", 100).expect("ok"),

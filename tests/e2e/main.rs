@@ -3,6 +3,7 @@
 
 mod config_files;
 mod edge;
+mod local_stack;
 mod origin_bad_input;
 mod origin_flows;
 

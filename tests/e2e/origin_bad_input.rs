@@ -123,6 +123,37 @@ async fn bad_uploads_get_clear_errors_and_change_nothing(backend: Backend) -> an
         );
     }
 
+    // Names: bytes that are not UTF-8 are refused, not stored as U+FFFD; so are bidirectional
+    // controls that make a name read as something else.
+    let names: [(reqwest::multipart::Part, &str); 2] = [
+        (
+            reqwest::multipart::Part::bytes(b"caf\xe9 \xff".to_vec()),
+            "not valid UTF-8",
+        ),
+        (
+            reqwest::multipart::Part::text("invoice\u{202E}gpj.exe"),
+            "bidirectional",
+        ),
+    ];
+    for (name, says) in names {
+        let form = reqwest::multipart::Form::new().part("name", name).part(
+            "file",
+            reqwest::multipart::Part::bytes(fixtures::fixture("raccoon-small.jpg"))
+                .file_name("x.jpg"),
+        );
+        let res = client
+            .post(origin.url("/api/images"))
+            .multipart(form)
+            .send()
+            .await?;
+        let (status, code, message) = api_error(res).await?;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "bad_name")
+        );
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+
     let (status, code, message) = fifty_megabytes(&origin).await?;
     assert_eq!(
         (status, code.as_str()),

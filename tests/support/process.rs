@@ -219,7 +219,7 @@ impl EdgeProcess {
         let (addr, admin) = (free_port()?, free_port()?);
         let origins: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
         let base = format!(
-            "[server]\nlisten = [\"127.0.0.1:{addr}\"]\nthreads = 2\ngraceful_shutdown_timeout_secs = 1\n\
+            "[server]\nlisten = [\"127.0.0.1:{addr}\"]\nthreads = 2\ngrace_period_secs = 0\ngraceful_shutdown_timeout_secs = 1\n\
              [origin]\naddresses = [{}]\nhealth_check_path = \"\"\nhealth_check_interval_ms = 100\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
             origins.join(", ")
@@ -300,6 +300,32 @@ impl EdgeProcess {
     /// SIGTERM, then wait for the exit status.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         terminate(&mut self.child)
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`, …) without waiting.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {} failed", self.child.id());
+        Ok(())
+    }
+
+    /// The exit status once the process has exited, if it does within `timeout`.
+    pub fn exited_within(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

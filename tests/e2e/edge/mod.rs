@@ -9,6 +9,8 @@ mod contract;
 mod freshness;
 mod hostile;
 mod invalidation;
+mod lifecycle;
+mod log_noise;
 mod passthrough;
 mod purge;
 mod purge_origin;
