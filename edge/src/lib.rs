@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cache_key;
 pub mod cache_status;
 pub mod client;
+mod conditional;
 pub mod config;
 pub mod connection;
 pub mod ctx;

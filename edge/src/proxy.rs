@@ -24,14 +24,17 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::cache_key::KeyBuilder;
 use crate::cache_status;
 use crate::client::Client;
+use crate::conditional;
 use crate::config::GetWithBody;
-use crate::connection::stream::{acknowledge, switching_protocols, violation_of};
+use crate::connection::date;
+use crate::connection::stream::{acknowledge, restore_date, switching_protocols, violation_of};
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
 use crate::headers::connection_listed;
 use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
 use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
+use crate::policy::http_date;
 use crate::policy::{self, CREDENTIALS, Policy, Verdict, directives, vary};
 use crate::purge::{PurgeRequest, Purges, token_matches};
 use crate::storage::TieredStorage;
@@ -694,6 +697,15 @@ impl ProxyHttp for EdgeProxy {
 
     // --- to the client -------------------------------------------------------------------
 
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        Ok(conditional::not_modified(session.req_header(), resp))
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -702,6 +714,10 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             switching_protocols(session.stream());
+        }
+        // `Date` is the origin's, on a hit too (RFC 9110 §6.6.1); Pingora would stamp its own.
+        if let Some(date) = http_date::header(&resp.headers, http::header::DATE) {
+            restore_date(session.stream(), date::format(date));
         }
         strip_for_client(resp);
         match resp

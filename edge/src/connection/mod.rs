@@ -9,6 +9,7 @@
 //! reading after `server.send_timeout_ms` (both set per request in the proxy), and no address
 //! holds more than `server.max_connections_per_client` connections.
 
+pub mod date;
 pub mod framing;
 pub mod limits;
 pub mod stream;

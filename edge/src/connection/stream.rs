@@ -16,7 +16,8 @@
 //! `Host`) gets Pingora's plain 400 without reaching the proxy's phases; the stream notices (a 4xx
 //! written after a head the proxy never acknowledged) and counts it as a malformed request.
 //!
-//! Everything else passes straight through to the underlying stream.
+//! The next response head gets the `Date` the proxy asked for ([`restore_date`], see
+//! [`super::date`]). Everything else passes straight through to the underlying stream.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -37,6 +38,7 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::date::{HttpDate, Patch};
 use super::framing::{Framing, Head, Violation};
 use super::limits::Slot;
 
@@ -86,6 +88,10 @@ pub struct Watched {
     switched: AtomicBool,
     /// The last response head written was a 4xx.
     last_answer_4xx: bool,
+    /// The `Date` the next final response head must carry (see [`restore_date`]).
+    date: Mutex<Option<HttpDate>>,
+    /// That date, being written over the head's.
+    date_patch: Option<Patch>,
     counters: Counters,
     /// Holds this connection's place in the connection limits until it closes.
     _slot: Slot,
@@ -116,6 +122,8 @@ impl Watched {
             unacknowledged: Mutex::new(VecDeque::new()),
             switched: AtomicBool::new(false),
             last_answer_4xx: false,
+            date: Mutex::new(None),
+            date_patch: None,
             counters,
             _slot: slot,
         }
@@ -208,12 +216,18 @@ pub fn switching_protocols(stream: Option<&Stream>) {
 /// Tells the watched connection `stream` that the proxy has its next request head in hand;
 /// what the follower saw of that head.
 pub fn acknowledge(stream: Option<&Stream>) -> Option<Head> {
-    stream?
-        .as_any()
-        .downcast_ref::<Watched>()?
-        .unacknowledged
-        .lock()
-        .pop_front()
+    let watched = stream?.as_any().downcast_ref::<Watched>()?;
+    // A date asked for an answer that was never written must not reach the next one.
+    watched.date.lock().take();
+    watched.unacknowledged.lock().pop_front()
+}
+
+/// Tells the watched connection `stream` which `Date` the answer about to be written carries
+/// (the stored or the origin's), to be written over the one Pingora stamps.
+pub fn restore_date(stream: Option<&Stream>, date: HttpDate) {
+    if let Some(w) = stream.and_then(|s| s.as_any().downcast_ref::<Watched>()) {
+        *w.date.lock() = Some(date);
+    }
 }
 
 impl Drop for Watched {
@@ -296,8 +310,23 @@ impl AsyncWrite for Watched {
         let this = self.get_mut();
         if let Some(status) = status_line(buf) {
             this.last_answer_4xx = (400..500).contains(&status);
+            // Interim (1xx) heads carry no Date; the final head is the one asked for.
+            if status >= 200 && this.date_patch.is_none() {
+                let date = this.date.lock().take();
+                this.date_patch = date.and_then(|d| Patch::for_head(buf, d));
+            }
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let Some(patch) = this.date_patch else {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        };
+        // Only up to the end of the value, copied and patched: a head's worth of bytes.
+        let mut head = buf[..patch.prefix_len(buf.len())].to_vec();
+        patch.apply(&mut head);
+        let written = Pin::new(&mut this.inner).poll_write(cx, &head);
+        if let Poll::Ready(Ok(n)) = written {
+            this.date_patch = patch.advanced(n);
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -305,15 +334,14 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(status) = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .and_then(|b| status_line(b))
-        {
-            this.last_answer_4xx = (400..500).contains(&status);
+        let first = bufs.iter().find(|b| !b.is_empty());
+        let head = first.is_some_and(|b| status_line(b).is_some());
+        if head || self.date_patch.is_some() {
+            // A head, or the rest of a date being patched: one slice at a time (a shorter write
+            // is always allowed).
+            return self.poll_write(cx, first.map_or(&[][..], |b| &b[..]));
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

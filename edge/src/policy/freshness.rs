@@ -125,6 +125,18 @@ pub fn lifetime(
     Lifetime::None
 }
 
+/// Statuses whose meaning we know (RFC 9110 §15, plus 429 and 431 from RFC 6585 and 451 from
+/// RFC 7725), and so may store. Anything else is never stored, explicit freshness or not: a
+/// cache must not reuse what it does not understand (RFC 9111 §3, §5.2.2.3 `must-understand`).
+/// 511 is left out on purpose: RFC 6585 §6 forbids storing it.
+pub fn understood(status: u16) -> bool {
+    matches!(
+        status,
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 429 | 431 | 451
+            | 500..=505
+    )
+}
+
 /// RFC 9110 §15.1: statuses cacheable by default (heuristic freshness allowed). 206 is among
 /// them there, but we never store a partial response as if it were the whole object.
 pub fn heuristically_cacheable(status: u16) -> bool {

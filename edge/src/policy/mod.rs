@@ -83,8 +83,8 @@ impl Policy {
             100..=199 => return Verdict::DontStore("interim"),
             206 => return Verdict::DontStore("partial"),
             304 => return Verdict::DontStore("not-modified"),
-            200..=599 => {}
-            _ => return Verdict::DontStore("status"),
+            _ if freshness::understood(status) => {}
+            _ => return Verdict::DontStore("status-not-understood"),
         }
         let (d, source) = directives::response(&resp.headers, &self.name);
         if req_dirs.no_store {
@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn refuses_what_rfc_9111_forbids() {
-        let cases: [(Fields, Fields, u16, NotStored); 10] = [
+        let cases: [(Fields, Fields, u16, NotStored); 13] = [
             (
                 &[],
                 &[("cache-control", "no-store, max-age=60")],
@@ -336,6 +336,25 @@ mod tests {
                 "vary-client-address",
             ),
             (&[], &[], 200, "no-freshness"),
+            // Statuses we do not understand: never, must-understand or not (§5.2.2.3).
+            (
+                &[],
+                &[("cache-control", "no-store, must-understand, max-age=60")],
+                299,
+                "status-not-understood",
+            ),
+            (
+                &[],
+                &[("cache-control", "max-age=60")],
+                599,
+                "status-not-understood",
+            ),
+            (
+                &[],
+                &[("cache-control", "public, max-age=60")],
+                511,
+                "status-not-understood",
+            ),
             (&[], &[("etag", "\"a\"")], 500, "no-freshness"),
             (
                 &[("cache-control", "no-store")],

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::Setup;
+use super::{Setup, http_date_forms};
 use outpost_e2e::Reply;
 
 fn ttl(cache_status: &str) -> i64 {
@@ -113,5 +113,93 @@ async fn age_is_corrected_for_age_and_date_and_sent_on_hits() -> anyhow::Result<
     let again = s.get("/already-stale").await?;
     assert!(!again.is_hit(), "older than its lifetime on arrival");
     assert_eq!(s.origin.count("/already-stale"), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn date_is_the_origins_on_misses_and_hits_and_ours_only_when_it_sent_none()
+-> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    let minute_ago = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(60));
+    s.origin.route(
+        "/dated",
+        Reply::ok("max-age=3600", "x").header("Date", &minute_ago),
+    );
+    // Another HTTP-date form, in another case: sent on as the same instant, as an IMF-fixdate.
+    let [_, rfc850, _] = http_date_forms(httpdate::parse_http_date(&minute_ago)?);
+    let rfc850 = rfc850.to_lowercase();
+    s.origin.route(
+        "/rfc850",
+        Reply::ok("max-age=3600", "x").header("Date", &rfc850),
+    );
+    s.origin
+        .route("/undated", Reply::ok("max-age=3600", "x").no_date());
+    for path in ["/dated", "/rfc850"] {
+        let miss = s.get(path).await?;
+        assert_eq!(miss.header("date"), minute_ago, "{path} miss");
+        let hit = s.get(path).await?;
+        assert!(hit.is_hit());
+        assert_eq!(
+            hit.header("date"),
+            minute_ago,
+            "{path}: a hit keeps the stored Date"
+        );
+        let age: u64 = hit.header("age").parse()?;
+        assert!((60..=62).contains(&age), "{path}: Age says how old: {age}");
+    }
+    // No Date from the origin: the edge adds one (now), on the miss and on the hit.
+    for res in [s.get("/undated").await?, s.get("/undated").await?] {
+        let date = httpdate::parse_http_date(res.header("date"))?;
+        let off = SystemTime::now().duration_since(date).unwrap_or_default();
+        assert!(off < Duration::from_secs(5), "{}", res.header("date"));
+    }
+    assert_eq!(s.origin.count("/dated") + s.origin.count("/rfc850"), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_age_list_counts_its_first_value_and_expires_is_read_in_every_form() -> anyhow::Result<()>
+{
+    let s = Setup::new().await?;
+    // RFC 9111 §5.1: the first of several values. 7200 s old with a 1 h lifetime: stale.
+    s.origin.route(
+        "/age-list",
+        Reply::ok("max-age=3600", "x").header("Age", "7200, 0"),
+    );
+    let now = SystemTime::now();
+    let date = httpdate::fmt_http_date(now);
+    let in_an_hour = httpdate::fmt_http_date(now + Duration::from_secs(3600));
+    // The same instant in the obsolete forms, and in the wrong case (RFC 9110 §5.6.7).
+    let [_, rfc850, asctime] = http_date_forms(httpdate::parse_http_date(&in_an_hour)?);
+    let forms = [
+        ("/expires-imf", in_an_hour.clone()),
+        ("/expires-lower", in_an_hour.to_lowercase()),
+        ("/expires-rfc850", rfc850.to_uppercase()),
+        ("/expires-asctime", asctime),
+    ];
+    for (path, expires) in &forms {
+        s.origin.route(
+            path,
+            Reply::new(200)
+                .body("x")
+                .header("Date", &date)
+                .header("Expires", expires),
+        );
+    }
+    s.get("/age-list").await?;
+    let again = s.get("/age-list").await?;
+    assert!(
+        !again.is_hit(),
+        "stale on arrival: {}",
+        again.cache_status()
+    );
+    assert_eq!(s.origin.count("/age-list"), 2);
+    for (path, expires) in &forms {
+        s.get(path).await?;
+        let hit = s.get(path).await?;
+        assert!(hit.is_hit(), "{path} ({expires}): {}", hit.cache_status());
+        let t = ttl(hit.cache_status());
+        assert!((3590..=3600).contains(&t), "{path} ({expires}): ttl {t}");
+    }
     Ok(())
 }

@@ -152,3 +152,27 @@ pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> a
     })
     .await
 }
+
+/// `t` as an HTTP-date in the three forms recipients must read (RFC 9110 §5.6.7): IMF-fixdate,
+/// RFC 850 and asctime.
+pub(crate) fn http_date_forms(t: std::time::SystemTime) -> [String; 3] {
+    let imf = httpdate::fmt_http_date(t);
+    // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let p: Vec<&str> = imf.split([' ', ',']).filter(|x| !x.is_empty()).collect();
+    let (day, date, month, year, time) = (p[0], p[1], p[2], p[3], p[4]);
+    let long_day = match day {
+        "Mon" => "Monday",
+        "Tue" => "Tuesday",
+        "Wed" => "Wednesday",
+        "Thu" => "Thursday",
+        "Fri" => "Friday",
+        "Sat" => "Saturday",
+        _ => "Sunday",
+    };
+    let rfc850 = format!("{long_day}, {date}-{month}-{} {time} GMT", &year[2..]);
+    let asctime = format!(
+        "{day} {month} {:>2} {time} {year}",
+        date.trim_start_matches('0')
+    );
+    [imf, rfc850, asctime]
+}

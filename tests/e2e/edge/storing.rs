@@ -247,3 +247,36 @@ async fn directive_names_are_case_insensitive_and_conflicts_mean_stale() -> anyh
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_the_cache_does_not_understand_are_never_stored() -> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    let routes = [
+        (
+            "/unknown-must-understand",
+            299,
+            "no-store, must-understand, max-age=60",
+        ),
+        ("/unknown-fresh", 599, "max-age=60"),
+        ("/understood", 200, "no-store, must-understand, max-age=60"),
+    ];
+    for (path, status, cc) in routes {
+        s.origin.route(
+            path,
+            Reply::new(status).header("Cache-Control", cc).body("x"),
+        );
+        let first = s.get(path).await?;
+        assert_eq!(first.status, status);
+        s.get(path).await?;
+    }
+    assert_eq!(s.origin.count("/unknown-must-understand"), 2);
+    assert_eq!(s.origin.count("/unknown-fresh"), 2);
+    let understood = s.get("/understood").await?;
+    assert!(
+        understood.is_hit(),
+        "must-understand lets an understood status override no-store: {}",
+        understood.cache_status()
+    );
+    assert_eq!(s.origin.count("/understood"), 1);
+    Ok(())
+}

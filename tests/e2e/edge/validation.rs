@@ -2,7 +2,7 @@
 //! the stored header fields and freshness, a 200 replaces the entry, and clients' own
 //! conditional requests are answered from cache.
 
-use super::Setup;
+use super::{Setup, http_date_forms};
 use outpost_e2e::Reply;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,10 +146,35 @@ async fn client_conditionals_are_answered_from_cache() -> anyhow::Result<()> {
         .get_with("/asset", &[("if-modified-since", modified)])
         .await?;
     assert_eq!(r.status, 304);
+    // `*` matches any stored representation (RFC 9110 §13.1.2).
+    let r = s.get_with("/asset", &[("if-none-match", "*")]).await?;
+    assert_eq!((r.status, r.body.len()), (304, 0));
     assert_eq!(
         s.origin.count("/asset"),
         1,
         "none of this reached the origin"
     );
+
+    // No Last-Modified: the stored Date is what If-Modified-Since is compared with (RFC 9111
+    // §4.3.2), in whichever HTTP-date form the client sends it.
+    let now = std::time::SystemTime::now();
+    let forms = http_date_forms(now);
+    s.origin.route(
+        "/undated",
+        Reply::ok("max-age=60", "undated").header("Date", &forms[0]),
+    );
+    s.get("/undated").await?;
+    for since in &forms {
+        let r = s
+            .get_with("/undated", &[("if-modified-since", since)])
+            .await?;
+        assert_eq!((r.status, r.body.len()), (304, 0), "{since}");
+    }
+    let earlier = httpdate::fmt_http_date(now - std::time::Duration::from_secs(60));
+    let r = s
+        .get_with("/undated", &[("if-modified-since", &earlier)])
+        .await?;
+    assert_eq!((r.status, r.text().as_str()), (200, "undated"));
+    assert_eq!(s.origin.count("/undated"), 1);
     Ok(())
 }
