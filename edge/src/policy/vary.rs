@@ -10,7 +10,9 @@
 //! (§5.3), whitespace around members and their parameters is dropped and the case-insensitive
 //! parts (the member itself, parameter names) are lower-cased; parameter values keep their case
 //! (RFC 9110 §5.6.6). Members are never reordered or removed: `fr, en` and `en, fr` may well get
-//! different answers. A value with a quoted string is taken as it is.
+//! different answers. In every other field (and in an `Accept*` value with a quoted string) only
+//! the whitespace around commas outside quoted strings is dropped: `a, b` and `a,b` are the same
+//! list to every recipient (RFC 9110 §5.6.1).
 //!
 //! A `Vary` the cache cannot read (a field name that is not a token) counts as `Vary: *`: such a
 //! response is not stored, rather than stored for everyone.
@@ -98,10 +100,44 @@ fn normalized(request: &HeaderMap, field: &str) -> Option<Vec<u8>> {
         if list && !value.contains(&b'"') {
             push_list(&mut out, value);
         } else {
-            out.extend_from_slice(value);
+            push_commas(&mut out, value);
         }
     }
     Some(out)
+}
+
+/// `value` with the whitespace around its commas dropped (outside quoted strings): `a, b` and
+/// `a,b` are the same list to any recipient (RFC 9110 §5.6.1), so the same variant (RFC 9111
+/// §4.1). Nothing else changes.
+fn push_commas(out: &mut Vec<u8>, value: &[u8]) {
+    let (mut quoted, mut escaped, mut after_comma) = (false, false, false);
+    for &b in value {
+        if quoted {
+            out.push(b);
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b' ' | b'\t' if after_comma => {}
+            b',' => {
+                while out.last().is_some_and(|&l| l == b' ' || l == b'\t') {
+                    out.pop();
+                }
+                out.push(b',');
+                after_comma = true;
+            }
+            _ => {
+                after_comma = false;
+                quoted = b == b'"';
+                out.push(b);
+            }
+        }
+    }
 }
 
 /// `value`'s members, whitespace around them and their `;` / `=` dropped, members and parameter
@@ -298,6 +334,31 @@ mod tests {
         assert_ne!(
             variance(&resp, &h(&[("x-mode", "a"), ("x-mode", "b")])),
             variance(&resp, &h(&[("x-mode", "a, b")]))
+        );
+    }
+
+    #[test]
+    fn whitespace_around_commas_is_no_difference_outside_quotes() {
+        let resp = h(&[("vary", "X-Mode")]);
+        let v = |value: &str| variance(&resp, &h(&[("x-mode", value)]));
+        assert_eq!(v("a, b,c"), v("a,b , c"));
+        assert_eq!(v("a,\tb"), v("a , b"));
+        assert_ne!(v("a, b"), v("a; b"), "only commas");
+        assert_ne!(v("a, b"), v("ab"), "the comma stays");
+        assert_ne!(
+            v("\"x, y\", z"),
+            v("\"x,y\", z"),
+            "inside a quoted string, whitespace is content"
+        );
+        assert_eq!(
+            v("\"x, \\\" y\" ,z"),
+            v("\"x, \\\" y\",z"),
+            "escaped quotes stay quoted"
+        );
+        let accept = h(&[("vary", "Accept")]);
+        assert_eq!(
+            variance(&accept, &h(&[("accept", "text/html;q=\"1\", */*")])),
+            variance(&accept, &h(&[("accept", "text/html;q=\"1\",*/*")]))
         );
     }
 

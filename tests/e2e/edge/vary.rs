@@ -77,3 +77,24 @@ async fn variants_per_url_are_capped() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whitespace_around_commas_selects_the_same_variant_of_any_field() -> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    s.origin.route(
+        "/listy",
+        Reply::ok("max-age=60", "listy").header("Vary", "X-Features"),
+    );
+    s.get_with("/listy", &[("x-features", "dark, compact")])
+        .await?;
+    for same in ["dark,compact", "dark ,  compact"] {
+        let r = s.get_with("/listy", &[("x-features", same)]).await?;
+        assert!(r.is_hit(), "{same}: {}", r.cache_status());
+    }
+    let other = s
+        .get_with("/listy", &[("x-features", "compact, dark")])
+        .await?;
+    assert!(!other.is_hit(), "order is meaning");
+    assert_eq!(s.origin.count("/listy"), 2);
+    Ok(())
+}
