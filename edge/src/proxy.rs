@@ -34,7 +34,6 @@ use crate::headers::strip_for_client;
 use crate::metrics::Metrics;
 use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
-use crate::policy::http_date;
 use crate::policy::{self, CREDENTIALS, Policy, Verdict, directives, vary};
 use crate::purge::{PurgeRequest, Purges, token_matches};
 use crate::storage::TieredStorage;
@@ -716,8 +715,12 @@ impl ProxyHttp for EdgeProxy {
             switching_protocols(session.stream());
         }
         // `Date` is the origin's, on a hit too (RFC 9110 §6.6.1); Pingora would stamp its own.
-        if let Some(date) = http_date::header(&resp.headers, http::header::DATE) {
-            restore_date(session.stream(), date::format(date));
+        if let Some(date) = resp
+            .headers
+            .get(http::header::DATE)
+            .and_then(date::of_value)
+        {
+            restore_date(session.stream(), date);
         }
         strip_for_client(resp);
         match resp

@@ -22,6 +22,17 @@ pub fn format(t: SystemTime) -> HttpDate {
     out
 }
 
+/// The date to send for a `Date` field value: its own bytes when it has an IMF-fixdate's length
+/// (the origin's value, end to end, at no parsing cost on a hit), else the instant it names in
+/// any HTTP-date form, re-written as an IMF-fixdate; `None` when it names none.
+pub fn of_value(value: &http::HeaderValue) -> Option<HttpDate> {
+    if let Ok(same) = HttpDate::try_from(value.as_bytes()) {
+        return Some(same);
+    }
+    let t = crate::policy::http_date::parse(value.to_str().ok()?)?;
+    Some(format(t))
+}
+
 /// A date being written over a head's `Date` value, possibly across several writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Patch {
@@ -158,5 +169,20 @@ mod tests {
             &format(std::time::UNIX_EPOCH),
             b"Thu, 01 Jan 1970 00:00:00 GMT"
         );
+    }
+
+    #[test]
+    fn a_date_value_in_any_form_becomes_an_imf_fixdate() {
+        let value = |v: &'static str| of_value(&http::HeaderValue::from_static(v));
+        assert_eq!(
+            value("Mon, 30 Nov 2026 09:08:07 GMT").as_ref(),
+            Some(STORED)
+        );
+        assert_eq!(
+            value("Monday, 30-Nov-26 09:08:07 GMT").as_ref(),
+            Some(STORED)
+        );
+        assert_eq!(value("mon nov 30 09:08:07 2026").as_ref(), Some(STORED));
+        assert_eq!(value("soon"), None);
     }
 }
