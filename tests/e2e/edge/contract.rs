@@ -50,6 +50,23 @@ async fn pages_are_served_stale_while_the_real_origin_is_down() -> anyhow::Resul
         stored.push(again.text());
     }
     origin.stop()?;
+    // The node stays in service: it is what keeps the site up now.
+    let admin = http_client();
+    wait::eventually(
+        Duration::from_secs(5),
+        "/origins to say none is healthy",
+        || async {
+            let res = admin.get(edge.admin_url("/origins")).send().await.ok()?;
+            (res.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+        },
+    )
+    .await?;
+    let ready = admin.get(edge.admin_url("/readyz")).send().await?;
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "ready during an origin outage"
+    );
 
     // From now on every answer is the stored page: fresh for a second, then stale-if-error.
     for (path, body) in PAGES.iter().zip(&stored) {
@@ -116,4 +133,66 @@ async fn an_expired_page_is_answered_at_once_and_refreshed_behind() -> anyhow::R
         (res.is_hit() && res.text().contains("newcomer")).then_some(())
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_purge_of_an_unchanged_page_costs_the_real_origin_one_304() -> anyhow::Result<()> {
+    let db = TestDatabase::sqlite()?;
+    let memcached = outpost_e2e::Memcached::start()?;
+    let origin = OriginProcess::start(&format!("[database]\nurl = \"{}\"\n", db.url))?;
+    let edge = EdgeProcess::start(
+        &[origin.addr],
+        &super::purge::node_config("solo", &[&memcached], ""),
+    )?;
+    let counted = |class: &'static str| {
+        let edge = &edge;
+        async move {
+            edge.metric(&format!(
+                "outpost_origin_responses_total{{class=\"{class}\"}}"
+            ))
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    wait::eventually(
+        Duration::from_secs(10),
+        "the page through the edge",
+        || async {
+            let res = get(&edge, "/api/filters").await.ok()?;
+            (res.status == 200).then_some(())
+        },
+    )
+    .await?;
+    assert!(get(&edge, "/api/filters").await?.is_hit());
+    let (full, not_modified) = (counted("2xx").await, counted("3xx").await);
+
+    let (status, receipt) = super::purge::purge(
+        &edge,
+        super::purge::TOKEN,
+        r#"{"tags": ["filters"], "soft": true, "wait": true}"#,
+    )
+    .await?;
+    assert_eq!(status, 200, "{receipt}");
+    // Soft-purged: served stale while one conditional request goes to the origin, which answers
+    // 304 (nothing changed); then hits, and no more origin requests.
+    let first = get(&edge, "/api/filters").await?;
+    assert_eq!(first.status, 200);
+    wait::eventually(Duration::from_secs(5), "the origin's 304", || async {
+        (counted("3xx").await > not_modified).then_some(())
+    })
+    .await?;
+    for _ in 0..5 {
+        let res = get(&edge, "/api/filters").await?;
+        assert!(
+            res.cache_status().ends_with("detail=l1"),
+            "a fresh hit again: {}",
+            res.cache_status()
+        );
+    }
+    assert_eq!(
+        (counted("2xx").await, counted("3xx").await),
+        (full, not_modified + 1.0),
+        "one 304 and nothing else reached the origin"
+    );
+    Ok(())
 }
