@@ -374,6 +374,8 @@ cat >"$D/edge/edge.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$EDGE_PORT"]
 threads = 1
+# A bench has no balancer to drain from: stop at once.
+grace_period_secs = 0
 
 [origin]
 addresses = ["127.0.0.1:$ORIGIN_PORT"]
