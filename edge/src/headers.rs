@@ -6,6 +6,10 @@
 use http::{HeaderMap, HeaderName};
 use pingora_http::ResponseHeader;
 
+/// `Accept-Ranges: bytes`, as Pingora (and nginx) advertise on whole objects: stored with each
+/// object, so a hit never adds it.
+pub const ACCEPT_BYTES: http::HeaderValue = http::HeaderValue::from_static("bytes");
+
 /// Standard hop-by-hop fields. `Transfer-Encoding` is left to Pingora, which frames the message.
 const HOP_BY_HOP: [&str; 6] = [
     "connection",

@@ -45,6 +45,7 @@ use crate::proxy::EdgeProxy;
 use crate::purge::Purges;
 use crate::purge::filter::Filter;
 use crate::purge::local::LocalStore;
+use crate::storage::hit_filter::HitFilter;
 use crate::storage::l2::{L2, L2Settings};
 use crate::storage::shared::{MemcachedTier, PoolSettings, ServerStore};
 use crate::storage::{TierConfig, TieredStorage};
@@ -109,7 +110,7 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
         cache.max_variants,
         Arc::clone(&metrics),
         l2,
-        Arc::clone(&filter),
+        Arc::clone(&filter) as Arc<dyn HitFilter>,
     )
     .leak();
     let keys = KeyBuilder::new(&cache.key);

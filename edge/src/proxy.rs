@@ -29,8 +29,8 @@ use crate::config::GetWithBody;
 use crate::connection::date;
 use crate::connection::stream::{acknowledge, restore_date, switching_protocols, violation_of};
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
-use crate::headers::connection_listed;
 use crate::headers::strip_for_client;
+use crate::headers::{ACCEPT_BYTES, connection_listed};
 use crate::metrics::Metrics;
 use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
@@ -42,9 +42,6 @@ use crate::upstream::{self, Origins};
 
 /// RFC 9211's field, as a ready name (the hit path adds it to every response).
 pub const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
-
-/// `Accept-Ranges: bytes`, as Pingora (and nginx) advertise on whole objects.
-pub const ACCEPT_BYTES: http::HeaderValue = http::HeaderValue::from_static("bytes");
 
 /// Most ranges served in one multipart response (Pingora's default).
 const MAX_RANGES: usize = 200;

@@ -1,6 +1,5 @@
 //! Secondary cache keys (RFC 9111 §4.1): a response with `Vary` is stored per combination of the
-//! listed request fields, with a cap on variants per URL so a header with endless values cannot
-//! flood the cache.
+//! listed request fields (the cap on variants per URL is the storage's: `storage::variants`).
 //!
 //! Selection works on the exact bytes of each value, obs-text (bytes ≥ 0x80) included: a value
 //! is never "absent" because it is not ASCII, so one client cannot make its answer the variant of
@@ -16,9 +15,6 @@
 //!
 //! A `Vary` the cache cannot read (a field name that is not a token) counts as `Vary: *`: such a
 //! response is not stored, rather than stored for everyone.
-
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use http::HeaderMap;
 use pingora_cache::key::{HashBinary, hash_key};
@@ -161,53 +157,6 @@ fn push_list(out: &mut Vec<u8>, value: &[u8]) {
                 }
             }
         }
-    }
-}
-
-/// Remembers which variants each URL has, to cap them. Entries are forgotten after a while
-/// without new variants, which is when the variants themselves have likely been evicted.
-pub struct VariantRegistry {
-    max: usize,
-    known: moka::sync::Cache<HashBinary, Arc<Mutex<Vec<HashBinary>>>>,
-}
-
-impl VariantRegistry {
-    pub fn new(max_variants: usize, forget_after: Duration) -> Self {
-        Self {
-            max: max_variants,
-            known: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_idle(forget_after)
-                .build(),
-        }
-    }
-
-    /// True if `variance` may be stored for `primary`: already known, or under the cap.
-    pub fn admit(&self, primary: HashBinary, variance: HashBinary) -> bool {
-        let entry = self.known.get_with(primary, Arc::default);
-        let Ok(mut variants) = entry.lock() else {
-            return false;
-        };
-        if variants.contains(&variance) {
-            return true;
-        }
-        if variants.len() >= self.max {
-            return false;
-        }
-        variants.push(variance);
-        true
-    }
-
-    /// Every variance remembered for `primary` (for invalidation).
-    pub fn variants(&self, primary: &HashBinary) -> Vec<HashBinary> {
-        self.known
-            .get(primary)
-            .and_then(|v| v.lock().ok().map(|v| v.clone()))
-            .unwrap_or_default()
-    }
-
-    pub fn forget(&self, primary: &HashBinary) {
-        self.known.invalidate(primary);
     }
 }
 
@@ -360,18 +309,5 @@ mod tests {
             variance(&accept, &h(&[("accept", "text/html;q=\"1\", */*")])),
             variance(&accept, &h(&[("accept", "text/html;q=\"1\",*/*")]))
         );
-    }
-
-    #[test]
-    fn the_registry_caps_variants_per_url() {
-        let r = VariantRegistry::new(2, Duration::from_secs(60));
-        let (p, q) = (hash_key("p"), hash_key("q"));
-        assert!(r.admit(p, hash_key("1")) && r.admit(p, hash_key("2")));
-        assert!(r.admit(p, hash_key("1")), "known variants stay admitted");
-        assert!(!r.admit(p, hash_key("3")), "a third is refused");
-        assert!(r.admit(q, hash_key("3")), "per URL");
-        assert_eq!(r.variants(&p).len(), 2);
-        r.forget(&p);
-        assert!(r.admit(p, hash_key("3")));
     }
 }

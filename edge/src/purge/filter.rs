@@ -8,26 +8,14 @@
 //! gap in the purge log makes every object stored before it revalidate, and so does a node that
 //! has not synced with the log for `purge.max_lag`.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pingora_cache::key::HashBinary;
 
-/// What a hit may do after the filter has seen it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Not purged: serve as its headers say.
-    Serve,
-    /// Soft-purged: stale now; served only under its stale-while-revalidate / stale-if-error.
-    Stale,
-    /// Must be revalidated before it is served, stale windows or not (a log gap, or this node
-    /// is out of sync with the region's log).
-    Revalidate,
-    /// Hard-purged: a miss.
-    Gone,
-}
+use crate::storage::hit_filter::{HitFilter, HitVerdict, StoredObject};
 
 /// Latest hard and soft purge times (µs since the epoch; 0 = none) and when they stop mattering.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,14 +65,6 @@ impl Marked {
     }
 }
 
-/// An object as the filter sees it.
-pub struct Object<'a> {
-    pub primary: &'a HashBinary,
-    pub primary_text: &'a str,
-    pub tags: &'a [String],
-    pub stored: SystemTime,
-}
-
 pub struct Filter {
     marked: RwLock<Marked>,
     /// Nothing marked and in sync: the hit path skips the lock.
@@ -126,23 +106,11 @@ impl Filter {
         }
     }
 
-    /// A filter that never considers itself out of sync: for storage tests without a log.
-    #[cfg(test)]
-    pub fn never_lagging() -> std::sync::Arc<Self> {
-        std::sync::Arc::new(Self::new(
-            Duration::MAX,
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        ))
-    }
-
     /// Records a purge.
     pub fn apply(&self, p: &Purge<'_>) {
         let keep = p.keep_us.map_or(self.keep_us, |k| k.min(self.keep_us));
         let expires = p.at_us.saturating_add(keep);
-        let Ok(mut m) = self.marked.write() else {
-            return;
-        };
+        let mut m = self.marked.write();
         for url in p.urls {
             m.urls
                 .entry(*url)
@@ -173,9 +141,7 @@ impl Filter {
 
     /// Drops marks no stored object can predate any more. Returns how many remain.
     pub fn expire(&self, now_us: u64) -> usize {
-        let Ok(mut m) = self.marked.write() else {
-            return 0;
-        };
+        let mut m = self.marked.write();
         m.urls.retain(|_, k| k.expires > now_us);
         m.tags.retain(|_, k| k.expires > now_us);
         m.prefixes.retain(|(_, k)| k.expires > now_us);
@@ -219,17 +185,15 @@ impl Filter {
     }
 
     /// What a hit on `o` may do at `now_us`.
-    pub fn check(&self, o: &Object<'_>, now_us: u64) -> Verdict {
+    pub fn check(&self, o: &StoredObject<'_>, now_us: u64) -> HitVerdict {
         if !self.in_sync(now_us) {
-            return Verdict::Revalidate;
+            return HitVerdict::Revalidate;
         }
         if self.idle.load(Ordering::Acquire) {
-            return Verdict::Serve;
+            return HitVerdict::Serve;
         }
         let stored = us(o.stored);
-        let Ok(m) = self.marked.read() else {
-            return Verdict::Revalidate;
-        };
+        let m = self.marked.read();
         let mut hard = m.all.hard;
         let mut soft = m.all.soft;
         let mut take = |k: &Marks| {
@@ -254,14 +218,20 @@ impl Filter {
         drop(m);
         let purged_by = |mark: u64| mark > 0 && stored <= mark.saturating_add(self.skew_us);
         if purged_by(hard) {
-            Verdict::Gone
+            HitVerdict::Gone
         } else if purged_by(self.revalidate_before.load(Ordering::Acquire)) {
-            Verdict::Revalidate
+            HitVerdict::Revalidate
         } else if purged_by(soft) {
-            Verdict::Stale
+            HitVerdict::Stale
         } else {
-            Verdict::Serve
+            HitVerdict::Serve
         }
+    }
+}
+
+impl HitFilter for Filter {
+    fn check(&self, object: &StoredObject<'_>, now: SystemTime) -> HitVerdict {
+        Filter::check(self, object, us(now))
     }
 }
 
@@ -291,8 +261,8 @@ mod tests {
         text: &'a str,
         tags: &'a [String],
         stored: u64,
-    ) -> Object<'a> {
-        Object {
+    ) -> StoredObject<'a> {
+        StoredObject {
             primary,
             primary_text: text,
             tags,
@@ -309,20 +279,24 @@ mod tests {
         let seen = |key: &HashBinary, text: &str, tags: &[String], stored: u64| {
             f.check(&object(key, text, tags, stored), now)
         };
-        assert_eq!(seen(&a, "http://h/a", &tags, T0), Verdict::Serve);
+        assert_eq!(seen(&a, "http://h/a", &tags, T0), HitVerdict::Serve);
 
         f.apply(&Purge {
             at_us: T0 + 100,
             urls: &[a],
             ..Purge::default()
         });
-        assert_eq!(seen(&a, "http://h/a", &[], T0), Verdict::Gone);
+        assert_eq!(seen(&a, "http://h/a", &[], T0), HitVerdict::Gone);
         assert_eq!(
             seen(&a, "http://h/a", &[], T0 + 101),
-            Verdict::Serve,
+            HitVerdict::Serve,
             "refilled after"
         );
-        assert_eq!(seen(&b, "http://h/b", &[], T0), Verdict::Serve, "other URL");
+        assert_eq!(
+            seen(&b, "http://h/b", &[], T0),
+            HitVerdict::Serve,
+            "other URL"
+        );
 
         let purged_tag = ["image-4".to_owned()];
         f.apply(&Purge {
@@ -331,10 +305,10 @@ mod tests {
             tags: &purged_tag,
             ..Purge::default()
         });
-        assert_eq!(seen(&b, "http://h/b", &tags, T0 + 150), Verdict::Stale);
+        assert_eq!(seen(&b, "http://h/b", &tags, T0 + 150), HitVerdict::Stale);
         assert_eq!(
             seen(&b, "http://h/b", &[], T0 + 150),
-            Verdict::Serve,
+            HitVerdict::Serve,
             "untagged"
         );
 
@@ -344,8 +318,8 @@ mod tests {
             prefixes: &prefix,
             ..Purge::default()
         });
-        assert_eq!(seen(&b, "http://h/img/1", &[], T0 + 250), Verdict::Gone);
-        assert_eq!(seen(&b, "http://h/imgs", &[], T0 + 250), Verdict::Serve);
+        assert_eq!(seen(&b, "http://h/img/1", &[], T0 + 250), HitVerdict::Gone);
+        assert_eq!(seen(&b, "http://h/imgs", &[], T0 + 250), HitVerdict::Serve);
 
         f.apply(&Purge {
             at_us: T0 + 400,
@@ -353,10 +327,10 @@ mod tests {
             all: true,
             ..Purge::default()
         });
-        assert_eq!(seen(&b, "http://x/", &[], T0 + 350), Verdict::Stale);
-        assert_eq!(seen(&b, "http://x/", &[], T0 + 450), Verdict::Serve);
+        assert_eq!(seen(&b, "http://x/", &[], T0 + 350), HitVerdict::Stale);
+        assert_eq!(seen(&b, "http://x/", &[], T0 + 450), HitVerdict::Serve);
         // Hard wins over soft when both apply.
-        assert_eq!(seen(&a, "http://h/a", &[], T0 + 50), Verdict::Gone);
+        assert_eq!(seen(&a, "http://h/a", &[], T0 + 50), HitVerdict::Gone);
     }
 
     #[test]
@@ -374,7 +348,7 @@ mod tests {
         f.mark_synced(T0 + 3_600_000_001);
         assert_eq!(
             f.check(&object(&key, "http://h/", &tag, T0 - 1), T0 + 3_600_000_001),
-            Verdict::Serve
+            HitVerdict::Serve
         );
     }
 
@@ -385,22 +359,22 @@ mod tests {
         f.revalidate_all_before(T0 + 1_000);
         assert_eq!(
             f.check(&object(&key, "http://h/", &[], T0), T0 + 2_000),
-            Verdict::Revalidate
+            HitVerdict::Revalidate
         );
         assert_eq!(
             f.check(&object(&key, "http://h/", &[], T0 + 1_001), T0 + 2_000),
-            Verdict::Serve
+            HitVerdict::Serve
         );
 
         let g = filter();
         let synced = T0 + 10_000_000;
         assert_eq!(
             g.check(&object(&key, "http://h/", &[], synced), synced + 2_000_000),
-            Verdict::Serve
+            HitVerdict::Serve
         );
         assert_eq!(
             g.check(&object(&key, "http://h/", &[], synced), synced + 2_000_001),
-            Verdict::Revalidate
+            HitVerdict::Revalidate
         );
     }
 
@@ -420,11 +394,11 @@ mod tests {
         });
         assert_eq!(
             f.check(&object(&key, "u", &[], T0 + 100_000), T0 + 500_000),
-            Verdict::Gone
+            HitVerdict::Gone
         );
         assert_eq!(
             f.check(&object(&key, "u", &[], T0 + 100_001), T0 + 500_000),
-            Verdict::Serve
+            HitVerdict::Serve
         );
     }
 }

@@ -1,8 +1,8 @@
 //! The purge log's store when a node has no memcached pool: the same [`ServerStore`] calls, held
 //! in this process (a region of one node). Unit tests use it with several "servers".
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -30,22 +30,22 @@ impl LocalStore {
         }
     }
 
-    fn server(&self, i: usize) -> Result<std::sync::MutexGuard<'_, Items>, TierError> {
+    fn server(&self, i: usize) -> Result<MutexGuard<'_, Items>, TierError> {
         #[cfg(test)]
-        if self.failing.lock().is_ok_and(|f| f.contains(&i)) {
+        if self.failing.lock().contains(&i) {
             return Err(TierError::Failed(format!("local#{i} made to fail")));
         }
         self.servers
             .get(i)
-            .ok_or_else(|| TierError::Failed(format!("no server number {i}")))?
-            .lock()
-            .map_err(|_| TierError::Failed("local store poisoned".to_owned()))
+            .map(Mutex::lock)
+            .ok_or_else(|| TierError::Failed(format!("no server number {i}")))
     }
 
     /// Makes server `i` fail every call (or work again).
     #[cfg(test)]
     pub fn fail(&self, i: usize, failing: bool) {
-        if let Ok(mut f) = self.failing.lock() {
+        {
+            let mut f = self.failing.lock();
             if failing {
                 f.insert(i);
             } else {

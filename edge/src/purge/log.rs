@@ -5,9 +5,10 @@
 //! counter went back, an entry missing past a grace period), which its caller turns into "drop
 //! L1, revalidate everything older". Heartbeats, acknowledgements and receipts live beside it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::shared::{ServerStore, TierError};
@@ -176,7 +177,7 @@ impl Log {
 
     /// Reads what is new in every replica.
     pub async fn poll(&self) -> Polled {
-        let positions = self.positions.lock().map(|p| p.clone()).unwrap_or_default();
+        let positions = self.positions.lock().clone();
         let reads = self
             .replicas
             .iter()
@@ -192,9 +193,7 @@ impl Log {
             polled.gap |= replica.gap;
             polled.synced |= replica.synced;
         }
-        if let Ok(mut p) = self.positions.lock() {
-            *p = next;
-        }
+        *self.positions.lock() = next;
         polled
     }
 

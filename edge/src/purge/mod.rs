@@ -11,10 +11,11 @@ pub mod log;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
 use pingora_cache::CacheKey;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use serde::{Deserialize, Serialize};
@@ -341,9 +342,9 @@ impl Purges {
     }
 
     async fn save(&self, record: &Record) {
-        if let Ok(mut r) = self.records.lock() {
-            r.insert(record.id.clone(), record.clone());
-        }
+        self.records
+            .lock()
+            .insert(record.id.clone(), record.clone());
         if let Ok(bytes) = serde_json::to_vec(record) {
             self.log.put_record(&record.id, &bytes).await;
         }
@@ -355,7 +356,7 @@ impl Purges {
         region: &str,
         f: impl FnOnce(&mut RegionReceipt),
     ) -> Option<Record> {
-        let mut records = self.records.lock().ok()?;
+        let mut records = self.records.lock();
         let record = records.get_mut(id)?;
         f(record.regions.entry(region.to_owned()).or_default());
         Some(record.clone())
@@ -408,7 +409,7 @@ impl Purges {
 
     /// The receipt of purge `id`, if this region knows it.
     pub async fn receipt(&self, id: &str) -> Option<Receipt> {
-        let local = self.records.lock().ok().and_then(|r| r.get(id).cloned());
+        let local = self.records.lock().get(id).cloned();
         let record = match local {
             Some(r) => r,
             None => serde_json::from_slice::<Record>(&self.log.record(id).await?).ok()?,
@@ -475,9 +476,7 @@ impl Purges {
     /// (`accepted_here`) also deletes purged URLs from the shared tier.
     fn apply(&self, e: &Entry, accepted_here: bool) {
         {
-            let Ok(mut applied) = self.applied.lock() else {
-                return;
-            };
+            let mut applied = self.applied.lock();
             if applied.contains_key(&e.id) {
                 return;
             }
@@ -559,10 +558,9 @@ impl Purges {
                 "rate_limited"
             }
             Some(until) => {
-                if let Ok(mut pending) = self.invalidated.lock() {
-                    let slot = pending.entry(primary).or_insert(until);
-                    *slot = (*slot).max(until);
-                }
+                let mut pending = self.invalidated.lock();
+                let slot = pending.entry(primary).or_insert(until);
+                *slot = (*slot).max(until);
                 "logged"
             }
         };
@@ -574,10 +572,10 @@ impl Purges {
 
     /// Writes the invalidations gathered since the last poll to the region's log.
     async fn flush_invalidations(&self) {
-        let pending = match self.invalidated.lock() {
-            Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p),
-            _ => return,
-        };
+        let pending = std::mem::take(&mut *self.invalidated.lock());
+        if pending.is_empty() {
+            return;
+        }
         let now = SystemTime::now();
         let until = pending.values().max().copied().unwrap_or(now);
         let keep = until
@@ -618,11 +616,7 @@ impl Purges {
         }
         let mut fresh = Vec::new();
         for e in &polled.entries {
-            let seen = self
-                .applied
-                .lock()
-                .map(|a| a.contains_key(&e.id))
-                .unwrap_or(false);
+            let seen = self.applied.lock().contains_key(&e.id);
             if !seen {
                 self.apply(e, false);
                 fresh.push(e.id.clone());
@@ -652,9 +646,9 @@ impl Purges {
                 self.log.heartbeat(&self.node).await;
                 let marks = self.filter.expire(filter::now_us());
                 self.metrics.purge_marks.set(marks as i64);
-                if let Ok(mut a) = self.applied.lock() {
-                    a.retain(|_, at| at.elapsed() < REMEMBER_APPLIED);
-                }
+                self.applied
+                    .lock()
+                    .retain(|_, at| at.elapsed() < REMEMBER_APPLIED);
                 self.invalidation_rate.retain_recent();
             }
             n = n.wrapping_add(1);

@@ -3,7 +3,7 @@
 //! outcome closes the breaker or opens it again. Keeps a dead or frozen memcached from costing
 //! every request its deadline.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,9 +39,7 @@ impl Breaker {
 
     /// May an operation be sent now? (At most one caller gets `true` while half-open.)
     pub fn allow(&self, now: Instant) -> bool {
-        let Ok(mut state) = self.state.lock() else {
-            return false;
-        };
+        let mut state = self.state.lock();
         match *state {
             State::Closed { .. } => true,
             State::Open { until } | State::HalfOpen { until } if now >= until => {
@@ -55,9 +53,7 @@ impl Breaker {
     }
 
     pub fn record(&self, ok: bool, now: Instant) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
+        let mut state = self.state.lock();
         *state = match (*state, ok) {
             (_, true) => State::Closed { failures: 0 },
             (State::Closed { failures }, false) if failures + 1 < self.failures => State::Closed {
@@ -70,14 +66,12 @@ impl Breaker {
     }
 
     pub fn is_open(&self) -> bool {
-        self.state
-            .lock()
-            .map_or(true, |s| !matches!(*s, State::Closed { .. }))
+        !matches!(*self.state.lock(), State::Closed { .. })
     }
 
     #[cfg(test)]
     pub fn state(&self) -> Option<State> {
-        self.state.lock().ok().map(|s| *s)
+        Some(*self.state.lock())
     }
 }
 

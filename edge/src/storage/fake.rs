@@ -1,8 +1,8 @@
 //! Test doubles for [`SharedTier`]: an in-memory store, and a faulty one that fails, stalls or
 //! loses items on command. Unit tests only; end-to-end tests use real memcached.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -19,21 +19,15 @@ pub struct InMemoryTier {
 
 impl InMemoryTier {
     pub fn keys(&self) -> Vec<String> {
-        self.items
-            .lock()
-            .map(|i| i.keys().cloned().collect())
-            .unwrap_or_default()
+        self.items.lock().keys().cloned().collect()
     }
 
     pub fn remove(&self, key: &str) {
-        if let Ok(mut i) = self.items.lock() {
-            i.remove(key);
-        }
+        self.items.lock().remove(key);
     }
 
     pub fn corrupt(&self, key: &str) {
-        if let Ok(mut i) = self.items.lock()
-            && let Some(v) = i.get_mut(key)
+        if let Some(v) = self.items.lock().get_mut(key)
             && let Some(b) = v.last_mut()
         {
             *b ^= 0xFF;
@@ -45,7 +39,7 @@ impl InMemoryTier {
 impl SharedTier for InMemoryTier {
     async fn get(&self, key: &str, _: Duration) -> Result<Option<Vec<u8>>, TierError> {
         self.gets.fetch_add(1, Ordering::Relaxed);
-        Ok(self.items.lock().ok().and_then(|i| i.get(key).cloned()))
+        Ok(self.items.lock().get(key).cloned())
     }
 
     async fn set(
@@ -56,9 +50,7 @@ impl SharedTier for InMemoryTier {
         _: Duration,
     ) -> Result<(), TierError> {
         self.sets.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut i) = self.items.lock() {
-            i.insert(key.to_owned(), value.to_vec());
-        }
+        self.items.lock().insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 
@@ -68,7 +60,7 @@ impl SharedTier for InMemoryTier {
     }
 
     async fn touch(&self, key: &str, _: Duration, _: Duration) -> Result<bool, TierError> {
-        Ok(self.items.lock().is_ok_and(|i| i.contains_key(key)))
+        Ok(self.items.lock().contains_key(key))
     }
 }
 

@@ -45,7 +45,7 @@ fn node(tier: Arc<dyn SharedTier>, settings: L2Settings) -> (&'static TieredStor
             4,
             Arc::clone(&metrics),
             Some(l2),
-            crate::purge::filter::Filter::never_lagging(),
+            Arc::new(super::hit_filter::ServeAll),
         )
         .leak(),
         metrics,
@@ -129,7 +129,6 @@ async fn another_node_finds_what_one_stored_and_keeps_it_in_l1() {
     let manifest = shared
         .items
         .lock()
-        .expect("lock")
         .get(&manifest_key)
         .cloned()
         .expect("manifest");

@@ -9,12 +9,14 @@ pub mod breaker;
 pub mod codec;
 #[cfg(test)]
 pub mod fake;
+pub mod hit_filter;
 pub mod l1;
 pub mod l2;
 #[cfg(test)]
 mod l2_tests;
 pub mod router;
 pub mod shared;
+pub mod variants;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -33,10 +35,10 @@ use pingora_http::ResponseHeader;
 use prometheus::IntCounter;
 
 use crate::metrics::Metrics;
-use crate::policy::vary::VariantRegistry;
-use crate::purge::filter::{Filter, Object, Verdict};
+use hit_filter::{HitFilter, HitVerdict, StoredObject};
 use l1::{L1Entry, MokaTier};
 use l2::L2;
+use variants::VariantRegistry;
 
 /// Which tier answered a lookup, for `Cache-Status: …; detail=l1`; read off the hit handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,7 +157,7 @@ pub struct TieredStorage {
     l1_hits: IntCounter,
     l1_misses: IntCounter,
     /// What has been purged; every hit passes it.
-    filter: Arc<Filter>,
+    filter: Arc<dyn HitFilter>,
     /// `outpost_purge_filtered_total{verdict=…}`.
     filtered: [IntCounter; 3],
 }
@@ -166,7 +168,7 @@ impl TieredStorage {
         max_variants: usize,
         metrics: Arc<Metrics>,
         l2: Option<Arc<L2>>,
-        filter: Arc<Filter>,
+        filter: Arc<dyn HitFilter>,
     ) -> Self {
         Self {
             l2,
@@ -278,15 +280,15 @@ impl TieredStorage {
         key: &CacheKey,
         meta: &StoredMeta,
         now: SystemTime,
-    ) -> (Verdict, Option<StoredMeta>) {
+    ) -> (HitVerdict, Option<StoredMeta>) {
         let verdict = self.filter.check(
-            &Object {
+            &StoredObject {
                 primary: &key.primary_bin(),
                 primary_text: key.primary_key_str().unwrap_or(""),
                 tags: &meta.tags,
                 stored: meta.stored,
             },
-            crate::purge::filter::us(now),
+            now,
         );
         let stale_now = |keep_windows: bool| {
             let mut m = meta.clone();
@@ -300,16 +302,16 @@ impl TieredStorage {
             m
         };
         match verdict {
-            Verdict::Serve => (verdict, None),
-            Verdict::Stale => {
+            HitVerdict::Serve => (verdict, None),
+            HitVerdict::Stale => {
                 self.filtered[0].inc();
                 (verdict, Some(stale_now(true)))
             }
-            Verdict::Revalidate => {
+            HitVerdict::Revalidate => {
                 self.filtered[1].inc();
                 (verdict, Some(stale_now(false)))
             }
-            Verdict::Gone => {
+            HitVerdict::Gone => {
                 self.filtered[2].inc();
                 (verdict, None)
             }
@@ -329,7 +331,7 @@ impl TieredStorage {
     ) -> Option<(CacheMeta, HitHandler)> {
         let found = l2.read(&bin).await?;
         let (verdict, restaled) = self.judge(key, &found.meta, now);
-        if verdict == Verdict::Gone {
+        if verdict == HitVerdict::Gone {
             return None;
         }
         self.promote(bin, &found);
@@ -379,7 +381,7 @@ impl Storage for TieredStorage {
         if let Some(entry) = self.l1.get(&bin) {
             match self.judge(key, &entry.meta, now) {
                 // Purged here; another node may have refilled the shared tier since.
-                (Verdict::Gone, _) => {
+                (HitVerdict::Gone, _) => {
                     self.l1.remove(&bin);
                 }
                 (_, restaled) => in_l1 = Some((entry, restaled)),
@@ -398,7 +400,7 @@ impl Storage for TieredStorage {
         if let Some(l2) = &self.l2
             && meta.fresh_until < now
             && let Some(found) = l2.read(&bin).await
-            && self.judge(key, &found.meta, now).0 == Verdict::Serve
+            && self.judge(key, &found.meta, now).0 == HitVerdict::Serve
             && found.meta.fresh_until > meta.fresh_until
         {
             self.promote(bin, &found);
@@ -577,7 +579,7 @@ impl HandleMiss for Fill {
         if meta.header.status == http::StatusCode::OK {
             // Whole objects in memory serve ranges; say so once here, not on every hit.
             meta.header
-                .insert_header(http::header::ACCEPT_RANGES, crate::proxy::ACCEPT_BYTES)
+                .insert_header(http::header::ACCEPT_RANGES, crate::headers::ACCEPT_BYTES)
                 .or_err(
                     ErrorType::InternalError,
                     "setting Accept-Ranges on a stored object",
@@ -607,7 +609,7 @@ mod tests {
             grace: Duration::from_secs(60),
             max_retain: Duration::from_secs(3600),
         };
-        TieredStorage::new(config, 4, metrics, None, Filter::never_lagging()).leak()
+        TieredStorage::new(config, 4, metrics, None, Arc::new(hit_filter::ServeAll)).leak()
     }
 
     fn meta(status: u16) -> CacheMeta {
