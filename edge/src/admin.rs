@@ -12,8 +12,10 @@ use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use crate::answers::{json, json_error, purge_outcome, text};
+use crate::auth::token_matches;
 use crate::metrics::Metrics;
-use crate::purge::{PurgeError, PurgeRequest, Purges, token_matches};
+use crate::purge::{PurgeRequest, Purges};
 use crate::storage::TieredStorage;
 use crate::upstream::Origins;
 
@@ -39,45 +41,6 @@ pub struct AdminApp {
     pub origins: Arc<Origins>,
     /// Set when a shutdown signal arrived: stop attracting traffic.
     pub draining: Arc<AtomicBool>,
-}
-
-fn text(status: StatusCode, body: impl Into<Vec<u8>>, content_type: &str) -> Response<Vec<u8>> {
-    let body = body.into();
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .header(http::header::CACHE_CONTROL, "no-store")
-        .body(body)
-        .unwrap_or_else(|_| Response::new(Vec::new()))
-}
-
-/// A JSON answer; errors are `{"error": "...", "field": "..."}`.
-pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Vec<u8>> {
-    let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    text(status, body, "application/json")
-}
-
-pub fn json_error(status: StatusCode, error: &str, field: Option<&str>) -> Response<Vec<u8>> {
-    json(
-        status,
-        &serde_json::json!({ "error": error, "field": field }),
-    )
-}
-
-/// The answer to a purge that was accepted or refused.
-pub fn purge_outcome(outcome: Result<crate::purge::Receipt, PurgeError>) -> Response<Vec<u8>> {
-    match outcome {
-        Ok(receipt) => json(StatusCode::OK, &receipt),
-        Err(PurgeError::Invalid { field, message }) => json_error(
-            StatusCode::BAD_REQUEST,
-            &format!("{field}: {message}"),
-            Some(&field),
-        ),
-        Err(e @ PurgeError::LogUnavailable(_)) => {
-            json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None)
-        }
-    }
 }
 
 /// Parses a purge request, naming the field at fault.

@@ -9,46 +9,24 @@
 use pingora_cache::CacheKey;
 
 use crate::config::CacheKeyConfig;
-use crate::target::{self, Target};
+use crate::target::{self, QueryRules, Target};
 
-/// The query rules of the cache key; cheap to share.
+/// Keys from parsed targets, under the configured query rules; cheap to share.
 #[derive(Clone, Debug)]
 pub struct KeyBuilder {
-    sort_query: bool,
-    drop_exact: Vec<String>,
-    drop_prefixes: Vec<String>,
+    rules: QueryRules,
 }
 
 impl KeyBuilder {
     pub fn new(cfg: &CacheKeyConfig) -> Self {
-        let (prefixes, exact): (Vec<_>, Vec<_>) =
-            cfg.drop_params.iter().partition(|p| p.ends_with('*'));
         Self {
-            sort_query: cfg.sort_query,
-            drop_exact: exact.into_iter().cloned().collect(),
-            drop_prefixes: prefixes
-                .iter()
-                .map(|p| p.trim_end_matches('*').to_owned())
-                .collect(),
+            rules: QueryRules::new(cfg.sort_query, &cfg.drop_params),
         }
     }
 
-    /// The query the key keeps (and the origin receives): parameters split on `&` only, empty
-    /// and dropped ones left out, the rest sorted by name when configured. The sort is stable,
-    /// so repeated parameters keep their order (`a=1&a=2` and `a=2&a=1` may mean different
-    /// things to an origin).
-    pub fn query(&self, raw: &str) -> String {
-        if raw.is_empty() {
-            return String::new();
-        }
-        let mut params: Vec<&str> = raw
-            .split('&')
-            .filter(|p| !p.is_empty() && !self.dropped(p))
-            .collect();
-        if self.sort_query {
-            params.sort_by_key(|p| name(p));
-        }
-        params.join("&")
+    /// The query rules requests and purge URLs are parsed with.
+    pub fn rules(&self) -> &QueryRules {
+        &self.rules
     }
 
     /// The key of a parsed request target.
@@ -65,27 +43,13 @@ impl KeyBuilder {
                 request.scheme.as_str(),
                 request.authority
             );
-            target::parse_url(&url, self).ok()?
+            target::parse_url(&url, &self.rules).ok()?
         } else {
-            target::parse_url(location, self).ok()?
+            target::parse_url(location, &self.rules).ok()?
         };
         (target.scheme == request.scheme && target.authority == request.authority)
             .then(|| self.key(&target))
     }
-
-    fn dropped(&self, param: &str) -> bool {
-        let name = name(param);
-        self.drop_exact.iter().any(|d| d == name)
-            || self
-                .drop_prefixes
-                .iter()
-                .any(|p| name.starts_with(p.as_str()))
-    }
-}
-
-/// A parameter's name: what precedes its first `=`.
-fn name(param: &str) -> &str {
-    param.split('=').next().unwrap_or(param)
 }
 
 /// A cache key for `primary`, its hash (BLAKE3, truncated to 128 bits) computed once here:
@@ -126,14 +90,21 @@ mod tests {
     #[test]
     fn queries_are_normalised_and_tracking_parameters_dropped() {
         let b = builder();
-        assert_eq!(b.query("b=2&a=1"), "a=1&b=2");
-        assert_eq!(b.query("utm_source=x&id=3&fbclid=y&utm_medium=z"), "id=3");
-        assert_eq!(b.query("&&x=1&"), "x=1");
-        assert_eq!(b.query(""), "");
-        assert_eq!(b.query("a=2&b=1&a=1"), "a=2&a=1&b=1", "stable by name");
+        assert_eq!(b.rules().query("b=2&a=1"), "a=1&b=2");
+        assert_eq!(
+            b.rules().query("utm_source=x&id=3&fbclid=y&utm_medium=z"),
+            "id=3"
+        );
+        assert_eq!(b.rules().query("&&x=1&"), "x=1");
+        assert_eq!(b.rules().query(""), "");
+        assert_eq!(
+            b.rules().query("a=2&b=1&a=1"),
+            "a=2&a=1&b=1",
+            "stable by name"
+        );
         // `;` is not a separator: the whole `utm_x=1;id=5` is one dropped parameter, so `id=5`
         // is dropped from the key and from what the origin receives alike.
-        assert_eq!(b.query("utm_x=1;id=5&page=2"), "page=2");
+        assert_eq!(b.rules().query("utm_x=1;id=5&page=2"), "page=2");
     }
 
     #[test]
@@ -142,14 +113,14 @@ mod tests {
             sort_query: false,
             drop_params: vec![],
         });
-        assert_eq!(b.query("b=2&a=1&utm_x=1"), "b=2&a=1&utm_x=1");
+        assert_eq!(b.rules().query("b=2&a=1&utm_x=1"), "b=2&a=1&utm_x=1");
     }
 
     #[test]
     fn same_origin_targets_only() {
         let b = builder();
-        let req = target::parse_url("http://shop.test/items", &b).expect("request");
-        let own = b.key(&target::parse_url("http://shop.test/items/7", &b).expect("own"));
+        let req = target::parse_url("http://shop.test/items", b.rules()).expect("request");
+        let own = b.key(&target::parse_url("http://shop.test/items/7", b.rules()).expect("own"));
         let rel = b.same_origin_key(&req, "/items/7").expect("absolute path");
         assert_eq!(rel.primary_bin(), own.primary_bin());
         let abs = b

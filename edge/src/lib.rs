@@ -6,6 +6,8 @@
 //! is narrated in docs/request-lifecycle.md.
 
 pub mod admin;
+mod answers;
+mod auth;
 pub mod cache_key;
 pub mod cache_status;
 pub mod client;
@@ -45,9 +47,10 @@ use crate::proxy::EdgeProxy;
 use crate::purge::Purges;
 use crate::purge::filter::Filter;
 use crate::purge::local::LocalStore;
+use crate::purge::store::ServerStore;
 use crate::storage::hit_filter::HitFilter;
 use crate::storage::l2::{L2, L2Settings};
-use crate::storage::shared::{MemcachedTier, PoolSettings, ServerStore};
+use crate::storage::shared::{MemcachedTier, PoolSettings};
 use crate::storage::{TierConfig, TieredStorage};
 use crate::upstream::Origins;
 

@@ -21,6 +21,8 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::answers::{json_error, purge_outcome};
+use crate::auth::token_matches;
 use crate::cache_key::KeyBuilder;
 use crate::cache_status;
 use crate::client::Client;
@@ -35,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
 use crate::policy::{self, CREDENTIALS, Policy, Verdict, directives, vary};
-use crate::purge::{PurgeRequest, Purges, token_matches};
+use crate::purge::{PurgeRequest, Purges};
 use crate::storage::TieredStorage;
 use crate::target::{self, Scheme};
 use crate::upstream::{self, Origins};
@@ -184,7 +186,7 @@ impl EdgeProxy {
             .and_then(|a| a.as_inet())
             .is_some_and(|a| self.purge_networks.iter().any(|n| n.contains(&a.ip())));
         let resp = if !(from_allowed || token_matches(token, &self.purge_token)) {
-            crate::admin::json_error(
+            json_error(
                 http::StatusCode::UNAUTHORIZED,
                 "PURGE needs the admin bearer token or an allowed network",
                 None,
@@ -200,7 +202,7 @@ impl EdgeProxy {
                 soft,
                 ..PurgeRequest::default()
             };
-            crate::admin::purge_outcome(self.purges.submit(purge).await)
+            purge_outcome(self.purges.submit(purge).await)
         };
         let (parts, body) = resp.into_parts();
         let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len() + 2))?;
@@ -379,7 +381,11 @@ impl ProxyHttp for EdgeProxy {
             self.reject(session, ctx, 400, "bad-request", why).await?;
             return Ok(true);
         }
-        let target = match target::parse(session.req_header(), Self::scheme(session), &self.keys) {
+        let target = match target::parse(
+            session.req_header(),
+            Self::scheme(session),
+            self.keys.rules(),
+        ) {
             Ok(t) => t,
             Err(why) => {
                 self.reject(session, ctx, 400, why.detail(), &why.to_string())

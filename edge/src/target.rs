@@ -11,15 +11,13 @@
 //!
 //! The authority is kept in one canonical form: lower case, no trailing dot, the scheme's default
 //! port dropped, IPv6 literals compressed. The query keeps only what the key options keep (see
-//! [`crate::cache_key::KeyBuilder::query`]), in key order; dropped parameters are not forwarded.
+//! [`QueryRules::query`]), in key order; dropped parameters are not forwarded.
 
 use std::fmt;
 use std::net::Ipv6Addr;
 
 use http::Method;
 use pingora_http::RequestHeader;
-
-use crate::cache_key::KeyBuilder;
 
 /// The scheme a request arrived with (the connection's: TLS or not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,11 +125,68 @@ impl fmt::Display for Rejected {
     }
 }
 
+/// Which query parameters the cache key keeps, and so the origin receives: every parameter but
+/// the dropped ones, sorted by name when configured; cheap to share.
+#[derive(Clone, Debug)]
+pub struct QueryRules {
+    sort: bool,
+    drop_exact: Vec<String>,
+    drop_prefixes: Vec<String>,
+}
+
+impl QueryRules {
+    /// `drop_params`: names, or prefixes ending in `*`.
+    pub fn new(sort: bool, drop_params: &[String]) -> Self {
+        let (prefixes, exact): (Vec<_>, Vec<_>) =
+            drop_params.iter().partition(|p| p.ends_with('*'));
+        Self {
+            sort,
+            drop_exact: exact.into_iter().cloned().collect(),
+            drop_prefixes: prefixes
+                .iter()
+                .map(|p| p.trim_end_matches('*').to_owned())
+                .collect(),
+        }
+    }
+
+    /// The query the key keeps (and the origin receives): parameters split on `&` only, empty
+    /// and dropped ones left out, the rest sorted by name when configured. The sort is stable,
+    /// so repeated parameters keep their order (`a=1&a=2` and `a=2&a=1` may mean different
+    /// things to an origin).
+    pub fn query(&self, raw: &str) -> String {
+        if raw.is_empty() {
+            return String::new();
+        }
+        let mut params: Vec<&str> = raw
+            .split('&')
+            .filter(|p| !p.is_empty() && !self.dropped(p))
+            .collect();
+        if self.sort {
+            params.sort_by_key(|p| param_name(p));
+        }
+        params.join("&")
+    }
+
+    fn dropped(&self, param: &str) -> bool {
+        let name = param_name(param);
+        self.drop_exact.iter().any(|d| d == name)
+            || self
+                .drop_prefixes
+                .iter()
+                .any(|p| name.starts_with(p.as_str()))
+    }
+}
+
+/// A parameter's name: what precedes its first `=`.
+fn param_name(param: &str) -> &str {
+    param.split('=').next().unwrap_or(param)
+}
+
 /// Longest host name (RFC 1035 §2.3.4, without the trailing dot).
 const MAX_HOST_LEN: usize = 253;
 
 /// Parses the target and authority of a client request that arrived over `scheme`.
-pub fn parse(req: &RequestHeader, scheme: Scheme, keys: &KeyBuilder) -> Result<Target, Rejected> {
+pub fn parse(req: &RequestHeader, scheme: Scheme, rules: &QueryRules) -> Result<Target, Rejected> {
     let raw = req.raw_path();
     if !raw.iter().all(|b| (0x21..=0x7e).contains(b)) {
         return Err(Rejected::BadTarget(
@@ -157,11 +212,11 @@ pub fn parse(req: &RequestHeader, scheme: Scheme, keys: &KeyBuilder) -> Result<T
     }
     if raw.starts_with('/') {
         let authority = canonical_authority(host_field, scheme)?;
-        return Ok(origin_form(scheme, authority, raw, keys));
+        return Ok(origin_form(scheme, authority, raw, rules));
     }
     // Absolute-form: its authority wins over Host (RFC 9112 §3.2.2); Pingora has already refused
     // a Host that differs from it.
-    let target = parse_absolute(raw, keys)?;
+    let target = parse_absolute(raw, rules)?;
     if target.scheme != scheme {
         return Err(Rejected::BadTarget(
             "absolute-form scheme differs from the connection's",
@@ -172,18 +227,18 @@ pub fn parse(req: &RequestHeader, scheme: Scheme, keys: &KeyBuilder) -> Result<T
 
 /// Parses an absolute `http://` or `https://` URL as if it were a request's target (purges name
 /// URLs this way, so they reach exactly the keys requests make).
-pub fn parse_url(url: &str, keys: &KeyBuilder) -> Result<Target, Rejected> {
+pub fn parse_url(url: &str, rules: &QueryRules) -> Result<Target, Rejected> {
     if !url.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(Rejected::BadTarget(
             "bytes outside visible ASCII must be percent-encoded",
         ));
     }
     let url = url.split('#').next().unwrap_or(url);
-    parse_absolute(url, keys)
+    parse_absolute(url, rules)
 }
 
 /// `scheme "://" authority [path-abempty] ["?" query]`.
-fn parse_absolute(raw: &str, keys: &KeyBuilder) -> Result<Target, Rejected> {
+fn parse_absolute(raw: &str, rules: &QueryRules) -> Result<Target, Rejected> {
     let (scheme, rest) = raw.split_once("://").ok_or(Rejected::BadTarget(
         "neither origin-form (/path) nor absolute-form (http://host/path)",
     ))?;
@@ -199,16 +254,16 @@ fn parse_absolute(raw: &str, keys: &KeyBuilder) -> Result<Target, Rejected> {
     } else {
         format!("/{path_and_query}")
     };
-    Ok(origin_form(scheme, authority, &path_and_query, keys))
+    Ok(origin_form(scheme, authority, &path_and_query, rules))
 }
 
-fn origin_form(scheme: Scheme, authority: String, raw: &str, keys: &KeyBuilder) -> Target {
+fn origin_form(scheme: Scheme, authority: String, raw: &str, rules: &QueryRules) -> Target {
     let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
     Target {
         scheme,
         authority,
         path: path.to_owned(),
-        query: keys.query(query),
+        query: rules.query(query),
     }
 }
 
@@ -304,8 +359,9 @@ mod tests {
     use super::*;
     use crate::config::CacheKeyConfig;
 
-    fn keys() -> KeyBuilder {
-        KeyBuilder::new(&CacheKeyConfig::default())
+    fn keys() -> QueryRules {
+        let cfg = CacheKeyConfig::default();
+        QueryRules::new(cfg.sort_query, &cfg.drop_params)
     }
 
     fn request(method: &str, target: &[u8], host: Option<&str>) -> RequestHeader {

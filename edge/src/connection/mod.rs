@@ -21,10 +21,8 @@ use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::proxy::EdgeProxy;
 use limits::{Limits, Refusal};
 use stream::{Counters, Deadlines, Watched};
 
@@ -35,8 +33,10 @@ const REFUSAL_LINGER: Duration = Duration::from_millis(200);
 /// per client (the keep-alive pool), memcached, listeners, logs.
 const RESERVED_FDS: u64 = 2048;
 
-pub struct EdgeApp {
-    pub proxy: Arc<HttpProxy<EdgeProxy>>,
+/// The connection layer in front of `A` (the Pingora proxy), which it knows only as an
+/// application that takes connections.
+pub struct EdgeApp<A> {
+    pub proxy: Arc<A>,
     pub limits: Arc<Limits>,
     pub deadlines: Deadlines,
     pub counters: Counters,
@@ -47,7 +47,7 @@ pub struct EdgeApp {
 }
 
 #[async_trait]
-impl ServerApp for EdgeApp {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::storage::shared::{ServerStore, TierError};
+use super::store::ServerStore;
+use crate::storage::shared::TierError;
 
 type Items = HashMap<String, (Vec<u8>, Option<Instant>)>;
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::shared::{ServerStore, TierError};
+use super::store::ServerStore;
+use crate::storage::shared::TierError;
 
 /// One purge as it travels through the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ pub mod filter;
 pub mod forward;
 pub mod local;
 pub mod log;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -209,7 +210,7 @@ impl Purges {
 
     /// The primary cache key of an absolute URL (or prefix), as requests produce it.
     fn normalise(&self, field: &str, url: &str) -> Result<String, PurgeError> {
-        target::parse_url(url, &self.keys)
+        target::parse_url(url, self.keys.rules())
             .map(|t| t.key_text())
             .map_err(|e| {
                 invalid(
@@ -653,35 +654,5 @@ impl Purges {
             }
             n = n.wrapping_add(1);
         }
-    }
-}
-
-/// A constant-time comparison of a presented bearer token with the configured one; an empty
-/// configured token accepts nothing.
-pub fn token_matches(presented: Option<&str>, configured: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let Some(presented) = presented.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return false;
-    };
-    if configured.is_empty() {
-        return false;
-    }
-    // Hashing first hides the configured token's length from timing.
-    let a = blake3::hash(presented.trim().as_bytes());
-    let b = blake3::hash(configured.as_bytes());
-    a.as_bytes().ct_eq(b.as_bytes()).into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(token_matches(Some("Bearer s3cret"), "s3cret"));
-        assert!(!token_matches(Some("Bearer s3cre"), "s3cret"));
-        assert!(!token_matches(Some("s3cret"), "s3cret"));
-        assert!(!token_matches(None, "s3cret"));
-        assert!(!token_matches(Some("Bearer "), ""));
     }
 }

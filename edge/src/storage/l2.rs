@@ -391,30 +391,6 @@ impl L2 {
     }
 }
 
-/// The object's surrogate keys: `Surrogate-Key` (space-separated) and `Cache-Tag`
-/// (comma-separated).
-pub fn tags(headers: &http::HeaderMap) -> Vec<String> {
-    let mut tags: Vec<String> = Vec::new();
-    for (field, sep) in [("surrogate-key", ' '), ("cache-tag", ',')] {
-        for value in headers
-            .get_all(field)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-        {
-            tags.extend(
-                value
-                    .split(sep)
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned),
-            );
-        }
-    }
-    tags.sort();
-    tags.dedup();
-    tags
-}
-
 pub fn hex(key: &HashBinary) -> String {
     let mut s = String::with_capacity(32);
     for b in key {

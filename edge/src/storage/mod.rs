@@ -78,7 +78,7 @@ pub struct StoredMeta {
 
 impl StoredMeta {
     pub fn from_meta(meta: &CacheMeta) -> Self {
-        Self::with_tags(meta, l2::tags(meta.headers()).into())
+        Self::with_tags(meta, tags(meta.headers()).into())
     }
 
     /// [`StoredMeta::from_meta`] with the surrogate keys already known.
@@ -115,6 +115,30 @@ impl StoredMeta {
         let stale = u64::from(self.stale_while_revalidate.max(self.stale_if_error));
         self.fresh_until + Duration::from_secs(stale).max(grace)
     }
+}
+
+/// The object's surrogate keys, kept with it in both tiers for the purge filter: `Surrogate-Key` (space-separated) and `Cache-Tag`
+/// (comma-separated).
+pub fn tags(headers: &http::HeaderMap) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for (field, sep) in [("surrogate-key", ' '), ("cache-tag", ',')] {
+        for value in headers
+            .get_all(field)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            tags.extend(
+                value
+                    .split(sep)
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 /// What dropping a URL from this node's L1 removed.

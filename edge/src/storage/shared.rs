@@ -42,48 +42,6 @@ pub trait SharedTier: Send + Sync + 'static {
 
 /// Operations on one chosen server, for data that must live on several servers at once (the
 /// purge log). Servers are numbered as configured.
-#[async_trait]
-pub trait ServerStore: Send + Sync + 'static {
-    /// Every server, best first for `key` (rendezvous order): the same order on every node.
-    fn ranked(&self, key: &str) -> Vec<usize>;
-    fn server_name(&self, server: usize) -> String;
-    async fn get_on(
-        &self,
-        server: usize,
-        key: &str,
-        deadline: Duration,
-    ) -> Result<Option<Vec<u8>>, TierError>;
-    async fn set_on(
-        &self,
-        server: usize,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        deadline: Duration,
-    ) -> Result<(), TierError>;
-    /// Stores only if absent; false when the key already exists. A zero `ttl` (here and in
-    /// `set_on`) keeps the item until it is evicted.
-    async fn add_on(
-        &self,
-        server: usize,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        deadline: Duration,
-    ) -> Result<bool, TierError>;
-    /// Appends to an existing item (atomically); false when it is missing.
-    async fn append_on(
-        &self,
-        server: usize,
-        key: &str,
-        value: &[u8],
-        deadline: Duration,
-    ) -> Result<bool, TierError>;
-    /// Adds one to a counter, creating it at 1 (kept forever) when missing; the new value.
-    async fn incr_on(&self, server: usize, key: &str, deadline: Duration)
-    -> Result<u64, TierError>;
-}
-
 /// One memcached server: its client, breaker and metrics.
 struct Server {
     name: String,
@@ -198,7 +156,7 @@ fn ttl(d: Duration) -> Ttl {
     Ttl::secs(d.clamp(Duration::from_secs(1), MAX_TTL).as_secs() as u32)
 }
 
-/// For [`ServerStore`]: zero means kept until evicted.
+/// For the per-server operations: zero means kept until evicted.
 fn ttl_or_never(d: Duration) -> Ttl {
     if d.is_zero() { Ttl::NEVER } else { ttl(d) }
 }
@@ -253,19 +211,20 @@ impl SharedTier for MemcachedTier {
     }
 }
 
-#[async_trait]
-impl ServerStore for MemcachedTier {
-    fn ranked(&self, key: &str) -> Vec<usize> {
+/// Operations on one named server of the pool (the purge log keeps copies on chosen servers
+/// instead of routing by key).
+impl MemcachedTier {
+    pub fn ranked(&self, key: &str) -> Vec<usize> {
         self.router.ranked(key.as_bytes())
     }
 
-    fn server_name(&self, server: usize) -> String {
+    pub fn server_name(&self, server: usize) -> String {
         self.servers
             .get(server)
             .map_or_else(|| format!("#{server}"), |s| s.name.clone())
     }
 
-    async fn get_on(
+    pub async fn get_on(
         &self,
         server: usize,
         key: &str,
@@ -282,7 +241,7 @@ impl ServerStore for MemcachedTier {
         .await
     }
 
-    async fn set_on(
+    pub async fn set_on(
         &self,
         server: usize,
         key: &str,
@@ -297,7 +256,7 @@ impl ServerStore for MemcachedTier {
         .await
     }
 
-    async fn add_on(
+    pub async fn add_on(
         &self,
         server: usize,
         key: &str,
@@ -317,7 +276,7 @@ impl ServerStore for MemcachedTier {
         .await
     }
 
-    async fn append_on(
+    pub async fn append_on(
         &self,
         server: usize,
         key: &str,
@@ -331,7 +290,7 @@ impl ServerStore for MemcachedTier {
         .await
     }
 
-    async fn incr_on(
+    pub async fn incr_on(
         &self,
         server: usize,
         key: &str,
