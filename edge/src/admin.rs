@@ -15,7 +15,7 @@ use pingora_core::protocols::http::ServerSession;
 use crate::answers::{json, json_error, purge_outcome, text};
 use crate::auth::token_matches;
 use crate::metrics::Metrics;
-use crate::purge::{PurgeRequest, Purges};
+use crate::purge::{PurgeRequest, PurgeService};
 use crate::storage::TieredStorage;
 use crate::upstream::Origins;
 
@@ -34,7 +34,7 @@ pub const ROUTES: [(&str, &str); 6] = [
 
 pub struct AdminApp {
     pub metrics: Arc<Metrics>,
-    pub purges: Arc<Purges>,
+    pub purges: Arc<PurgeService>,
     /// `admin.token`; empty refuses every purge.
     pub token: String,
     pub storage: &'static TieredStorage,

@@ -23,17 +23,18 @@ use std::time::SystemTime;
 use pingora_cache::{CacheMeta, CachePhase};
 
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
+use crate::metrics::Outcome;
 
 /// What the outcome is called in metrics and logs.
-pub fn outcome(phase: CachePhase, ctx: &RequestCtx) -> &'static str {
+pub fn outcome(phase: CachePhase, ctx: &RequestCtx) -> Outcome {
     match phase {
-        CachePhase::Hit => "hit",
-        CachePhase::StaleUpdating => "stale",
-        CachePhase::Stale if ctx.stale_served.is_some() => "stale",
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "revalidated",
-        _ if ctx.lookup.is_some() => "miss",
-        _ if ctx.cache_used => "bypass",
-        _ => "pass",
+        CachePhase::Hit => Outcome::Hit,
+        CachePhase::StaleUpdating => Outcome::Stale,
+        CachePhase::Stale if ctx.stale_served.is_some() => Outcome::Stale,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Revalidated,
+        _ if ctx.lookup.is_some() => Outcome::Miss,
+        _ if ctx.cache_used => Outcome::Bypass,
+        _ => Outcome::Pass,
     }
 }
 

@@ -7,6 +7,7 @@ use pingora_http::ResponseHeader;
 
 use crate::client::Client;
 use crate::connection::framing::Head;
+use crate::metrics::Outcome;
 use crate::origin_fault::OriginFault;
 use crate::policy::NotStored;
 use crate::policy::directives::Directives;
@@ -74,7 +75,7 @@ pub struct RequestCtx {
     pub connect_failures: usize,
     /// The `Cache-Status` sent, for logs and metrics.
     pub cache_status: Option<String>,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
 }
 
 impl RequestCtx {
@@ -102,7 +103,7 @@ impl RequestCtx {
             had_stored: false,
             connect_failures: 0,
             cache_status: None,
-            outcome: "pass",
+            outcome: Outcome::Pass,
         }
     }
 }

@@ -41,10 +41,10 @@ use crate::config::EdgeConfig;
 use crate::connection::EdgeApp;
 use crate::connection::limits::{Limits, Refusal};
 use crate::connection::stream::{Counters, Deadlines};
-use crate::metrics::Metrics;
+use crate::metrics::{ClientErrorKind, Metrics};
 use crate::policy::Policy;
 use crate::proxy::EdgeProxy;
-use crate::purge::Purges;
+use crate::purge::PurgeService;
 use crate::purge::filter::Filter;
 use crate::purge::local::LocalStore;
 use crate::purge::store::ServerStore;
@@ -170,7 +170,6 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
             .connections_refused
             .with_label_values(&[reason.as_str()])
     };
-    let client_error = |kind: &str| metrics.client_errors.with_label_values(&[kind]);
     let app = EdgeApp {
         proxy: Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy)),
         limits: Limits::new(
@@ -184,10 +183,10 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
             body_min_rate: config.server.request_body_min_rate,
         },
         counters: Counters {
-            head_timeouts: client_error("head_timeout"),
-            body_timeouts: client_error("body_timeout"),
-            framing_violations: client_error("framing"),
-            malformed: client_error("malformed"),
+            head_timeouts: metrics.client_error(ClientErrorKind::HeadTimeout),
+            body_timeouts: metrics.client_error(ClientErrorKind::BodyTimeout),
+            framing_violations: metrics.client_error(ClientErrorKind::Framing),
+            malformed: metrics.client_error(ClientErrorKind::Malformed),
         },
         refused: [refused(Refusal::Full), refused(Refusal::PerClient)],
         name: config.server.name.clone(),
@@ -222,7 +221,7 @@ fn purges(
     keys: KeyBuilder,
     metrics: &Arc<Metrics>,
     longest_life: Duration,
-) -> anyhow::Result<Arc<Purges>> {
+) -> anyhow::Result<Arc<PurgeService>> {
     let p = &config.purge;
     let store: Arc<dyn ServerStore> = match pool {
         Some(pool) => pool,
@@ -245,7 +244,7 @@ fn purges(
         config: p.clone(),
     };
     Ok(Arc::new(
-        Purges::new(
+        PurgeService::new(
             settings,
             filter,
             storage,
@@ -259,7 +258,7 @@ fn purges(
 }
 
 /// Runs the purge log poller until shutdown.
-struct PurgePoller(Arc<Purges>);
+struct PurgePoller(Arc<PurgeService>);
 
 #[async_trait]
 impl pingora_core::services::background::BackgroundService for PurgePoller {

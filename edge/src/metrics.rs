@@ -34,26 +34,77 @@ pub const CLIENT_CONNECTIONS: &str = "outpost_client_connections";
 pub const CONNECTIONS_REFUSED: &str = "outpost_connections_refused_total";
 pub const CLIENT_ERRORS: &str = "outpost_client_errors_total";
 
-/// Every value of the `cache` label of [`REQUESTS`].
-pub const OUTCOMES: [&str; 8] = [
-    "hit",
-    "stale",
-    "miss",
-    "revalidated",
-    "bypass",
-    "pass",
-    "error",
-    "client_error",
-];
+/// What became of a client request: the `cache` label of [`REQUESTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    /// Served stale (while revalidating, or because the origin failed).
+    Stale,
+    Miss,
+    Revalidated,
+    /// Cacheable, but the cache was not used for it (request directives, a body on a GET…).
+    Bypass,
+    /// Not for the cache (unsafe methods, PURGE, upgrades).
+    Pass,
+    Error,
+    ClientError,
+}
 
-/// Every value of the `kind` label of [`CLIENT_ERRORS`].
-pub const CLIENT_ERROR_KINDS: [&str; 5] = [
-    "bad_request",
-    "body_timeout",
-    "framing",
-    "head_timeout",
-    "malformed",
-];
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Hit,
+        Outcome::Stale,
+        Outcome::Miss,
+        Outcome::Revalidated,
+        Outcome::Bypass,
+        Outcome::Pass,
+        Outcome::Error,
+        Outcome::ClientError,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Stale => "stale",
+            Outcome::Miss => "miss",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Bypass => "bypass",
+            Outcome::Pass => "pass",
+            Outcome::Error => "error",
+            Outcome::ClientError => "client_error",
+        }
+    }
+}
+
+/// What a client did wrong: the `kind` label of [`CLIENT_ERRORS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientErrorKind {
+    BadRequest,
+    BodyTimeout,
+    Framing,
+    HeadTimeout,
+    Malformed,
+}
+
+impl ClientErrorKind {
+    pub const ALL: [ClientErrorKind; 5] = [
+        ClientErrorKind::BadRequest,
+        ClientErrorKind::BodyTimeout,
+        ClientErrorKind::Framing,
+        ClientErrorKind::HeadTimeout,
+        ClientErrorKind::Malformed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientErrorKind::BadRequest => "bad_request",
+            ClientErrorKind::BodyTimeout => "body_timeout",
+            ClientErrorKind::Framing => "framing",
+            ClientErrorKind::HeadTimeout => "head_timeout",
+            ClientErrorKind::Malformed => "malformed",
+        }
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -168,9 +219,9 @@ impl Metrics {
         )?;
         r.register(Box::new(l2_breaker_open.clone()))?;
         let requests = counter_vec(&r, REQUESTS, "Client requests by cache outcome", &["cache"])?;
-        let by_outcome = OUTCOMES
+        let by_outcome = Outcome::ALL
             .iter()
-            .map(|o| requests.with_label_values(&[o]))
+            .map(|o| requests.with_label_values(&[o.label()]))
             .collect();
         Ok(Self {
             by_outcome,
@@ -268,8 +319,8 @@ impl Metrics {
     /// Series that exist from the start at zero, so a dashboard or alert sees them before
     /// their first event.
     fn vivify(&self) {
-        for kind in CLIENT_ERROR_KINDS {
-            self.client_errors.with_label_values(&[kind]);
+        for kind in ClientErrorKind::ALL {
+            self.client_errors.with_label_values(&[kind.label()]);
         }
         for reason in ["too-many-connections", "too-many-connections-from-client"] {
             self.connections_refused.with_label_values(&[reason]);
@@ -279,12 +330,14 @@ impl Metrics {
         }
     }
 
-    /// Counts one client request with this outcome (one of [`OUTCOMES`]).
-    pub fn request(&self, outcome: &str) {
-        match OUTCOMES.iter().position(|o| *o == outcome) {
-            Some(i) => self.by_outcome[i].inc(),
-            None => self.requests.with_label_values(&[outcome]).inc(),
-        }
+    /// Counts one client request with this outcome.
+    pub fn request(&self, outcome: Outcome) {
+        self.by_outcome[outcome as usize].inc();
+    }
+
+    /// The counter of one kind of client error.
+    pub fn client_error(&self, kind: ClientErrorKind) -> IntCounter {
+        self.client_errors.with_label_values(&[kind.label()])
     }
 
     /// The Prometheus text exposition of every metric.

@@ -33,11 +33,11 @@ use crate::connection::stream::{acknowledge, restore_date, switching_protocols, 
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
 use crate::headers::strip_for_client;
 use crate::headers::{ACCEPT_BYTES, connection_listed};
-use crate::metrics::Metrics;
+use crate::metrics::{ClientErrorKind, Metrics, Outcome};
 use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
 use crate::policy::{self, CREDENTIALS, Policy, Verdict, directives, vary};
-use crate::purge::{PurgeRequest, Purges};
+use crate::purge::{PurgeRequest, PurgeService};
 use crate::storage::TieredStorage;
 use crate::target::{self, Scheme};
 use crate::upstream::{self, Origins};
@@ -68,7 +68,7 @@ pub struct EdgeProxy {
     pub max_request_header_bytes: usize,
     pub origins: Arc<Origins>,
     pub metrics: Arc<Metrics>,
-    pub purges: Arc<Purges>,
+    pub purges: Arc<PurgeService>,
     /// `admin.token`: `PURGE` carrying it is allowed from anywhere…
     pub purge_token: String,
     /// …and without it only from these networks.
@@ -126,7 +126,7 @@ impl EdgeProxy {
 
     /// RFC 9111 §4.4: a successful unsafe request invalidates its target and the same-origin
     /// `Location` / `Content-Location` it names, here at once and, when a tier held them, in
-    /// the whole region (see [`Purges::invalidate`]).
+    /// the whole region (see [`PurgeService::invalidate`]).
     fn invalidate_after_unsafe(&self, ctx: &RequestCtx, resp: &ResponseHeader) {
         let Some(target) = &ctx.target else { return };
         let mut keys = vec![self.keys.key(target)];
@@ -148,10 +148,7 @@ impl EdgeProxy {
         detail: &'static str,
         why: &str,
     ) -> Result<()> {
-        self.metrics
-            .client_errors
-            .with_label_values(&["bad_request"])
-            .inc();
+        self.metrics.client_error(ClientErrorKind::BadRequest).inc();
         self.refuse(session, ctx, status, detail, why).await
     }
 
@@ -166,7 +163,7 @@ impl EdgeProxy {
     ) -> Result<()> {
         tracing::debug!(client = ?ctx.client.peer, %why, "request refused");
         let cache_status = format!("{}; detail={detail}", self.name);
-        ctx.outcome = "client_error";
+        ctx.outcome = Outcome::ClientError;
         Self::respond(session, status, &cache_status, &self.via).await?;
         ctx.cache_status = Some(cache_status);
         Ok(())
@@ -175,7 +172,7 @@ impl EdgeProxy {
     /// `PURGE /path` (the Varnish/Squid habit): a hard purge of that URL (every variant), or a
     /// soft one with `Soft-Purge: 1`; with the admin token, or from an allowed network.
     async fn purge_method(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        ctx.outcome = "pass";
+        ctx.outcome = Outcome::Pass;
         let req = session.req_header();
         let token = req
             .headers
@@ -531,7 +528,7 @@ impl ProxyHttp for EdgeProxy {
         // §5.2.1.7: nothing usable is stored, and the client forbids asking the origin.
         let status = format!("{}; detail=only-if-cached", self.name);
         ctx.cache_status = Some(status.clone());
-        ctx.outcome = "miss";
+        ctx.outcome = Outcome::Miss;
         Self::respond(session, 504, &status, &self.via).await?;
         Ok(false)
     }
@@ -786,19 +783,16 @@ impl ProxyHttp for EdgeProxy {
                 // The client is gone: nobody to answer.
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                 _ => {
-                    self.metrics
-                        .client_errors
-                        .with_label_values(&["bad_request"])
-                        .inc();
+                    self.metrics.client_error(ClientErrorKind::BadRequest).inc();
                     400
                 }
             },
             _ => 500,
         };
         ctx.outcome = if client_fault {
-            "client_error"
+            Outcome::ClientError
         } else {
-            "error"
+            Outcome::Error
         };
         if code > 0 && session.response_written().is_none() {
             ctx.detail = Some(match ctx.origin_fault {

@@ -31,7 +31,8 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
 
 /// The module's code without its unit tests (by convention the last item: `mod tests`).
 fn code(text: &str) -> &str {
-    text.find("#[cfg(test)]\nmod tests").map_or(text, |end| &text[..end])
+    text.find("#[cfg(test)]\nmod tests")
+        .map_or(text, |end| &text[..end])
 }
 
 /// Every `crate::<name>` a piece of code names.
@@ -96,7 +97,10 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<S
 #[test]
 fn module_dependencies_have_no_cycles() {
     let graph = graph();
-    assert!(graph.contains_key("storage") && graph.contains_key("proxy"), "{graph:?}");
+    assert!(
+        graph.contains_key("storage") && graph.contains_key("proxy"),
+        "{graph:?}"
+    );
     let cycles: Vec<String> = graph
         .keys()
         .filter_map(|m| cycle(&graph, m))
@@ -108,7 +112,9 @@ fn module_dependencies_have_no_cycles() {
 #[test]
 fn storage_knows_nothing_of_the_proxy_or_purges() {
     let graph = graph();
-    for low in ["storage", "policy", "target", "headers", "metrics", "config"] {
+    for low in [
+        "storage", "policy", "target", "headers", "metrics", "config",
+    ] {
         let deps = graph.get(low).cloned().unwrap_or_default();
         for high in ["proxy", "purge", "admin", "connection", "ctx"] {
             assert!(!deps.contains(high), "{low} depends on {high}: {deps:?}");

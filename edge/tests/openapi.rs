@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use edge::admin::ROUTES;
-use edge::purge::{PurgeRequest, RECEIPT_FIELDS, REQUEST_FIELDS, Receipt, RegionReceipt};
+use edge::purge::{
+    ForwardState, PurgeRequest, RECEIPT_FIELDS, REQUEST_FIELDS, Receipt, RegionReceipt,
+};
 use serde_json::Value;
 
 const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
@@ -218,7 +220,7 @@ fn serialized_receipts_have_exactly_the_spec_properties() {
     // least the required ones.
     let region_props = properties(&spec, "RegionReceipt");
     let full = RegionReceipt {
-        state: "failed".to_owned(),
+        state: ForwardState::Failed,
         attempts: 8,
         error: Some("refused".to_owned()),
         applied: vec!["edge-a".to_owned()],

@@ -1,5 +1,5 @@
 //! End-to-end tests: the real binaries as processes, real databases, real TCP.
-//! One test binary with a module per area (as linkerd and sozu do); `tests/README.md` maps them.
+//! One test binary with a module per area (as linkerd and sozu do); `docs/testing.md` maps them.
 
 mod config_files;
 mod edge;

@@ -2,7 +2,7 @@
 //! the load benchmarks: real databases, real processes on loopback ports, fixtures.
 //!
 //! - [`db`]: a fresh SQLite file or PostgreSQL schema per test.
-//! - [`process`]: the real `origin` (and later `edge`) binaries, started on port 0 and stopped on
+//! - [`process`]: the real `origin` and `edge` binaries, started on loopback ports and stopped on
 //!   drop.
 //! - [`fixtures`]: image files for uploads, good and hostile.
 //! - [`memcached`]: real memcached servers, killable and freezable.

@@ -35,7 +35,7 @@ impl Marks {
 
 /// One purge, as the filter records it.
 #[derive(Clone, Debug, Default)]
-pub struct Purge<'a> {
+pub struct Marking<'a> {
     pub at_us: u64,
     pub soft: bool,
     /// Primary-key hashes of purged URLs (every variant shares its URL's primary key).
@@ -107,7 +107,7 @@ impl Filter {
     }
 
     /// Records a purge.
-    pub fn apply(&self, p: &Purge<'_>) {
+    pub fn apply(&self, p: &Marking<'_>) {
         let keep = p.keep_us.map_or(self.keep_us, |k| k.min(self.keep_us));
         let expires = p.at_us.saturating_add(keep);
         let mut m = self.marked.write();
@@ -281,10 +281,10 @@ mod tests {
         };
         assert_eq!(seen(&a, "http://h/a", &tags, T0), HitVerdict::Serve);
 
-        f.apply(&Purge {
+        f.apply(&Marking {
             at_us: T0 + 100,
             urls: &[a],
-            ..Purge::default()
+            ..Marking::default()
         });
         assert_eq!(seen(&a, "http://h/a", &[], T0), HitVerdict::Gone);
         assert_eq!(
@@ -299,11 +299,11 @@ mod tests {
         );
 
         let purged_tag = ["image-4".to_owned()];
-        f.apply(&Purge {
+        f.apply(&Marking {
             at_us: T0 + 200,
             soft: true,
             tags: &purged_tag,
-            ..Purge::default()
+            ..Marking::default()
         });
         assert_eq!(seen(&b, "http://h/b", &tags, T0 + 150), HitVerdict::Stale);
         assert_eq!(
@@ -313,19 +313,19 @@ mod tests {
         );
 
         let prefix = ["http://h/img/".to_owned()];
-        f.apply(&Purge {
+        f.apply(&Marking {
             at_us: T0 + 300,
             prefixes: &prefix,
-            ..Purge::default()
+            ..Marking::default()
         });
         assert_eq!(seen(&b, "http://h/img/1", &[], T0 + 250), HitVerdict::Gone);
         assert_eq!(seen(&b, "http://h/imgs", &[], T0 + 250), HitVerdict::Serve);
 
-        f.apply(&Purge {
+        f.apply(&Marking {
             at_us: T0 + 400,
             soft: true,
             all: true,
-            ..Purge::default()
+            ..Marking::default()
         });
         assert_eq!(seen(&b, "http://x/", &[], T0 + 350), HitVerdict::Stale);
         assert_eq!(seen(&b, "http://x/", &[], T0 + 450), HitVerdict::Serve);
@@ -337,10 +337,10 @@ mod tests {
     fn marks_expire_after_the_longest_object_life() {
         let f = filter();
         let tag = ["t".to_owned()];
-        f.apply(&Purge {
+        f.apply(&Marking {
             at_us: T0,
             tags: &tag,
-            ..Purge::default()
+            ..Marking::default()
         });
         assert_eq!(f.expire(T0 + 3_599_999_999), 1);
         assert_eq!(f.expire(T0 + 3_600_000_000), 0);
@@ -387,10 +387,10 @@ mod tests {
         );
         f.mark_synced(T0);
         let key = [3u8; 16];
-        f.apply(&Purge {
+        f.apply(&Marking {
             at_us: T0,
             urls: &[key],
-            ..Purge::default()
+            ..Marking::default()
         });
         assert_eq!(
             f.check(&object(&key, "u", &[], T0 + 100_000), T0 + 500_000),

@@ -16,7 +16,7 @@ use crate::storage::shared::TierError;
 
 /// One purge as it travels through the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct LogEntry {
     pub id: String,
     /// The node that accepted it.
     pub node: String,
@@ -54,7 +54,7 @@ struct Position {
 /// What one poll found.
 #[derive(Debug, Default)]
 pub struct Polled {
-    pub entries: Vec<Entry>,
+    pub entries: Vec<LogEntry>,
     /// Something may have been lost: a replica restarted, or an entry vanished.
     pub gap: bool,
     /// At least one replica was read up to its head.
@@ -132,13 +132,13 @@ impl Log {
     }
 
     /// Appends `entry` to every replica it can, kept as long as entries are; how many took it.
-    pub async fn append(&self, entry: &Entry) -> Result<usize, String> {
+    pub async fn append(&self, entry: &LogEntry) -> Result<usize, String> {
         self.append_for(entry, self.s.entry_ttl).await
     }
 
     /// Appends `entry`, kept `ttl` (at most as long as entries are). A reader that finds it
     /// expired counts a gap, so a short life can cost a lagging node its L1, never a purge.
-    pub async fn append_for(&self, entry: &Entry, ttl: Duration) -> Result<usize, String> {
+    pub async fn append_for(&self, entry: &LogEntry, ttl: Duration) -> Result<usize, String> {
         let ttl = ttl.min(self.s.entry_ttl);
         let value = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
         let writes = self.replicas.iter().map(|&server| {
@@ -240,7 +240,7 @@ impl Log {
                     pos.seq += 1;
                     pos.missing_since = None;
                     // An entry we cannot read is as lost as a missing one.
-                    match serde_json::from_slice::<Entry>(&raw) {
+                    match serde_json::from_slice::<LogEntry>(&raw) {
                         Ok(e) => out.entries.push(e),
                         Err(_) => out.gap = true,
                     }
@@ -426,11 +426,11 @@ mod tests {
         )
     }
 
-    fn entry(id: &str) -> Entry {
-        Entry {
+    fn entry(id: &str) -> LogEntry {
+        LogEntry {
             id: id.to_owned(),
             tags: vec!["t".to_owned()],
-            ..Entry::default()
+            ..LogEntry::default()
         }
     }
 

@@ -27,9 +27,9 @@ use crate::config::{PurgeConfig, RegionConfig};
 use crate::metrics::Metrics;
 use crate::storage::{Held, TieredStorage};
 use crate::target;
-use filter::{Filter, Purge};
+use filter::{Filter, Marking};
 use forward::Forwarder;
-use log::{Entry, Log};
+use log::{Log, LogEntry};
 
 /// At most this many URLs, prefixes and tags in one purge.
 pub const MAX_ITEMS: usize = 10_000;
@@ -95,11 +95,23 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> PurgeError {
     }
 }
 
+/// Where the forwarded copy of a purge stands with another region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardState {
+    /// Not yet accepted there (being retried).
+    #[default]
+    Pending,
+    /// Accepted there.
+    Forwarded,
+    /// Given up after `purge.forward_attempts`.
+    Failed,
+}
+
 /// How a forwarded copy of a purge is doing in another region.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionReceipt {
-    /// `pending` (not yet accepted there), `forwarded` (accepted), or `failed` (gave up).
-    pub state: String,
+    pub state: ForwardState,
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -139,7 +151,7 @@ pub const RECEIPT_FIELDS: [&str; 8] = [
 
 /// What the region keeps about a purge (in the log's store), for any node to answer receipts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Record {
+struct ReceiptRecord {
     id: String,
     region: String,
     soft: bool,
@@ -152,7 +164,7 @@ pub struct Settings {
     pub config: PurgeConfig,
 }
 
-pub struct Purges {
+pub struct PurgeService {
     node: String,
     config: PurgeConfig,
     filter: Arc<Filter>,
@@ -164,7 +176,7 @@ pub struct Purges {
     /// Purge ids applied here, and when.
     applied: Mutex<HashMap<String, Instant>>,
     /// Purges this node accepted: it owns their forwarding state.
-    records: Mutex<HashMap<String, Record>>,
+    records: Mutex<HashMap<String, ReceiptRecord>>,
     /// Invalidated URLs (primary hashes) waiting for the next poll to go to the log, with until
     /// when their copies could be used.
     invalidated: Mutex<HashMap<HashBinary, SystemTime>>,
@@ -174,7 +186,7 @@ pub struct Purges {
     longest_life: Duration,
 }
 
-impl Purges {
+impl PurgeService {
     pub fn new(
         s: Settings,
         filter: Arc<Filter>,
@@ -221,7 +233,7 @@ impl Purges {
     }
 
     /// Checks a request and turns it into a log entry.
-    fn entry(&self, req: &PurgeRequest) -> Result<Entry, PurgeError> {
+    fn entry(&self, req: &PurgeRequest) -> Result<LogEntry, PurgeError> {
         let items = req.urls.len() + req.prefixes.len() + req.tags.len();
         if items == 0 && !req.all {
             return Err(invalid(
@@ -272,7 +284,7 @@ impl Purges {
             Some(_) => return Err(invalid("id", "must be 1-64 letters, digits, - _ .")),
             None => format!("{}-{:016x}", self.config.region, log::random_u64()),
         };
-        Ok(Entry {
+        Ok(LogEntry {
             id,
             node: self.node.clone(),
             at_us: filter::now_us(),
@@ -281,7 +293,7 @@ impl Purges {
             prefixes,
             tags: req.tags.clone(),
             all: req.all,
-            ..Entry::default()
+            ..LogEntry::default()
         })
     }
 
@@ -307,14 +319,14 @@ impl Purges {
                 .iter()
                 .map(|r| {
                     let state = RegionReceipt {
-                        state: "pending".to_owned(),
+                        state: ForwardState::Pending,
                         ..RegionReceipt::default()
                     };
                     (r.name.clone(), state)
                 })
                 .collect()
         };
-        let record = Record {
+        let record = ReceiptRecord {
             id: entry.id.clone(),
             region: self.config.region.clone(),
             soft: entry.soft,
@@ -342,7 +354,7 @@ impl Purges {
         }
     }
 
-    async fn save(&self, record: &Record) {
+    async fn save(&self, record: &ReceiptRecord) {
         self.records
             .lock()
             .insert(record.id.clone(), record.clone());
@@ -356,7 +368,7 @@ impl Purges {
         id: &str,
         region: &str,
         f: impl FnOnce(&mut RegionReceipt),
-    ) -> Option<Record> {
+    ) -> Option<ReceiptRecord> {
         let mut records = self.records.lock();
         let record = records.get_mut(id)?;
         f(record.regions.entry(region.to_owned()).or_default());
@@ -383,11 +395,15 @@ impl Purges {
                 r.attempts = attempt;
                 match &outcome {
                     Ok(()) => {
-                        r.state = "forwarded".to_owned();
+                        r.state = ForwardState::Forwarded;
                         r.error = None;
                     }
                     Err(e) => {
-                        r.state = if last { "failed" } else { "pending" }.to_owned();
+                        r.state = if last {
+                            ForwardState::Failed
+                        } else {
+                            ForwardState::Pending
+                        };
                         r.error = Some(e.clone());
                     }
                 }
@@ -413,7 +429,7 @@ impl Purges {
         let local = self.records.lock().get(id).cloned();
         let record = match local {
             Some(r) => r,
-            None => serde_json::from_slice::<Record>(&self.log.record(id).await?).ok()?,
+            None => serde_json::from_slice::<ReceiptRecord>(&self.log.record(id).await?).ok()?,
         };
         // Who is live and who acknowledged, unless memcached could not say: then the receipt
         // lists nobody and is not complete (never "complete" because a read failed).
@@ -430,7 +446,7 @@ impl Purges {
         }
         let mut regions = record.regions;
         for (name, state) in regions.iter_mut() {
-            if state.state != "forwarded" {
+            if state.state != ForwardState::Forwarded {
                 continue;
             }
             let remote = self.config.regions.iter().find(|r| &r.name == name);
@@ -445,9 +461,9 @@ impl Purges {
         let complete = known.is_some()
             && pending.is_empty()
             && !applied.is_empty()
-            && regions
-                .values()
-                .all(|r| r.state == "forwarded" && r.pending.is_empty() && !r.applied.is_empty());
+            && regions.values().all(|r| {
+                r.state == ForwardState::Forwarded && r.pending.is_empty() && !r.applied.is_empty()
+            });
         Some(Receipt {
             id: record.id,
             region: record.region,
@@ -475,7 +491,7 @@ impl Purges {
 
     /// Applies a purge to this node: its filter, and (hard purges) its L1. The accepting node
     /// (`accepted_here`) also deletes purged URLs from the shared tier.
-    fn apply(&self, e: &Entry, accepted_here: bool) {
+    fn apply(&self, e: &LogEntry, accepted_here: bool) {
         {
             let mut applied = self.applied.lock();
             if applied.contains_key(&e.id) {
@@ -486,7 +502,7 @@ impl Purges {
         let mut keys: Vec<CacheKey> = e.urls.iter().map(|u| cache_key::key(u.clone())).collect();
         keys.extend(e.hashes.iter().filter_map(|h| cache_key::key_of_hash(h)));
         let primaries: Vec<HashBinary> = keys.iter().map(|k| k.primary_bin()).collect();
-        self.filter.apply(&Purge {
+        self.filter.apply(&Marking {
             at_us: e.at_us,
             soft: e.soft,
             urls: &primaries,
@@ -520,11 +536,11 @@ impl Purges {
     pub fn invalidate(self: &Arc<Self>, keys: Vec<CacheKey>, client: Option<IpAddr>) {
         let primaries: Vec<HashBinary> = keys.iter().map(|k| k.primary_bin()).collect();
         // Until the shared tier's copies are gone, this node must not take them back from it.
-        self.filter.apply(&Purge {
+        self.filter.apply(&Marking {
             at_us: filter::now_us(),
             urls: &primaries,
             keep_us: Some(INVALIDATION_GUARD.as_micros() as u64),
-            ..Purge::default()
+            ..Marking::default()
         });
         let in_l1: Vec<_> = keys.iter().map(|k| self.storage.forget_l1(k)).collect();
         let removed: usize = in_l1.iter().map(|r| r.count).sum();
@@ -585,7 +601,7 @@ impl Purges {
             .clamp(Duration::from_secs(1), self.longest_life);
         let hashes: Vec<String> = pending.keys().map(crate::storage::l2::hex).collect();
         for batch in hashes.chunks(INVALIDATION_BATCH) {
-            let entry = Entry {
+            let entry = LogEntry {
                 id: format!("inv-{:016x}", log::random_u64()),
                 node: self.node.clone(),
                 // Stamped now, after every request it covers: a copy stored between a request
@@ -593,7 +609,7 @@ impl Purges {
                 at_us: filter::now_us(),
                 hashes: batch.to_vec(),
                 keep_ms: Some(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)),
-                ..Entry::default()
+                ..LogEntry::default()
             };
             self.apply(&entry, false);
             let ttl = keep.max(INVALIDATION_ENTRY_MIN_TTL);
