@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::process::free_port;
+use crate::process::{Signal, free_port, send_signal};
 
 pub struct Memcached {
     child: Option<Child>,
@@ -69,13 +69,8 @@ impl Memcached {
         Ok(())
     }
 
-    fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let pid = self.child.as_ref().context("not running")?.id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
-        Ok(())
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        send_signal(self.child.as_ref().context("not running")?.id(), signal)
     }
 
     /// SIGKILL: connections are refused from now on.
@@ -89,11 +84,11 @@ impl Memcached {
 
     /// SIGSTOP: connections are accepted by the kernel but nothing answers.
     pub fn freeze(&self) -> anyhow::Result<()> {
-        self.signal("-STOP")
+        self.signal(Signal::SIGSTOP)
     }
 
     pub fn thaw(&self) -> anyhow::Result<()> {
-        self.signal("-CONT")
+        self.signal(Signal::SIGCONT)
     }
 
     /// A fresh, empty server on the same port.
@@ -140,9 +135,7 @@ impl Drop for Memcached {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
             // A frozen process must be thawed to die promptly.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
+            let _ = send_signal(child.id(), Signal::SIGCONT);
         }
         let _ = self.kill();
     }

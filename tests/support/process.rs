@@ -195,11 +195,43 @@ fn joined(logs: &Logs) -> String {
 }
 
 /// A loopback port nobody listens on right now (bind :0, read it, release it).
+/// A loopback port nobody else in this process was given. Ports come from one process-wide
+/// counter in a range below the kernel's ephemeral ports (which `127.0.0.1:0` binds draw from),
+/// starting at an offset from the process id, so tests running in parallel never receive the
+/// same port, and a port-0 listener elsewhere cannot take one between its check and its use. A
+/// port another process holds is skipped.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 211) % SPAN,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::AcqRel) % SPAN;
+        let port = u16::try_from(FIRST + offset)?;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
+
+pub use nix::sys::signal::Signal;
+
+/// Sends `signal` to process `pid`.
+pub fn send_signal(pid: u32, signal: Signal) -> anyhow::Result<()> {
+    let raw = i32::try_from(pid)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal)
+        .with_context(|| format!("sending {signal} to {pid}"))
+}
+
+/// How long a stopped process gets to exit on SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A running `edge`, with the scripted or real origins it was given.
 pub struct EdgeProcess {
@@ -219,7 +251,7 @@ impl EdgeProcess {
         let (addr, admin) = (free_port()?, free_port()?);
         let origins: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
         let base = format!(
-            "[server]\nlisten = [\"127.0.0.1:{addr}\"]\nthreads = 2\ngrace_period_secs = 0\ngraceful_shutdown_timeout_secs = 1\n\
+            "[server]\nlisten = [\"127.0.0.1:{addr}\"]\nthreads = 2\ngrace_period_secs = 0\ngraceful_shutdown_timeout_secs = 0\n\
              [origin]\naddresses = [{}]\nhealth_check_path = \"\"\nhealth_check_interval_ms = 100\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n",
             origins.join(", ")
@@ -302,13 +334,9 @@ impl EdgeProcess {
         terminate(&mut self.child)
     }
 
-    /// Sends `signal` (`-TERM`, `-INT`, …) without waiting.
-    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill {signal} {} failed", self.child.id());
-        Ok(())
+    /// Sends `signal` without waiting.
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        send_signal(self.child.id(), signal)
     }
 
     /// The exit status once the process has exited, if it does within `timeout`.
@@ -331,8 +359,7 @@ impl EdgeProcess {
 
 impl Drop for EdgeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = terminate(&mut self.child);
     }
 }
 
@@ -371,14 +398,13 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line[start..].split_whitespace().next()
 }
 
+/// SIGTERM, then SIGKILL if the process is still there after `STOP_TIMEOUT`; its exit status.
 fn terminate(child: &mut Child) -> anyhow::Result<std::process::ExitStatus> {
     if let Some(status) = child.try_wait()? {
         return Ok(status);
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let _ = send_signal(child.id(), Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
     while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             return Ok(status);

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::SITE;
+use outpost_e2e::process::Signal;
 use outpost_e2e::{EdgeProcess, Reply, ScriptedOrigin, http_client, wait};
 
 const DRAINING: &str = "[server]\ngrace_period_secs = 2\ngraceful_shutdown_timeout_secs = 3\n";
@@ -137,7 +138,7 @@ async fn sigterm_drains_a_node_without_a_failed_request() -> anyhow::Result<()> 
         (served_by_a.load(Ordering::Relaxed) > 50).then_some(())
     })
     .await?;
-    a.signal("-TERM")?;
+    a.signal(Signal::SIGTERM)?;
     wait::eventually(
         Duration::from_secs(1),
         "A's /readyz to answer 503",
