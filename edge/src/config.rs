@@ -8,6 +8,8 @@ use std::time::Duration;
 use outpost_common::config::{self, ConfigError, ConfigErrors, Validate};
 use serde::Deserialize;
 
+use crate::names::is_simple_name;
+
 /// 256 MiB: a useful working set for a small node without crowding its other memory.
 pub const DEFAULT_L1_CAPACITY: u64 = 256 * 1024 * 1024;
 /// 8 MiB: photos and pages fit; video segments and archives stream through uncached.
@@ -573,10 +575,7 @@ impl Validate for EdgeConfig {
             "must be between 1024 and 1048575 (Pingora's own limit)",
         );
         check(
-            !s.name.is_empty()
-                && s.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            is_simple_name(&s.name, usize::MAX),
             "server.name",
             "must be a non-empty token (letters, digits, - _ .)",
         );
@@ -705,10 +704,7 @@ impl Validate for EdgeConfig {
             "must be printable ASCII without spaces",
         );
         check(
-            !p.region.is_empty()
-                && p.region
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            is_simple_name(&p.region, usize::MAX),
             "purge.region",
             "must be a non-empty token (letters, digits, - _ .)",
         );
@@ -779,12 +775,7 @@ impl Validate for EdgeConfig {
             "lists a server twice",
         );
         check(
-            !l2.namespace.is_empty()
-                && l2.namespace.len() <= 32
-                && l2
-                    .namespace
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            is_simple_name(&l2.namespace, 32),
             "l2.namespace",
             "must be 1 to 32 letters, digits, - _ .",
         );

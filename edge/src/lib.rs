@@ -17,6 +17,7 @@ pub mod connection;
 pub mod ctx;
 pub mod headers;
 pub mod metrics;
+mod names;
 mod origin_fault;
 pub mod policy;
 pub mod proxy;

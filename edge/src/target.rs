@@ -19,6 +19,8 @@ use std::net::Ipv6Addr;
 use http::Method;
 use pingora_http::RequestHeader;
 
+use crate::names::is_name_byte;
+
 /// The scheme a request arrived with (the connection's: TLS or not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -326,10 +328,7 @@ fn dns_name(name: &[u8]) -> Result<String, Rejected> {
     if name.len() > MAX_HOST_LEN {
         return Err(Rejected::BadHost("host name longer than 253 characters"));
     }
-    if !name
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+    if !name.iter().all(|&b| is_name_byte(b)) {
         return Err(Rejected::BadHost(
             "only letters, digits, '-', '_' and '.' may name a host",
         ));

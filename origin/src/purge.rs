@@ -90,8 +90,7 @@ impl Purger {
         let (Some(url), Some(token)) = (&config.edge_admin_url, &config.token) else {
             return Ok(Self::disabled());
         };
-        // reqwest is built without a default crypto provider; use ring, as the edge does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        outpost_common::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout())
             .user_agent(concat!("outpost-origin/", env!("CARGO_PKG_VERSION")))

@@ -25,8 +25,7 @@ pub use scripted_origin::{Recorded, Reply, ScriptedOrigin};
 
 /// An HTTP client for tests: no redirects followed (tests check them), no proxies.
 pub fn http_client() -> reqwest::Client {
-    // reqwest is built without a default crypto provider; use ring, as the binaries do.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    outpost_common::tls::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

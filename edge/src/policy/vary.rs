@@ -19,6 +19,8 @@
 use http::HeaderMap;
 use pingora_cache::key::{HashBinary, hash_key};
 
+use crate::names::is_tchar;
+
 /// What a response's `Vary` says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VaryOn {
@@ -51,11 +53,6 @@ pub fn vary_on(response: &HeaderMap) -> VaryOn {
     fields.sort();
     fields.dedup();
     VaryOn::Fields(fields)
-}
-
-/// RFC 9110 §5.6.2.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The variance hash of `request` for a stored response with these headers, or `None` when the

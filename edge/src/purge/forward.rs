@@ -21,8 +21,8 @@ fn endpoint(region: &RegionConfig, path: &str) -> String {
 
 impl Forwarder {
     pub fn new() -> anyhow::Result<Self> {
-        // reqwest is built without a default crypto provider (https:// regions); use ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Other regions may be https://.
+        outpost_common::tls::install_crypto_provider();
         Ok(Self {
             client: reqwest::Client::builder()
                 .timeout(TIMEOUT)

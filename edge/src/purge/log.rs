@@ -112,7 +112,7 @@ impl Log {
         if let Some(g) = self.store.get_on(server, &key, self.s.deadline).await? {
             return Ok(g);
         }
-        let fresh = format!("{:016x}", random_u64()).into_bytes();
+        let fresh = format!("{:016x}", fastrand::u64(..)).into_bytes();
         if self
             .store
             .add_on(server, &key, &fresh, Duration::ZERO, self.s.deadline)
@@ -388,22 +388,6 @@ fn node_list(raw: &[u8]) -> impl Iterator<Item = &str> {
         .unwrap_or("")
         .split(' ')
         .filter(|n| !n.is_empty())
-}
-
-/// Not cryptographic; unique enough for ids and generations (time, process, a counter).
-pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 #[cfg(test)]

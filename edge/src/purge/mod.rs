@@ -25,6 +25,7 @@ use crate::cache_key::{self, KeyBuilder};
 use crate::client::group;
 use crate::config::{PurgeConfig, RegionConfig};
 use crate::metrics::Metrics;
+use crate::names::is_simple_name;
 use crate::storage::{Held, TieredStorage};
 use crate::target;
 use filter::{Filter, Marking};
@@ -272,17 +273,9 @@ impl PurgeService {
             }
         }
         let id = match &req.id {
-            Some(id)
-                if !id.is_empty()
-                    && id.len() <= 64
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-            {
-                id.clone()
-            }
+            Some(id) if is_simple_name(id, 64) => id.clone(),
             Some(_) => return Err(invalid("id", "must be 1-64 letters, digits, - _ .")),
-            None => format!("{}-{:016x}", self.config.region, log::random_u64()),
+            None => format!("{}-{:016x}", self.config.region, fastrand::u64(..)),
         };
         Ok(LogEntry {
             id,
@@ -602,7 +595,7 @@ impl PurgeService {
         let hashes: Vec<String> = pending.keys().map(crate::storage::l2::hex).collect();
         for batch in hashes.chunks(INVALIDATION_BATCH) {
             let entry = LogEntry {
-                id: format!("inv-{:016x}", log::random_u64()),
+                id: format!("inv-{:016x}", fastrand::u64(..)),
                 node: self.node.clone(),
                 // Stamped now, after every request it covers: a copy stored between a request
                 // and this flush is dropped once more; one from before a request never survives.
