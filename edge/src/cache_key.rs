@@ -8,7 +8,6 @@
 
 use pingora_cache::CacheKey;
 
-use crate::config::CacheKeyConfig;
 use crate::target::{self, QueryRules, Target};
 
 /// Keys from parsed targets, under the configured query rules; cheap to share.
@@ -18,10 +17,8 @@ pub struct KeyBuilder {
 }
 
 impl KeyBuilder {
-    pub fn new(cfg: &CacheKeyConfig) -> Self {
-        Self {
-            rules: QueryRules::new(cfg.sort_query, &cfg.drop_params),
-        }
+    pub fn new(rules: QueryRules) -> Self {
+        Self { rules }
     }
 
     /// The query rules requests and purge URLs are parsed with.
@@ -81,10 +78,12 @@ pub fn key_of_hash(hex: &str) -> Option<CacheKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CacheKeyConfig;
     use pingora_cache::key::CacheHashKey;
 
     fn builder() -> KeyBuilder {
-        KeyBuilder::new(&CacheKeyConfig::default())
+        let cfg = CacheKeyConfig::default();
+        KeyBuilder::new(QueryRules::new(cfg.sort_query, &cfg.drop_params))
     }
 
     #[test]
@@ -109,10 +108,7 @@ mod tests {
 
     #[test]
     fn unsorted_when_configured() {
-        let b = KeyBuilder::new(&CacheKeyConfig {
-            sort_query: false,
-            drop_params: vec![],
-        });
+        let b = KeyBuilder::new(QueryRules::new(false, &[]));
         assert_eq!(b.rules().query("b=2&a=1&utm_x=1"), "b=2&a=1&utm_x=1");
     }
 

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use outpost_common::config::{self, ConfigError, ConfigErrors, Validate};
 use serde::Deserialize;
@@ -180,42 +179,6 @@ impl Default for ServerConfig {
     }
 }
 
-impl ServerConfig {
-    pub fn threads(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        }
-    }
-    pub fn request_head_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_head_timeout_ms)
-    }
-    pub fn request_body_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_body_timeout_ms)
-    }
-    pub fn send_timeout(&self) -> Duration {
-        Duration::from_millis(self.send_timeout_ms)
-    }
-    /// `trusted_proxies` parsed; call after validation.
-    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
-        self.trusted_proxies
-            .iter()
-            .filter_map(|n| parse_network(n))
-            .collect()
-    }
-    /// `strip_request_headers` normalised for comparison (lower case, `-` for `_`), sorted.
-    pub fn strip_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .strip_request_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase().replace('_', "-"))
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginPoolConfig {
@@ -243,24 +206,6 @@ impl Default for OriginPoolConfig {
             health_check_path: "/healthz".to_owned(),
             health_check_interval_ms: 1_000,
         }
-    }
-}
-
-impl OriginPoolConfig {
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-    pub fn read_timeout(&self) -> Duration {
-        Duration::from_millis(self.read_timeout_ms)
-    }
-    pub fn write_timeout(&self) -> Duration {
-        Duration::from_millis(self.write_timeout_ms)
-    }
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_secs)
-    }
-    pub fn health_check_interval(&self) -> Duration {
-        Duration::from_millis(self.health_check_interval_ms)
     }
 }
 
@@ -331,12 +276,6 @@ impl Default for CacheConfig {
             l1: L1Config::default(),
             key: CacheKeyConfig::default(),
         }
-    }
-}
-
-impl CacheConfig {
-    pub fn lock_timeout(&self) -> Duration {
-        Duration::from_millis(self.lock_timeout_ms)
     }
 }
 
@@ -429,18 +368,6 @@ impl Default for L2Config {
     }
 }
 
-impl L2Config {
-    pub fn deadline(&self) -> Duration {
-        Duration::from_millis(self.deadline_ms)
-    }
-    pub fn chunk_deadline(&self) -> Duration {
-        Duration::from_millis(self.chunk_deadline_ms)
-    }
-    pub fn breaker_open(&self) -> Duration {
-        Duration::from_millis(self.breaker_open_ms)
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
@@ -506,30 +433,8 @@ impl Default for PurgeConfig {
     }
 }
 
-impl PurgeConfig {
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_ms)
-    }
-    pub fn max_lag(&self) -> Duration {
-        Duration::from_millis(self.max_lag_ms)
-    }
-    pub fn clock_skew(&self) -> Duration {
-        Duration::from_millis(self.clock_skew_ms)
-    }
-    pub fn max_wait(&self) -> Duration {
-        Duration::from_millis(self.max_wait_ms)
-    }
-    /// `allow_networks` parsed; call after validation.
-    pub fn networks(&self) -> Vec<ipnet::IpNet> {
-        self.allow_networks
-            .iter()
-            .filter_map(|n| parse_network(n))
-            .collect()
-    }
-}
-
 /// `10.0.0.0/8`, or a single address.
-fn parse_network(n: &str) -> Option<ipnet::IpNet> {
+pub fn parse_network(n: &str) -> Option<ipnet::IpNet> {
     n.parse::<ipnet::IpNet>()
         .ok()
         .or_else(|| n.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
@@ -837,7 +742,6 @@ mod tests {
         let c = EdgeConfig::from_toml("").expect("valid");
         assert_eq!(c.origin.addresses.len(), 1);
         assert_eq!(c.cache.set_cookie, SetCookiePolicy::Bypass);
-        assert!(c.server.threads() >= 1);
     }
 
     #[test]

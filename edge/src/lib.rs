@@ -22,6 +22,7 @@ mod origin_fault;
 pub mod policy;
 pub mod proxy;
 pub mod purge;
+pub mod settings;
 pub mod storage;
 pub mod target;
 pub mod upstream;
@@ -49,14 +50,39 @@ use crate::purge::PurgeService;
 use crate::purge::filter::Filter;
 use crate::purge::local::LocalStore;
 use crate::purge::store::ServerStore;
+use crate::settings::Settings;
 use crate::storage::hit_filter::HitFilter;
 use crate::storage::l2::{L2, L2Settings};
 use crate::storage::shared::{MemcachedTier, PoolSettings};
 use crate::storage::{TierConfig, TieredStorage};
+use crate::target::QueryRules;
 use crate::upstream::Origins;
 
 /// URLs the predictor remembers as uncacheable (they skip the cache lock).
 const PREDICTOR_CAPACITY: usize = 65_536;
+
+/// Idle keep-alive connections to origins kept for reuse (per process): enough for a busy node's
+/// concurrency, so a burst does not pay a TCP handshake per request.
+const ORIGIN_KEEPALIVE_POOL: usize = 1024;
+
+/// Shortest deadline the purge log's memcached operations get, whatever `l2.deadline_ms` says:
+/// the log is read in the background, where a few ms of patience cost nothing.
+const LOG_DEADLINE_FLOOR: Duration = Duration::from_millis(50);
+
+/// memcached's longest relative expiry is 30 days (beyond that the number reads as a
+/// timestamp): purge log entries live at most this long.
+const LOG_ENTRY_TTL_CAP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Heartbeats outlive this many polls (and `purge.max_lag`), so a node that misses a few is
+/// not taken for dead.
+const HEARTBEAT_POLLS: u32 = 10;
+
+/// A missing log entry counts as lost after this long: its writer may be between the counter
+/// and the entry.
+const LOG_MISSING_GRACE: Duration = Duration::from_secs(1);
+
+/// Log entries read per replica per poll: a burst of purges is caught up in a few polls.
+const LOG_BATCH: u64 = 256;
 
 /// After in-flight requests had their time: how long Pingora's runtimes get to stop.
 const RUNTIME_STOP_SECS: u64 = 1;
@@ -67,18 +93,18 @@ pub struct Edge {
     pub draining: Arc<AtomicBool>,
 }
 
-/// Builds the edge described by `config` (already validated). `file_limit` is the process's
-/// open-file limit, which client connections must stay below.
-pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
+/// Builds the edge `config` describes. `file_limit` is the process's open-file limit, which
+/// client connections must stay below.
+pub fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> {
     let conf = ServerConf {
-        threads: config.server.threads(),
+        threads: config.server.threads,
         // Pingora's grace period starts once the listeners are closed (ours, the drain while
         // they stay open, runs in `Signals` before that): it is the time in-flight requests get
         // to finish. Its runtimes then drop whatever is left.
-        grace_period_seconds: Some(config.server.graceful_shutdown_timeout_secs),
+        grace_period_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_STOP_SECS),
         max_retries: config.origin.addresses.len().max(1),
-        upstream_keepalive_pool_size: 1024,
+        upstream_keepalive_pool_size: ORIGIN_KEEPALIVE_POOL,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -91,25 +117,18 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
         None => (None, None),
     };
     // Marks outlive every object stored before them: the longest time a tier keeps one.
-    let longest_life = Duration::from_secs(
-        cache
-            .max_ttl_secs
-            .saturating_add(cache.max_stale_secs)
-            .saturating_add(cache.grace_secs),
-    );
+    let longest_life = cache.longest_life();
     let filter = Arc::new(Filter::new(
-        config.purge.max_lag(),
-        config.purge.clock_skew(),
+        config.purge.max_lag,
+        config.purge.clock_skew,
         longest_life,
     ));
     let storage = TieredStorage::new(
         TierConfig {
-            l1_capacity_bytes: cache.l1.capacity_bytes,
-            l1_max_object: usize::try_from(cache.l1.max_object_bytes).unwrap_or(usize::MAX),
-            grace: Duration::from_secs(cache.grace_secs),
-            max_retain: Duration::from_secs(
-                cache.max_ttl_secs.saturating_add(cache.max_stale_secs),
-            ),
+            l1_capacity_bytes: cache.l1_capacity_bytes,
+            l1_max_object: cache.l1_max_object,
+            grace: cache.grace,
+            max_retain: cache.max_ttl.saturating_add(cache.max_stale),
         },
         cache.max_variants,
         Arc::clone(&metrics),
@@ -117,7 +136,7 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
         Arc::clone(&filter) as Arc<dyn HitFilter>,
     )
     .leak();
-    let keys = KeyBuilder::new(&cache.key);
+    let keys = KeyBuilder::new(QueryRules::new(cache.sort_query, &cache.drop_params));
     let purges = purges(
         config,
         pool,
@@ -136,15 +155,15 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
     let origins = Arc::new(origins);
     server.add_service(health_checks);
 
-    let lock_timeout = cache.lock_timeout();
+    let lock_timeout = cache.lock_timeout;
     let draining = Arc::new(AtomicBool::new(false));
     let proxy = EdgeProxy {
         draining: Arc::clone(&draining),
-        trusted_proxies: config.server.trusted_networks(),
-        strip_request_headers: config.server.strip_names(),
+        trusted_proxies: config.server.trusted_proxies.clone(),
+        strip_request_headers: config.server.strip_request_headers.clone(),
         get_with_body: config.server.get_with_body,
-        keepalive_secs: config.server.keepalive_timeout_secs,
-        send_timeout: config.server.send_timeout(),
+        keepalive_secs: config.server.keepalive_timeout.as_secs(),
+        send_timeout: config.server.send_timeout,
         drop_underscored_headers: config.server.drop_underscored_headers,
         name: config.server.name.clone(),
         via: format!("1.1 {}", config.server.name),
@@ -155,7 +174,7 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
         keys,
         purges: Arc::clone(&purges),
         purge_token: config.admin.token.clone(),
-        purge_networks: config.purge.networks(),
+        purge_networks: config.purge.allow_networks.clone(),
         storage,
         lock: Box::leak(Box::new(pingora_cache::lock::CacheLock::new(lock_timeout))),
         predictor: EdgeProxy::predictor(PREDICTOR_CAPACITY),
@@ -179,8 +198,8 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
             metrics.client_connections.clone(),
         ),
         deadlines: Deadlines {
-            head: config.server.request_head_timeout(),
-            body: config.server.request_body_timeout(),
+            head: config.server.request_head_timeout,
+            body: config.server.request_body_timeout,
             body_min_rate: config.server.request_body_min_rate,
         },
         counters: Counters {
@@ -215,7 +234,7 @@ pub fn build(config: &EdgeConfig, file_limit: u64) -> anyhow::Result<Edge> {
 
 /// The node's purge machinery, its log in the region's pool (or in process without one).
 fn purges(
-    config: &EdgeConfig,
+    config: &Settings,
     pool: Option<Arc<MemcachedTier>>,
     filter: Arc<Filter>,
     storage: &'static TieredStorage,
@@ -231,13 +250,13 @@ fn purges(
     let log = purge::log::Log::new(
         store,
         purge::log::Settings {
-            namespace: config.l2.namespace.clone(),
+            namespace: config.namespace.clone(),
             replicas: p.log_replicas,
-            deadline: config.l2.deadline().max(Duration::from_millis(50)),
-            entry_ttl: longest_life.min(Duration::from_secs(30 * 24 * 3600)),
-            heartbeat_ttl: p.max_lag().max(p.poll_interval() * 10),
-            missing_grace: Duration::from_secs(1),
-            batch: 256,
+            deadline: p.deadline.max(LOG_DEADLINE_FLOOR),
+            entry_ttl: longest_life.min(LOG_ENTRY_TTL_CAP),
+            heartbeat_ttl: p.max_lag.max(p.poll_interval * HEARTBEAT_POLLS),
+            missing_grace: LOG_MISSING_GRACE,
+            batch: LOG_BATCH,
         },
     );
     let settings = purge::Settings {
@@ -275,18 +294,17 @@ impl pingora_core::services::background::BackgroundService for PurgePoller {
 /// resolved) but connect lazily: the edge starts and serves with every memcached down.
 #[allow(clippy::type_complexity)]
 fn shared_tier(
-    config: &EdgeConfig,
+    config: &Settings,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<(Arc<L2>, Arc<MemcachedTier>)>> {
-    let l2 = &config.l2;
-    if l2.servers.is_empty() {
+    let Some(l2) = &config.l2 else {
         return Ok(None);
-    }
+    };
     let settings = PoolSettings {
         breaker_failures: l2.breaker_failures,
-        breaker_open: l2.breaker_open(),
+        breaker_open: l2.breaker_open,
         max_connections: l2.max_connections_per_server,
-        connect_timeout: l2.chunk_deadline(),
+        connect_timeout: l2.chunk_deadline,
     };
     // Building clients resolves addresses, an async step; Pingora's runtimes start later.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -295,17 +313,16 @@ fn shared_tier(
     let tier = runtime
         .block_on(MemcachedTier::new(&l2.servers, &settings, metrics))
         .context("building the memcached clients")?;
-    let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let tier = Arc::new(tier);
     let l2 = L2::new(
         Arc::clone(&tier) as Arc<dyn storage::shared::SharedTier>,
         L2Settings {
-            namespace: l2.namespace.clone(),
-            deadline: l2.deadline(),
-            chunk_deadline: l2.chunk_deadline(),
-            inline_max: to_usize(l2.inline_max_bytes),
-            chunk_bytes: to_usize(l2.chunk_bytes),
-            max_object: to_usize(l2.max_object_bytes),
+            namespace: config.namespace.clone(),
+            deadline: l2.deadline,
+            chunk_deadline: l2.chunk_deadline,
+            inline_max: l2.inline_max,
+            chunk_bytes: l2.chunk_bytes,
+            max_object: l2.max_object,
             write_queue_bytes: l2.write_queue_bytes,
             write_concurrency: l2.write_concurrency,
         },
@@ -317,14 +334,15 @@ fn shared_tier(
 /// Runs the edge until SIGTERM (graceful: drain, then stop), SIGINT (fast) or SIGQUIT (graceful
 /// upgrade). Never returns normally: Pingora exits the process when it stops.
 pub fn run(config: &EdgeConfig) -> anyhow::Result<()> {
-    let edge = build(config, connection::raise_file_limit())?;
+    let config = Settings::of_valid(config);
+    let edge = build(&config, connection::raise_file_limit())?;
     for addr in &config.server.listen {
         tracing::info!(%addr, "edge listening");
     }
     tracing::info!(addr = %config.admin.listen, "edge admin listening");
     let signals = Box::new(Signals {
         draining: edge.draining,
-        grace: Duration::from_secs(config.server.grace_period_secs),
+        grace: config.server.grace_period,
     });
     edge.server.run(RunArgs {
         shutdown_signal: signals,

@@ -16,13 +16,13 @@ use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, LoadBalancer};
 
 use crate::client::Client;
-use crate::config::OriginPoolConfig;
 use crate::metrics::Metrics;
+use crate::settings::OriginSettings;
 use crate::target::Target;
 
 pub struct Origins {
     lb: Arc<LoadBalancer<RoundRobin>>,
-    config: OriginPoolConfig,
+    config: OriginSettings,
 }
 
 /// Mirrors health changes into `outpost_origin_healthy` and the log.
@@ -47,7 +47,7 @@ impl HealthObserve for HealthMetrics {
 impl Origins {
     /// The pool and the background service that health-checks it (add it to the server).
     pub fn new(
-        config: &OriginPoolConfig,
+        config: &OriginSettings,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Self, GenBackgroundService<LoadBalancer<RoundRobin>>)> {
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(config.addresses.iter().copied())?;
@@ -58,24 +58,25 @@ impl Origins {
                 .set(1);
         }
         let observer = Box::new(HealthMetrics(metrics));
-        if config.health_check_path.is_empty() {
-            let mut hc = TcpHealthCheck::new();
-            hc.peer_template.options.connection_timeout = Some(config.connect_timeout());
-            hc.health_changed_callback = Some(observer);
-            lb.set_health_check(hc);
-        } else {
-            let mut hc = HttpHealthCheck::new("localhost", false);
-            hc.req.set_uri(
-                config
-                    .health_check_path
-                    .parse()
-                    .or_err(ErrorType::InternalError, "health check path")?,
-            );
-            hc.peer_template.options.connection_timeout = Some(config.connect_timeout());
-            hc.health_changed_callback = Some(observer);
-            lb.set_health_check(Box::new(hc));
+        match &config.health_check_path {
+            None => {
+                let mut hc = TcpHealthCheck::new();
+                hc.peer_template.options.connection_timeout = Some(config.connect_timeout);
+                hc.health_changed_callback = Some(observer);
+                lb.set_health_check(hc);
+            }
+            Some(path) => {
+                let mut hc = HttpHealthCheck::new("localhost", false);
+                hc.req.set_uri(
+                    path.parse()
+                        .or_err(ErrorType::InternalError, "health check path")?,
+                );
+                hc.peer_template.options.connection_timeout = Some(config.connect_timeout);
+                hc.health_changed_callback = Some(observer);
+                lb.set_health_check(Box::new(hc));
+            }
         }
-        lb.health_check_frequency = Some(config.health_check_interval());
+        lb.health_check_frequency = Some(config.health_check_interval);
         let service = background_service("origin health checks", lb);
         let lb = service.task();
         Ok((
@@ -96,10 +97,10 @@ impl Origins {
             None => HttpPeer::new(self.config.addresses[0], false, String::new()),
         };
         let o = &mut peer.options;
-        o.connection_timeout = Some(self.config.connect_timeout());
-        o.read_timeout = Some(self.config.read_timeout());
-        o.write_timeout = Some(self.config.write_timeout());
-        o.idle_timeout = Some(self.config.idle_timeout());
+        o.connection_timeout = Some(self.config.connect_timeout);
+        o.read_timeout = Some(self.config.read_timeout);
+        o.write_timeout = Some(self.config.write_timeout);
+        o.idle_timeout = Some(self.config.idle_timeout);
         Box::new(peer)
     }
 

@@ -19,8 +19,9 @@ use std::time::{Duration, SystemTime};
 use pingora_cache::{CacheMeta, ForcedFreshness};
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::config::{CacheConfig, SetCookiePolicy};
+use crate::config::SetCookiePolicy;
 use crate::headers::{connection_listed, is_hop_by_hop, strip_hop_by_hop};
+use crate::settings::CacheSettings;
 use directives::Directives;
 use freshness::{Exchange, Lifetime, Limits};
 
@@ -53,17 +54,17 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(name: &str, cfg: &CacheConfig) -> Self {
+    pub fn new(name: &str, cfg: &CacheSettings) -> Self {
         Self {
             name: name.to_owned(),
             limits: Limits {
-                max_ttl: Duration::from_secs(cfg.max_ttl_secs),
-                heuristic_max: Duration::from_secs(cfg.heuristic_max_secs),
-                default_ttl: Duration::from_secs(cfg.default_ttl_secs),
+                max_ttl: cfg.max_ttl,
+                heuristic_max: cfg.heuristic_max,
+                default_ttl: cfg.default_ttl,
             },
-            default_swr: Duration::from_secs(cfg.stale_while_revalidate_secs),
-            default_sie: Duration::from_secs(cfg.stale_if_error_secs),
-            max_stale: Duration::from_secs(cfg.max_stale_secs),
+            default_swr: cfg.stale_while_revalidate,
+            default_sie: cfg.stale_if_error,
+            max_stale: cfg.max_stale,
             set_cookie: cfg.set_cookie,
             honor_client_no_cache: cfg.honor_client_no_cache,
             heuristics_with_credentials: cfg.heuristics_with_credentials,
@@ -252,13 +253,14 @@ pub fn merge_304(stored: &ResponseHeader, not_modified: &ResponseHeader) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CacheConfig;
+    use crate::config::EdgeConfig;
+    use crate::settings::Settings;
 
     /// Header fields of a test request or response.
     type Fields = &'static [(&'static str, &'static str)];
 
     fn policy() -> Policy {
-        Policy::new("outpost", &CacheConfig::default())
+        Policy::new("outpost", &Settings::of_valid(&EdgeConfig::default()).cache)
     }
 
     fn req(extra: &[(&str, &str)]) -> RequestHeader {

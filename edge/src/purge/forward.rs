@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::RegionConfig;
+use crate::settings::RegionPeer;
 
 use super::{PurgeRequest, Receipt};
 
@@ -15,7 +15,7 @@ pub struct Forwarder {
     client: reqwest::Client,
 }
 
-fn endpoint(region: &RegionConfig, path: &str) -> String {
+fn endpoint(region: &RegionPeer, path: &str) -> String {
     format!("{}{path}", region.admin_url.trim_end_matches('/'))
 }
 
@@ -32,7 +32,7 @@ impl Forwarder {
     }
 
     /// Hands `body` to `region`; Ok once it accepted the purge.
-    pub async fn send(&self, region: &RegionConfig, body: &PurgeRequest) -> Result<(), String> {
+    pub async fn send(&self, region: &RegionPeer, body: &PurgeRequest) -> Result<(), String> {
         let resp = self
             .client
             .post(endpoint(region, "/purge"))
@@ -54,7 +54,7 @@ impl Forwarder {
     }
 
     /// `region`'s receipt for purge `id`, if it answers in time.
-    pub async fn receipt(&self, region: &RegionConfig, id: &str) -> Option<Receipt> {
+    pub async fn receipt(&self, region: &RegionPeer, id: &str) -> Option<Receipt> {
         let resp = self
             .client
             .get(endpoint(region, &format!("/purge/{id}")))

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache_key::{self, KeyBuilder};
 use crate::client::group;
-use crate::config::{PurgeConfig, RegionConfig};
 use crate::metrics::Metrics;
 use crate::names::is_simple_name;
+use crate::settings::{PurgeSettings, RegionPeer};
 use crate::storage::{Held, TieredStorage};
 use crate::target;
 use filter::{Filter, Marking};
@@ -162,12 +162,12 @@ struct ReceiptRecord {
 
 pub struct Settings {
     pub node: String,
-    pub config: PurgeConfig,
+    pub config: PurgeSettings,
 }
 
 pub struct PurgeService {
     node: String,
-    config: PurgeConfig,
+    config: PurgeSettings,
     filter: Arc<Filter>,
     storage: &'static TieredStorage,
     keys: KeyBuilder,
@@ -369,7 +369,7 @@ impl PurgeService {
     }
 
     /// Sends a purge to another region until it is accepted, backing off between attempts.
-    async fn forward(&self, region: RegionConfig, body: PurgeRequest) {
+    async fn forward(&self, region: RegionPeer, body: PurgeRequest) {
         let id = body.id.clone().unwrap_or_default();
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=self.config.forward_attempts.max(1) {
@@ -472,7 +472,7 @@ impl PurgeService {
     /// The receipt once every live node of every region applied the purge, or as it stands
     /// after `purge.max_wait_ms`.
     async fn wait(&self, id: &str) -> Option<Receipt> {
-        let until = Instant::now() + self.config.max_wait();
+        let until = Instant::now() + self.config.max_wait;
         loop {
             let receipt = self.receipt(id).await;
             if receipt.as_ref().is_none_or(|r| r.complete) || Instant::now() >= until {
@@ -645,7 +645,7 @@ impl PurgeService {
 
     /// Polls the log until the process ends; heartbeats and housekeeping ride along.
     pub async fn run(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.config.poll_interval());
+        let mut tick = tokio::time::interval(self.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u32 = 0;
         loop {
