@@ -22,15 +22,62 @@ use crate::upstream::Origins;
 /// Largest purge request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// Every route, for the API description check: (method, path template).
-pub const ROUTES: [(&str, &str); 6] = [
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/origins"),
-    ("GET", "/metrics"),
-    ("POST", "/purge"),
-    ("GET", "/purge/{id}"),
-];
+/// Every route of the admin listener. Requests are dispatched through this table, and the API
+/// description check (`edge/tests/openapi.rs`) reads the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    Origins,
+    Metrics,
+    Purge,
+    Receipt,
+}
+
+impl Route {
+    pub const ALL: [Route; 6] = [
+        Route::Healthz,
+        Route::Readyz,
+        Route::Origins,
+        Route::Metrics,
+        Route::Purge,
+        Route::Receipt,
+    ];
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Route::Purge => "POST",
+            _ => "GET",
+        }
+    }
+
+    /// The path, as the API description writes it.
+    pub fn template(self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Origins => "/origins",
+            Route::Metrics => "/metrics",
+            Route::Purge => "/purge",
+            Route::Receipt => "/purge/{id}",
+        }
+    }
+
+    /// The route's parameter when `path` is this route's (`Some("")` for routes without one).
+    fn matches(self, path: &str) -> Option<&str> {
+        match self.template().split_once('{') {
+            None => (path == self.template()).then_some(""),
+            Some((prefix, _)) => path
+                .strip_prefix(prefix)
+                .filter(|id| !id.is_empty() && !id.contains('/')),
+        }
+    }
+
+    /// Answered only with the admin token.
+    fn needs_token(self) -> bool {
+        matches!(self, Route::Purge | Route::Receipt)
+    }
+}
 
 pub struct AdminApp {
     pub metrics: Arc<Metrics>,
@@ -147,12 +194,43 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let plain = "text/plain; charset=utf-8";
-        match (
-            session.req_header().method.as_str(),
-            session.req_header().uri.path(),
-        ) {
-            ("GET", "/healthz") => text(StatusCode::OK, "ok\n", plain),
-            ("GET", "/readyz") => match self.readiness() {
+        let method = session.req_header().method.as_str().to_owned();
+        let path = session.req_header().uri.path().to_owned();
+        let at_path: Vec<(Route, &str)> = Route::ALL
+            .iter()
+            .filter_map(|r| Some((*r, r.matches(&path)?)))
+            .collect();
+        let Some(&(first, _)) = at_path.first() else {
+            return text(StatusCode::NOT_FOUND, "not found\n", plain);
+        };
+        if first.needs_token() && !self.authorized(session) {
+            let why = if self.token.is_empty() {
+                "purging is disabled: no admin.token is configured"
+            } else {
+                "missing or wrong bearer token"
+            };
+            let mut resp = json_error(StatusCode::UNAUTHORIZED, why, None);
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+        let Some(&(route, param)) = at_path.iter().find(|(r, _)| r.method() == method) else {
+            let allowed = format!("use {}", first.method());
+            return if first.needs_token() {
+                json_error(StatusCode::METHOD_NOT_ALLOWED, &allowed, None)
+            } else {
+                text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{allowed}\n"),
+                    plain,
+                )
+            };
+        };
+        match route {
+            Route::Healthz => text(StatusCode::OK, "ok\n", plain),
+            Route::Readyz => match self.readiness() {
                 Ok(()) => text(StatusCode::OK, "ready\n", plain),
                 Err(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -160,7 +238,7 @@ impl ServeHttp for AdminApp {
                     plain,
                 ),
             },
-            ("GET", "/origins") => {
+            Route::Origins => {
                 let (up, all) = self.origins.healthy();
                 let status = if up == 0 {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -169,7 +247,7 @@ impl ServeHttp for AdminApp {
                 };
                 text(status, format!("{up} of {all} origins healthy\n"), plain)
             }
-            ("GET", "/metrics") => {
+            Route::Metrics => {
                 let (entries, bytes) = self.storage.l1().usage();
                 self.metrics
                     .l1_entries
@@ -183,38 +261,11 @@ impl ServeHttp for AdminApp {
                     "text/plain; version=0.0.4",
                 )
             }
-            (_, "/healthz" | "/readyz" | "/origins" | "/metrics") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n", plain)
-            }
-            (method, path) if path == "/purge" || path.starts_with("/purge/") => {
-                let path = path.to_owned();
-                let method = method.to_owned();
-                if !self.authorized(session) {
-                    let why = if self.token.is_empty() {
-                        "purging is disabled: no admin.token is configured"
-                    } else {
-                        "missing or wrong bearer token"
-                    };
-                    let mut resp = json_error(StatusCode::UNAUTHORIZED, why, None);
-                    resp.headers_mut().insert(
-                        http::header::WWW_AUTHENTICATE,
-                        http::HeaderValue::from_static("Bearer"),
-                    );
-                    return resp;
-                }
-                match (method.as_str(), path.strip_prefix("/purge/")) {
-                    ("POST", None) => self.purge(session).await,
-                    ("GET", Some(id)) if !id.is_empty() && !id.contains('/') => {
-                        match self.purges.receipt(id).await {
-                            Some(r) => json(StatusCode::OK, &r),
-                            None => json_error(StatusCode::NOT_FOUND, "no such purge", None),
-                        }
-                    }
-                    (_, None) => json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST", None),
-                    _ => json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET", None),
-                }
-            }
-            _ => text(StatusCode::NOT_FOUND, "not found\n", plain),
+            Route::Purge => self.purge(session).await,
+            Route::Receipt => match self.purges.receipt(param).await {
+                Some(r) => json(StatusCode::OK, &r),
+                None => json_error(StatusCode::NOT_FOUND, "no such purge", None),
+            },
         }
     }
 }

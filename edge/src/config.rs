@@ -2,7 +2,6 @@
 //! with comments; `docs/configuration.md` is the reference.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use outpost_common::config::{self, ConfigError, ConfigErrors, Validate};
 use serde::Deserialize;
@@ -451,10 +450,6 @@ pub struct RegionConfig {
 }
 
 impl EdgeConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        config::load_file(path)
-    }
-
     pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
         config::from_str(text)
     }

@@ -1,6 +1,6 @@
 //! Outpost's edge node: a caching reverse proxy on Pingora.
 //!
-//! [`build`] assembles the server from an [`EdgeConfig`]: the proxy service ([`proxy`]) on the
+//! [`build`] assembles the server from the runtime [`Settings`] of an [`EdgeConfig`]: the proxy service ([`proxy`]) on the
 //! client listeners, the admin service ([`admin`]) on its own, and the origin health checks.
 //! [`run`] runs it until a signal. Everything else is one module per concern; the request path
 //! is narrated in docs/request-lifecycle.md.
@@ -8,24 +8,24 @@
 pub mod admin;
 mod answers;
 mod auth;
-pub mod cache_key;
-pub mod cache_status;
-pub mod client;
+pub(crate) mod cache_key;
+pub(crate) mod cache_status;
+pub(crate) mod client;
 mod conditional;
 pub mod config;
-pub mod connection;
-pub mod ctx;
-pub mod headers;
-pub mod metrics;
+pub(crate) mod connection;
+pub(crate) mod ctx;
+pub(crate) mod headers;
+pub(crate) mod metrics;
 mod names;
 mod origin_fault;
-pub mod policy;
-pub mod proxy;
+pub(crate) mod policy;
+pub(crate) mod proxy;
 pub mod purge;
-pub mod settings;
-pub mod storage;
-pub mod target;
-pub mod upstream;
+pub(crate) mod settings;
+pub(crate) mod storage;
+pub(crate) mod target;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,14 +88,14 @@ const LOG_BATCH: u64 = 256;
 const RUNTIME_STOP_SECS: u64 = 1;
 
 /// A server ready to run, and the flag its admin `/readyz` reads.
-pub struct Edge {
-    pub server: Server,
-    pub draining: Arc<AtomicBool>,
+pub(crate) struct Edge {
+    server: Server,
+    draining: Arc<AtomicBool>,
 }
 
 /// Builds the edge `config` describes. `file_limit` is the process's open-file limit, which
 /// client connections must stay below.
-pub fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> {
+pub(crate) fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> {
     let conf = ServerConf {
         threads: config.server.threads,
         // Pingora's grace period starts once the listeners are closed (ours, the drain while

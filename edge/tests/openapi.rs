@@ -1,10 +1,11 @@
 //! `docs/openapi.json` describes the admin API the code serves: the same operations as
-//! `admin::ROUTES`, the purge request and receipt with exactly the code's fields, and examples
-//! the code accepts. A change on either side without the other fails here, naming what differs.
+//! `admin::Route::ALL` (the table the admin listener dispatches through), the purge request and
+//! receipt with exactly the code's fields, and examples the code accepts. A change on either side
+//! without the other fails here, naming what differs.
 
 use std::collections::BTreeSet;
 
-use edge::admin::ROUTES;
+use edge::admin::Route;
 use edge::purge::{
     ForwardState, PurgeRequest, RECEIPT_FIELDS, REQUEST_FIELDS, Receipt, RegionReceipt,
 };
@@ -110,13 +111,15 @@ fn operations_are_exactly_the_admin_routes() {
     }
     let in_spec = set_of(operations, "docs/openapi.json's operations");
     let routes = set_of(
-        ROUTES.iter().map(|(m, p)| format!("{m} {p}")),
-        "edge::admin::ROUTES",
+        Route::ALL
+            .iter()
+            .map(|r| format!("{} {}", r.method(), r.template())),
+        "edge::admin::Route::ALL",
     );
     assert_same(
         "operations (METHOD path)",
         &in_spec,
-        "edge::admin::ROUTES",
+        "edge::admin::Route::ALL",
         &routes,
     );
 }

@@ -2,7 +2,6 @@
 //! all with comments; `docs/configuration.md` is the reference.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use outpost_common::config::{self, ConfigError, ConfigErrors, Validate};
@@ -203,10 +202,6 @@ impl PurgeConfig {
 }
 
 impl OriginConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        config::load_file(path)
-    }
-
     pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
         config::from_str(text)
     }

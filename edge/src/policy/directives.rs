@@ -49,11 +49,6 @@ impl Directives {
             || self.no_cache.as_ref().is_some_and(Vec::is_empty)
     }
 
-    /// True if this response carries an explicit freshness lifetime in directives.
-    pub fn has_explicit_freshness(&self) -> bool {
-        self.max_age.is_some() || self.s_maxage.is_some() || self.invalid_freshness
-    }
-
     fn set_delta(slot: &mut Option<u64>, value: Option<u64>, invalid: &mut bool) {
         match (value, *slot) {
             (None, _) => *invalid = true,
@@ -327,6 +322,10 @@ pub fn surrogate_control(headers: &HeaderMap, target: &str) -> Option<Directives
 
 /// Which header the effective response directives came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "each variant is the name of the header field it stands for"
+)]
 pub enum Source {
     CdnCacheControl,
     SurrogateControl,

@@ -94,10 +94,6 @@ impl ServerStore for LocalStore {
         (0..self.servers.len()).collect()
     }
 
-    fn server_name(&self, server: usize) -> String {
-        format!("local#{server}")
-    }
-
     async fn get_on(
         &self,
         server: usize,

@@ -98,14 +98,6 @@ impl Log {
         format!("{}:purge:{what}", self.s.namespace)
     }
 
-    /// The names of the replica servers.
-    pub fn replica_names(&self) -> Vec<String> {
-        self.replicas
-            .iter()
-            .map(|r| self.store.server_name(*r))
-            .collect()
-    }
-
     /// The replica's generation, created if it has none.
     async fn generation(&self, server: usize) -> Result<Vec<u8>, TierError> {
         let key = self.key("gen");

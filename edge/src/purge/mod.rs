@@ -3,11 +3,11 @@
 //! it polls the log (its [`filter::Filter`], and its L1), acknowledged per node for receipts, and
 //! forwarded to one admin endpoint per other region ([`forward`]).
 
-pub mod filter;
-pub mod forward;
-pub mod local;
-pub mod log;
-pub mod store;
+pub(crate) mod filter;
+pub(crate) mod forward;
+pub(crate) mod local;
+pub(crate) mod log;
+pub(crate) mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -215,10 +215,6 @@ impl PurgeService {
             applied: Mutex::new(HashMap::new()),
             records: Mutex::new(HashMap::new()),
         })
-    }
-
-    pub fn filter(&self) -> &Arc<Filter> {
-        &self.filter
     }
 
     /// The primary cache key of an absolute URL (or prefix), as requests produce it.

@@ -12,7 +12,6 @@ use crate::storage::shared::{MemcachedTier, TierError};
 pub trait ServerStore: Send + Sync + 'static {
     /// Every server, best first for `key` (rendezvous order): the same order on every node.
     fn ranked(&self, key: &str) -> Vec<usize>;
-    fn server_name(&self, server: usize) -> String;
     async fn get_on(
         &self,
         server: usize,
@@ -54,10 +53,6 @@ pub trait ServerStore: Send + Sync + 'static {
 impl ServerStore for MemcachedTier {
     fn ranked(&self, key: &str) -> Vec<usize> {
         MemcachedTier::ranked(self, key)
-    }
-
-    fn server_name(&self, server: usize) -> String {
-        MemcachedTier::server_name(self, server)
     }
 
     async fn get_on(

@@ -218,7 +218,7 @@ impl MemcachedTier {
         self.router.ranked(key.as_bytes())
     }
 
-    pub fn server_name(&self, server: usize) -> String {
+    fn server_name(&self, server: usize) -> String {
         self.servers
             .get(server)
             .map_or_else(|| format!("#{server}"), |s| s.name.clone())
