@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use outpost_common::backoff;
+use outpost_common::purge::PurgeRequest;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cache_headers::Tags;
@@ -53,11 +54,6 @@ pub struct PurgeStats {
     pub retried: AtomicU64,
     /// Purges given up on (attempts exhausted, rejected by the edge, or queue full).
     pub lost: AtomicU64,
-}
-
-#[derive(Serialize)]
-struct PurgeBody<'a> {
-    tags: &'a [String],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +154,10 @@ impl Inner {
             .client
             .post(self.endpoint.clone())
             .bearer_auth(&self.token)
-            .json(&PurgeBody { tags })
+            .json(&PurgeRequest {
+                tags: tags.to_vec(),
+                ..PurgeRequest::default()
+            })
             .send()
             .await?;
         if response.status().is_success() {
@@ -195,7 +194,7 @@ async fn background(inner: Arc<Inner>, mut rx: mpsc::Receiver<Msg>) {
                 }
                 Err(e) => {
                     inner.stats.retried.fetch_add(1, Ordering::Relaxed);
-                    let delay = backoff(attempt);
+                    let delay = backoff::delay(attempt, BASE_BACKOFF, MAX_BACKOFF);
                     tracing::warn!(?tags, error = %e, attempt, ?delay, "purge failed; will retry");
                     tokio::time::sleep(delay).await;
                     while let Ok(msg) = rx.try_recv() {
@@ -216,18 +215,6 @@ fn absorb(msg: Msg, pending: &mut BTreeSet<String>, flushes: &mut Vec<oneshot::S
         Msg::Tags(tags) => pending.extend(tags),
         Msg::Flush(done) => flushes.push(done),
     }
-}
-
-/// 100 ms, 200 ms, 400 ms … capped at 10 s, each with up to 25% jitter so many origins retrying
-/// against one recovering edge do not arrive in lockstep.
-fn backoff(attempt: u32) -> Duration {
-    let base = BASE_BACKOFF
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
 #[cfg(test)]
@@ -417,16 +404,5 @@ mod tests {
             Some(1)
         );
         held.abort();
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert!(
-            backoff(1) >= Duration::from_millis(100) && backoff(1) < Duration::from_millis(126)
-        );
-        assert!(
-            backoff(3) >= Duration::from_millis(400) && backoff(3) < Duration::from_millis(501)
-        );
-        assert!(backoff(30) <= MAX_BACKOFF.mul_f64(1.25));
     }
 }

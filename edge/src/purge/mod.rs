@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use outpost_common::backoff;
 use parking_lot::Mutex;
 use pingora_cache::CacheKey;
 use pingora_cache::key::{CacheHashKey, HashBinary};
@@ -43,43 +44,14 @@ const HEARTBEAT_EVERY: u32 = 3;
 const INVALIDATION_GUARD: Duration = Duration::from_secs(10);
 /// Invalidated URLs in one log entry (hashes of 32 characters: about 9 KB).
 const INVALIDATION_BATCH: usize = 256;
+/// First delay before forwarding a purge to another region again; doubles per attempt…
+const FORWARD_BACKOFF: Duration = Duration::from_millis(100);
+/// …up to this, so a region that recovers gets its purges within seconds.
+const FORWARD_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Shortest life of an invalidation entry in the log: long enough for every node to read it.
 const INVALIDATION_ENTRY_MIN_TTL: Duration = Duration::from_secs(60);
 
-/// A purge request (`POST /purge`). `id` and `forwarded_from` are set only when one region
-/// forwards a purge to another.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PurgeRequest {
-    #[serde(default)]
-    pub urls: Vec<String>,
-    #[serde(default)]
-    pub prefixes: Vec<String>,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub all: bool,
-    #[serde(default)]
-    pub soft: bool,
-    #[serde(default, skip_serializing)]
-    pub wait: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forwarded_from: Option<String>,
-}
-
-/// The fields a purge request may carry, for the API description check.
-pub const REQUEST_FIELDS: [&str; 8] = [
-    "urls",
-    "prefixes",
-    "tags",
-    "all",
-    "soft",
-    "wait",
-    "id",
-    "forwarded_from",
-];
+pub use outpost_common::purge::{PurgeRequest, REQUEST_FIELDS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
@@ -367,7 +339,6 @@ impl PurgeService {
     /// Sends a purge to another region until it is accepted, backing off between attempts.
     async fn forward(&self, region: RegionPeer, body: PurgeRequest) {
         let id = body.id.clone().unwrap_or_default();
-        let mut delay = Duration::from_millis(100);
         for attempt in 1..=self.config.forward_attempts.max(1) {
             let outcome = self.forwarder.send(&region, &body).await;
             let last = attempt == self.config.forward_attempts.max(1);
@@ -407,8 +378,12 @@ impl PurgeService {
                 }
             }
             if !last {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                tokio::time::sleep(backoff::delay(
+                    attempt,
+                    FORWARD_BACKOFF,
+                    FORWARD_BACKOFF_MAX,
+                ))
+                .await;
             }
         }
     }
