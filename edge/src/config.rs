@@ -457,55 +457,87 @@ impl EdgeConfig {
 
 impl Validate for EdgeConfig {
     fn validate(&self, errors: &mut Vec<ConfigError>) {
-        let mut check = |ok: bool, key: &str, problem: &str| {
-            if !ok {
-                errors.push(ConfigError::new(key, problem));
-            }
-        };
-        let s = &self.server;
-        check(
+        let v = &mut Checker(errors);
+        self.server.validate(v);
+        self.origin.validate(v);
+        self.cache.validate(v);
+        v.check(
+            !self.server.listen.contains(&self.admin.listen),
+            "admin.listen",
+            "must differ from every server.listen",
+        );
+        v.check(
+            token_ok(&self.admin.token),
+            "admin.token",
+            "must be printable ASCII without spaces",
+        );
+        self.purge.validate(v);
+        self.l2.validate(v);
+    }
+}
+
+/// Collects what is wrong, one key at a time.
+struct Checker<'a>(&'a mut Vec<ConfigError>);
+
+impl Checker<'_> {
+    fn check(&mut self, ok: bool, key: &str, problem: &str) {
+        if !ok {
+            self.0.push(ConfigError::new(key, problem));
+        }
+    }
+}
+
+/// A token as a header carries it: printable ASCII, no spaces.
+fn token_ok(t: &str) -> bool {
+    t.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl ServerConfig {
+    fn validate(&self, v: &mut Checker<'_>) {
+        let s = self;
+        v.check(
             !s.listen.is_empty(),
             "server.listen",
             "needs at least one address",
         );
-        check(s.threads <= 1_024, "server.threads", "must be at most 1024");
-        check(
+        v.check(s.threads <= 1_024, "server.threads", "must be at most 1024");
+        v.check(
             (1024..=1_048_575).contains(&s.max_request_header_bytes),
             "server.max_request_header_bytes",
             "must be between 1024 and 1048575 (Pingora's own limit)",
         );
-        check(
+        v.check(
             is_simple_name(&s.name, usize::MAX),
             "server.name",
             "must be a non-empty token (letters, digits, - _ .)",
         );
-        check(
+        v.check(
             (100..=600_000).contains(&s.request_head_timeout_ms),
             "server.request_head_timeout_ms",
             "must be between 100 and 600000",
         );
-        check(
+        v.check(
             (1..=3_600).contains(&s.keepalive_timeout_secs),
             "server.keepalive_timeout_secs",
             "must be between 1 and 3600",
         );
-        check(
+        v.check(
             (100..=600_000).contains(&s.request_body_timeout_ms),
             "server.request_body_timeout_ms",
             "must be between 100 and 600000",
         );
-        check(
+        v.check(
             (1_000..=3_600_000).contains(&s.send_timeout_ms),
             "server.send_timeout_ms",
             "must be between 1000 and 3600000",
         );
-        check(
+        v.check(
             s.max_connections == 0 || s.max_connections >= 16,
             "server.max_connections",
             "must be 0 (derived from the file limit) or at least 16",
         );
         for (i, n) in s.trusted_proxies.iter().enumerate() {
-            check(
+            v.check(
                 parse_network(n).is_some(),
                 &format!("server.trusted_proxies[{i}]"),
                 "must be a network (10.0.0.0/8) or an address",
@@ -513,7 +545,7 @@ impl Validate for EdgeConfig {
         }
         for (i, h) in s.strip_request_headers.iter().enumerate() {
             let name = h.to_ascii_lowercase();
-            check(
+            v.check(
                 http::HeaderName::from_bytes(h.as_bytes()).is_ok()
                     && !["host", "content-length", "transfer-encoding", "connection"]
                         .contains(&name.as_str()),
@@ -521,206 +553,215 @@ impl Validate for EdgeConfig {
                 "must be a field name, and not one that frames or routes the request",
             );
         }
-        let o = &self.origin;
-        check(
+    }
+}
+
+impl OriginPoolConfig {
+    fn validate(&self, v: &mut Checker<'_>) {
+        let o = self;
+        v.check(
             !o.addresses.is_empty(),
             "origin.addresses",
             "needs at least one origin",
         );
-        check(
+        v.check(
             o.connect_timeout_ms >= 1,
             "origin.connect_timeout_ms",
             "must be at least 1",
         );
-        check(
+        v.check(
             o.read_timeout_ms >= 1,
             "origin.read_timeout_ms",
             "must be at least 1",
         );
-        check(
+        v.check(
             o.write_timeout_ms >= 1,
             "origin.write_timeout_ms",
             "must be at least 1",
         );
-        check(
+        v.check(
             o.health_check_path.is_empty() || o.health_check_path.starts_with('/'),
             "origin.health_check_path",
             "must be empty (TCP checks) or start with /",
         );
-        check(
+        v.check(
             o.health_check_interval_ms >= 10,
             "origin.health_check_interval_ms",
             "must be at least 10",
         );
-        let c = &self.cache;
-        check(
+    }
+}
+
+impl CacheConfig {
+    fn validate(&self, v: &mut Checker<'_>) {
+        let c = self;
+        v.check(
             c.max_ttl_secs >= 1,
             "cache.max_ttl_secs",
             "must be at least 1",
         );
-        check(
+        v.check(
             c.default_ttl_secs <= c.max_ttl_secs,
             "cache.default_ttl_secs",
             "must not exceed cache.max_ttl_secs",
         );
-        check(
+        v.check(
             c.max_variants >= 1,
             "cache.max_variants",
             "must be at least 1",
         );
-        check(
+        v.check(
             c.lock_timeout_ms >= 1,
             "cache.lock_timeout_ms",
             "must be at least 1",
         );
-        check(
+        v.check(
             c.l1.capacity_bytes >= 1024 * 1024,
             "cache.l1.capacity_bytes",
             "must be at least 1 MiB",
         );
-        check(
+        v.check(
             c.l1.max_object_bytes >= 1 && c.l1.max_object_bytes <= c.l1.capacity_bytes / 4,
             "cache.l1.max_object_bytes",
             "must be at least 1 and at most a quarter of cache.l1.capacity_bytes",
         );
         for (i, p) in c.key.drop_params.iter().enumerate() {
             let name = p.strip_suffix('*').unwrap_or(p);
-            check(
+            v.check(
                 !name.is_empty() && !name.contains(['*', '&', '=']),
                 &format!("cache.key.drop_params[{i}]"),
                 "must be a parameter name, optionally ending in * (a prefix)",
             );
         }
-        check(
-            !s.listen.contains(&self.admin.listen),
-            "admin.listen",
-            "must differ from every server.listen",
-        );
-        let p = &self.purge;
-        let token_ok = |t: &str| t.bytes().all(|b| b.is_ascii_graphic());
-        check(
-            token_ok(&self.admin.token),
-            "admin.token",
-            "must be printable ASCII without spaces",
-        );
-        check(
+    }
+}
+
+impl PurgeConfig {
+    fn validate(&self, v: &mut Checker<'_>) {
+        let p = self;
+        v.check(
             is_simple_name(&p.region, usize::MAX),
             "purge.region",
             "must be a non-empty token (letters, digits, - _ .)",
         );
-        check(
+        v.check(
             (10..=10_000).contains(&p.poll_interval_ms),
             "purge.poll_interval_ms",
             "must be between 10 and 10000",
         );
-        check(
+        v.check(
             p.max_lag_ms >= 2 * p.poll_interval_ms,
             "purge.max_lag_ms",
             "must be at least twice purge.poll_interval_ms",
         );
-        check(
+        v.check(
             p.log_replicas >= 1,
             "purge.log_replicas",
             "must be at least 1",
         );
-        check(
+        v.check(
             p.clock_skew_ms <= 10_000,
             "purge.clock_skew_ms",
             "must be at most 10000",
         );
-        check(
+        v.check(
             (1..=60_000).contains(&p.max_wait_ms),
             "purge.max_wait_ms",
             "must be between 1 and 60000",
         );
-        check(
+        v.check(
             p.invalidations_per_client_per_sec >= 1,
             "purge.invalidations_per_client_per_sec",
             "must be at least 1",
         );
-        check(
+        v.check(
             p.invalidation_burst >= 1,
             "purge.invalidation_burst",
             "must be at least 1",
         );
         for (i, n) in p.allow_networks.iter().enumerate() {
-            check(
+            v.check(
                 parse_network(n).is_some(),
                 &format!("purge.allow_networks[{i}]"),
                 "must be a network (10.0.0.0/8) or an address",
             );
         }
         for (i, r) in p.regions.iter().enumerate() {
-            check(
+            v.check(
                 !r.name.is_empty() && r.name != p.region,
                 &format!("purge.regions[{i}].name"),
                 "must be set and differ from purge.region",
             );
-            check(
+            v.check(
                 r.admin_url.starts_with("http://") || r.admin_url.starts_with("https://"),
                 &format!("purge.regions[{i}].admin_url"),
                 "must be an http:// or https:// URL",
             );
-            check(
+            v.check(
                 !r.token.is_empty() && token_ok(&r.token),
                 &format!("purge.regions[{i}].token"),
                 "must be set (printable ASCII without spaces)",
             );
         }
-        let l2 = &self.l2;
+    }
+}
+
+impl L2Config {
+    fn validate(&self, v: &mut Checker<'_>) {
+        let l2 = self;
         let mut seen = std::collections::HashSet::new();
-        check(
+        v.check(
             l2.servers.iter().all(|a| seen.insert(*a)),
             "l2.servers",
             "lists a server twice",
         );
-        check(
+        v.check(
             is_simple_name(&l2.namespace, 32),
             "l2.namespace",
             "must be 1 to 32 letters, digits, - _ .",
         );
-        check(l2.deadline_ms >= 1, "l2.deadline_ms", "must be at least 1");
-        check(
+        v.check(l2.deadline_ms >= 1, "l2.deadline_ms", "must be at least 1");
+        v.check(
             l2.chunk_deadline_ms >= 1,
             "l2.chunk_deadline_ms",
             "must be at least 1",
         );
-        check(
+        v.check(
             (64 * 1024..=1_000_000).contains(&l2.chunk_bytes),
             "l2.chunk_bytes",
             "must be between 64 KiB and 1000000 bytes (memcached's item limit is 1 MiB with its overhead)",
         );
-        check(
+        v.check(
             l2.inline_max_bytes <= l2.chunk_bytes,
             "l2.inline_max_bytes",
             "must not exceed l2.chunk_bytes",
         );
-        check(
+        v.check(
             l2.max_object_bytes >= 1,
             "l2.max_object_bytes",
             "must be at least 1",
         );
-        check(
+        v.check(
             l2.write_queue_bytes >= l2.max_object_bytes,
             "l2.write_queue_bytes",
             "must hold at least one object of l2.max_object_bytes",
         );
-        check(
+        v.check(
             l2.write_concurrency >= 1,
             "l2.write_concurrency",
             "must be at least 1",
         );
-        check(
+        v.check(
             l2.breaker_failures >= 1,
             "l2.breaker_failures",
             "must be at least 1",
         );
-        check(
+        v.check(
             l2.breaker_open_ms >= 1,
             "l2.breaker_open_ms",
             "must be at least 1",
         );
-        check(
+        v.check(
             l2.max_connections_per_server >= 1,
             "l2.max_connections_per_server",
             "must be at least 1",

@@ -111,19 +111,84 @@ pub(crate) fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> 
     server.bootstrap();
 
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-    let cache = &config.cache;
     let (l2, pool) = match shared_tier(config, &metrics)? {
         Some((l2, pool)) => (Some(l2), Some(pool)),
         None => (None, None),
     };
-    // Marks outlive every object stored before them: the longest time a tier keeps one.
-    let longest_life = cache.longest_life();
     let filter = Arc::new(Filter::new(
         config.purge.max_lag,
         config.purge.clock_skew,
-        longest_life,
+        config.cache.longest_life(),
     ));
-    let storage = TieredStorage::new(
+    let storage = storage(
+        config,
+        &metrics,
+        l2,
+        Arc::clone(&filter) as Arc<dyn HitFilter>,
+    );
+    let cache = &config.cache;
+    let keys = KeyBuilder::new(QueryRules::new(cache.sort_query, &cache.drop_params));
+    let purges = purges(config, pool, filter, storage, keys.clone(), &metrics)?;
+    server.add_service(pingora_core::services::background::background_service(
+        "purge log",
+        PurgePoller(Arc::clone(&purges)),
+    ));
+    let (origins, health_checks) =
+        Origins::new(&config.origin, Arc::clone(&metrics)).context("building the origin pool")?;
+    server.add_service(health_checks);
+    let shared = Shared {
+        metrics,
+        storage,
+        purges,
+        origins: Arc::new(origins),
+        draining: Arc::new(AtomicBool::new(false)),
+    };
+
+    let proxy = proxy(config, keys, &shared)?;
+    let proxy = Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy));
+    let mut proxy_service = Service::new(
+        "edge proxy".to_owned(),
+        clients(config, proxy, &shared.metrics, file_limit),
+    );
+    for addr in &config.server.listen {
+        proxy_service.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy_service);
+
+    let draining = Arc::clone(&shared.draining);
+    let admin = AdminApp {
+        token: config.admin.token.clone(),
+        metrics: shared.metrics,
+        purges: shared.purges,
+        storage: shared.storage,
+        origins: shared.origins,
+        draining: shared.draining,
+    };
+    let mut admin_service = Service::new("edge admin".to_owned(), admin);
+    admin_service.add_tcp(&config.admin.listen.to_string());
+    server.add_service(admin_service);
+    Ok(Edge { server, draining })
+}
+
+/// What the proxy and the admin listener share.
+struct Shared {
+    metrics: Arc<Metrics>,
+    storage: &'static TieredStorage,
+    purges: Arc<PurgeService>,
+    origins: Arc<Origins>,
+    /// Set by a shutdown signal: `/readyz` says so, answers close their connections.
+    draining: Arc<AtomicBool>,
+}
+
+/// The cache tiers: L1, and L2 when there is a shared tier; every hit passes `filter`.
+fn storage(
+    config: &Settings,
+    metrics: &Arc<Metrics>,
+    l2: Option<Arc<L2>>,
+    filter: Arc<dyn HitFilter>,
+) -> &'static TieredStorage {
+    let cache = &config.cache;
+    TieredStorage::new(
         TierConfig {
             l1_capacity_bytes: cache.l1_capacity_bytes,
             l1_max_object: cache.l1_max_object,
@@ -131,76 +196,69 @@ pub(crate) fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> 
             max_retain: cache.max_ttl.saturating_add(cache.max_stale),
         },
         cache.max_variants,
-        Arc::clone(&metrics),
+        Arc::clone(metrics),
         l2,
-        Arc::clone(&filter) as Arc<dyn HitFilter>,
-    )
-    .leak();
-    let keys = KeyBuilder::new(QueryRules::new(cache.sort_query, &cache.drop_params));
-    let purges = purges(
-        config,
-        pool,
         filter,
-        storage,
-        keys.clone(),
-        &metrics,
-        longest_life,
-    )?;
-    server.add_service(pingora_core::services::background::background_service(
-        "purge log",
-        PurgePoller(Arc::clone(&purges)),
-    ));
-    let (origins, health_checks) =
-        Origins::new(&config.origin, Arc::clone(&metrics)).context("building the origin pool")?;
-    let origins = Arc::new(origins);
-    server.add_service(health_checks);
+    )
+    .leak()
+}
 
-    let lock_timeout = cache.lock_timeout;
-    let draining = Arc::new(AtomicBool::new(false));
-    let proxy = EdgeProxy {
-        draining: Arc::clone(&draining),
-        trusted_proxies: config.server.trusted_proxies.clone(),
-        strip_request_headers: config.server.strip_request_headers.clone(),
-        get_with_body: config.server.get_with_body,
-        keepalive_secs: config.server.keepalive_timeout.as_secs(),
-        send_timeout: config.server.send_timeout,
-        drop_underscored_headers: config.server.drop_underscored_headers,
-        name: config.server.name.clone(),
-        via: format!("1.1 {}", config.server.name),
-        via_value: http::HeaderValue::from_str(&format!("1.1 {}", config.server.name))
+/// The proxy: the request path, from the client's head to the access log.
+fn proxy(config: &Settings, keys: KeyBuilder, shared: &Shared) -> anyhow::Result<EdgeProxy> {
+    let (server, cache) = (&config.server, &config.cache);
+    Ok(EdgeProxy {
+        draining: Arc::clone(&shared.draining),
+        trusted_proxies: server.trusted_proxies.clone(),
+        strip_request_headers: server.strip_request_headers.clone(),
+        get_with_body: server.get_with_body,
+        keepalive_secs: server.keepalive_timeout.as_secs(),
+        send_timeout: server.send_timeout,
+        drop_underscored_headers: server.drop_underscored_headers,
+        name: server.name.clone(),
+        via: format!("1.1 {}", server.name),
+        via_value: http::HeaderValue::from_str(&format!("1.1 {}", server.name))
             .context("server.name as a header value")?,
         cache_enabled: cache.enabled,
-        policy: Policy::new(&config.server.name, cache),
+        policy: Policy::new(&server.name, cache),
         keys,
-        purges: Arc::clone(&purges),
+        purges: Arc::clone(&shared.purges),
         purge_token: config.admin.token.clone(),
         purge_networks: config.purge.allow_networks.clone(),
-        storage,
-        lock: Box::leak(Box::new(pingora_cache::lock::CacheLock::new(lock_timeout))),
+        storage: shared.storage,
+        lock: Box::leak(Box::new(pingora_cache::lock::CacheLock::new(
+            cache.lock_timeout,
+        ))),
         predictor: EdgeProxy::predictor(PREDICTOR_CAPACITY),
-        lock_timeout,
-        max_object_bytes: storage.max_object(),
-        max_request_header_bytes: config.server.max_request_header_bytes,
-        origins: Arc::clone(&origins),
-        metrics: Arc::clone(&metrics),
-    };
-    let max_connections = connection::max_connections(config.server.max_connections, file_limit);
+        lock_timeout: cache.lock_timeout,
+        max_object_bytes: shared.storage.max_object(),
+        max_request_header_bytes: server.max_request_header_bytes,
+        origins: Arc::clone(&shared.origins),
+        metrics: Arc::clone(&shared.metrics),
+    })
+}
+
+/// The client listeners' application: connection limits and watched streams in front of
+/// `proxy`.
+fn clients<A>(config: &Settings, proxy: Arc<A>, metrics: &Metrics, file_limit: u64) -> EdgeApp<A> {
+    let server = &config.server;
+    let max_connections = connection::max_connections(server.max_connections, file_limit);
+    tracing::info!(max_connections, file_limit, "client connection limit");
     let refused = |reason: Refusal| {
         metrics
             .connections_refused
             .with_label_values(&[reason.as_str()])
     };
-    let app = EdgeApp {
-        proxy: Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy)),
+    EdgeApp {
+        proxy,
         limits: Limits::new(
             max_connections,
-            config.server.max_connections_per_client,
+            server.max_connections_per_client,
             metrics.client_connections.clone(),
         ),
         deadlines: Deadlines {
-            head: config.server.request_head_timeout,
-            body: config.server.request_body_timeout,
-            body_min_rate: config.server.request_body_min_rate,
+            head: server.request_head_timeout,
+            body: server.request_body_timeout,
+            body_min_rate: server.request_body_min_rate,
         },
         counters: Counters {
             head_timeouts: metrics.client_error(ClientErrorKind::HeadTimeout),
@@ -209,27 +267,8 @@ pub(crate) fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> 
             malformed: metrics.client_error(ClientErrorKind::Malformed),
         },
         refused: [refused(Refusal::Full), refused(Refusal::PerClient)],
-        name: config.server.name.clone(),
-    };
-    tracing::info!(max_connections, file_limit, "client connection limit");
-    let mut proxy_service = Service::new("edge proxy".to_owned(), app);
-    for addr in &config.server.listen {
-        proxy_service.add_tcp(&addr.to_string());
+        name: server.name.clone(),
     }
-    server.add_service(proxy_service);
-
-    let admin = AdminApp {
-        metrics,
-        purges,
-        token: config.admin.token.clone(),
-        storage,
-        origins,
-        draining: Arc::clone(&draining),
-    };
-    let mut admin_service = Service::new("edge admin".to_owned(), admin);
-    admin_service.add_tcp(&config.admin.listen.to_string());
-    server.add_service(admin_service);
-    Ok(Edge { server, draining })
 }
 
 /// The node's purge machinery, its log in the region's pool (or in process without one).
@@ -240,8 +279,8 @@ fn purges(
     storage: &'static TieredStorage,
     keys: KeyBuilder,
     metrics: &Arc<Metrics>,
-    longest_life: Duration,
 ) -> anyhow::Result<Arc<PurgeService>> {
+    let longest_life = config.cache.longest_life();
     let p = &config.purge;
     let store: Arc<dyn ServerStore> = match pool {
         Some(pool) => pool,

@@ -170,54 +170,62 @@ pub struct Metrics {
     pub client_errors: IntCounterVec,
 }
 
+/// `metric`, registered with `r`: every metric is made this one way.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    metric: M,
+) -> prometheus::Result<M> {
+    r.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 fn counter_vec(
     r: &Registry,
     name: &str,
     help: &str,
     labels: &[&str],
 ) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    registered(r, IntCounter::new(name, help)?)
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
-    let g = IntGauge::new(name, help)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
+    registered(r, IntGauge::new(name, help)?)
+}
+
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
 }
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        let origin_seconds = Histogram::with_opts(
-            HistogramOpts::new(ORIGIN_SECONDS, "Origin response header latency").buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+        let origin_seconds = registered(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(ORIGIN_SECONDS, "Origin response header latency").buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )?,
         )?;
-        r.register(Box::new(origin_seconds.clone()))?;
-        let origin_healthy = IntGaugeVec::new(
-            Opts::new(ORIGIN_HEALTHY, "Origin passes health checks"),
-            &["origin"],
+        let l2_op_seconds = registered(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(L2_OP_SECONDS, "Shared-tier operation latency per server")
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    ]),
+                &["server"],
+            )?,
         )?;
-        r.register(Box::new(origin_healthy.clone()))?;
-        let invalidations =
-            IntCounter::new(INVALIDATIONS, "Objects invalidated by unsafe methods")?;
-        r.register(Box::new(invalidations.clone()))?;
-        let l2_op_seconds = HistogramVec::new(
-            HistogramOpts::new(L2_OP_SECONDS, "Shared-tier operation latency per server").buckets(
-                vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                ],
-            ),
-            &["server"],
-        )?;
-        r.register(Box::new(l2_op_seconds.clone()))?;
-        let l2_breaker_open = IntGaugeVec::new(
-            Opts::new(L2_BREAKER_OPEN, "Server circuit breaker open"),
-            &["server"],
-        )?;
-        r.register(Box::new(l2_breaker_open.clone()))?;
         let requests = counter_vec(&r, REQUESTS, "Client requests by cache outcome", &["cache"])?;
         let by_outcome = Outcome::ALL
             .iter()
@@ -234,7 +242,12 @@ impl Metrics {
             )?,
             origin_errors: counter_vec(&r, ORIGIN_ERRORS, "Failed origin exchanges", &["kind"])?,
             origin_seconds,
-            origin_healthy,
+            origin_healthy: gauge_vec(
+                &r,
+                ORIGIN_HEALTHY,
+                "Origin passes health checks",
+                &["origin"],
+            )?,
             l1_lookups: counter_vec(&r, L1_LOOKUPS, "L1 lookups by result", &["result"])?,
             l1_evictions: counter_vec(
                 &r,
@@ -244,7 +257,7 @@ impl Metrics {
             )?,
             l1_bytes: gauge(&r, L1_BYTES, "Bytes held in L1")?,
             l1_entries: gauge(&r, L1_ENTRIES, "Objects held in L1")?,
-            invalidations,
+            invalidations: counter(&r, INVALIDATIONS, "Objects invalidated by unsafe methods")?,
             l2_lookups: counter_vec(&r, L2_LOOKUPS, "Shared-tier lookups by result", &["result"])?,
             l2_op_seconds,
             l2_server_errors: counter_vec(
@@ -253,7 +266,12 @@ impl Metrics {
                 "Shared-tier errors per server",
                 &["server"],
             )?,
-            l2_breaker_open,
+            l2_breaker_open: gauge_vec(
+                &r,
+                L2_BREAKER_OPEN,
+                "Server circuit breaker open",
+                &["server"],
+            )?,
             l2_writes: counter_vec(&r, L2_WRITES, "Shared-tier writes by result", &["result"])?,
             l2_write_queue_bytes: gauge(
                 &r,
@@ -261,24 +279,19 @@ impl Metrics {
                 "Bytes waiting to be written to the shared tier",
             )?,
             purges: counter_vec(&r, PURGES, "Purges accepted by this node", &["kind"])?,
-            purge_entries_applied: {
-                let c = IntCounter::new(PURGE_ENTRIES_APPLIED, "Purges applied by this node")?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            purge_log_gaps: {
-                let c = IntCounter::new(PURGE_LOG_GAPS, "Gaps found in the purge log")?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            purge_lag_seconds: {
-                let g = prometheus::Gauge::new(
+            purge_entries_applied: counter(
+                &r,
+                PURGE_ENTRIES_APPLIED,
+                "Purges applied by this node",
+            )?,
+            purge_log_gaps: counter(&r, PURGE_LOG_GAPS, "Gaps found in the purge log")?,
+            purge_lag_seconds: registered(
+                &r,
+                prometheus::Gauge::new(
                     PURGE_LAG_SECONDS,
                     "Seconds since this node last caught up with the purge log",
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+                )?,
+            )?,
             purge_marks: gauge(&r, PURGE_MARKS, "Marks held by the purge filter")?,
             purge_filtered: counter_vec(
                 &r,
