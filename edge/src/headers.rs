@@ -29,6 +29,37 @@ const TARGETED: [&str; 4] = [
     "cache-tag",
 ];
 
+/// The members of a comma-separated field value (RFC 9110 §5.6.1): split on commas outside
+/// quoted strings, whitespace around each dropped, empty members skipped. The one list parser
+/// of the edge's header rules.
+pub fn list_members(value: &str) -> impl Iterator<Item = &str> {
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while start < bytes.len() {
+            let (mut quoted, mut escaped) = (false, false);
+            while at < bytes.len() {
+                match bytes[at] {
+                    _ if escaped => escaped = false,
+                    b'\\' if quoted => escaped = true,
+                    b'"' => quoted = !quoted,
+                    b',' if !quoted => break,
+                    _ => {}
+                }
+                at += 1;
+            }
+            let member = value[start..at].trim();
+            at += 1;
+            start = at;
+            if !member.is_empty() {
+                return Some(member);
+            }
+        }
+        None
+    })
+}
+
 /// Field names listed in a message's `Connection` (lower-cased): hop-by-hop for this message
 /// only. Without a `Connection` field nothing is allocated.
 pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
@@ -36,9 +67,8 @@ pub fn connection_listed(headers: &HeaderMap) -> Vec<String> {
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .flat_map(list_members)
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
@@ -84,6 +114,14 @@ fn strip(resp: &mut ResponseHeader, targeted: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_members_split_outside_quotes() {
+        let m: Vec<&str> = list_members(" a, ,b ;q=1 , \"x, y\" , \"e\\\" ,z\",").collect();
+        assert_eq!(m, ["a", "b ;q=1", "\"x, y\"", "\"e\\\" ,z\""]);
+        assert_eq!(list_members("").count(), 0);
+        assert_eq!(list_members(" , ,").count(), 0);
+    }
 
     fn response(fields: &[(&str, &str)]) -> ResponseHeader {
         let mut r = ResponseHeader::build(200, None).expect("header");

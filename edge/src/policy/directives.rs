@@ -9,6 +9,8 @@
 use http::HeaderMap;
 use http::header::{CACHE_CONTROL, PRAGMA};
 
+use crate::headers::list_members;
+
 /// Delta-seconds beyond this are clamped (RFC 9111 §1.2.2).
 pub const DELTA_MAX: u64 = 2_147_483_648;
 
@@ -99,12 +101,7 @@ impl Directives {
 /// `no-cache` / `private` may appear bare (all fields) or with a field list; bare wins.
 fn merge_fields(slot: &mut Option<Vec<String>>, value: Option<&str>) {
     let fields: Vec<String> = value
-        .map(|v| {
-            v.split(',')
-                .map(|f| f.trim().to_ascii_lowercase())
-                .filter(|f| !f.is_empty())
-                .collect()
-        })
+        .map(|v| list_members(v).map(str::to_ascii_lowercase).collect())
         .unwrap_or_default();
     match slot {
         Some(existing) if existing.is_empty() => {}
@@ -134,28 +131,7 @@ struct Item<'a> {
 /// split). Malformed pieces yield an item whose name never matches a known directive.
 fn items(value: &str) -> Vec<Item<'_>> {
     let mut out = Vec::new();
-    let bytes = value.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        // Skip separators and whitespace.
-        while i < bytes.len() && (bytes[i] == b',' || bytes[i].is_ascii_whitespace()) {
-            i += 1;
-        }
-        let start = i;
-        let mut in_quotes = false;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\\' if in_quotes => i += 1,
-                b'"' => in_quotes = !in_quotes,
-                b',' if !in_quotes => break,
-                _ => {}
-            }
-            i += 1;
-        }
-        let piece = value[start..i.min(bytes.len())].trim();
-        if piece.is_empty() {
-            continue;
-        }
+    for piece in list_members(value) {
         let (name, rest) = match piece.find(['=', ';']) {
             Some(pos) => (&piece[..pos], &piece[pos..]),
             None => (piece, ""),
@@ -244,8 +220,8 @@ pub fn request(headers: &HeaderMap) -> Directives {
     }
     let mut d = Directives::default();
     let pragma_no_cache = header_text(headers, PRAGMA.as_str())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("no-cache"));
+        .flat_map(list_members)
+        .any(|t| t.eq_ignore_ascii_case("no-cache"));
     if pragma_no_cache {
         d.no_cache = Some(Vec::new());
     }

@@ -19,6 +19,7 @@
 use http::HeaderMap;
 use pingora_cache::key::{HashBinary, hash_key};
 
+use crate::headers::list_members;
 use crate::names::is_tchar;
 
 /// What a response's `Vary` says.
@@ -35,16 +36,15 @@ pub enum VaryOn {
 pub fn vary_on(response: &HeaderMap) -> VaryOn {
     let mut fields: Vec<String> = Vec::new();
     for line in response.get_all(http::header::VARY) {
-        for name in line.as_bytes().split(|&b| b == b',') {
-            let name = name.trim_ascii();
-            if name.is_empty() {
-                continue;
-            }
-            if name == b"*" || !name.iter().all(|&b| is_tchar(b)) {
+        // Not visible ASCII: no field name, so no variant can be selected by it.
+        let Ok(line) = line.to_str() else {
+            return VaryOn::Anything;
+        };
+        for name in list_members(line) {
+            if name == "*" || !name.bytes().all(is_tchar) {
                 return VaryOn::Anything;
             }
-            // Checked: ASCII.
-            fields.push(String::from_utf8_lossy(name).to_ascii_lowercase());
+            fields.push(name.to_ascii_lowercase());
         }
     }
     if fields.is_empty() {
