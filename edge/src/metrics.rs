@@ -106,6 +106,54 @@ impl ClientErrorKind {
     }
 }
 
+/// What became of an invalidation by an unsafe method: the `result` label of
+/// [`INVALIDATIONS_SHARED`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidationShared {
+    /// Written to the region's purge log.
+    Logged,
+    /// No tier held the URL: nothing for the region to drop.
+    NotHeld,
+    /// Over the client's rate: only this node invalidated.
+    RateLimited,
+}
+
+impl InvalidationShared {
+    pub const ALL: [InvalidationShared; 3] = [
+        InvalidationShared::Logged,
+        InvalidationShared::NotHeld,
+        InvalidationShared::RateLimited,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            InvalidationShared::Logged => "logged",
+            InvalidationShared::NotHeld => "not_held",
+            InvalidationShared::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// One attempt to forward a purge to another region: the `result` label of [`PURGE_FORWARDS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardResult {
+    Ok,
+    /// Failed; another attempt follows.
+    Retry,
+    /// Failed, and it was the last attempt.
+    Failed,
+}
+
+impl ForwardResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            ForwardResult::Ok => "ok",
+            ForwardResult::Retry => "retry",
+            ForwardResult::Failed => "failed",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// [`Metrics::requests`] resolved per outcome once, not per request.
@@ -335,12 +383,12 @@ impl Metrics {
         for kind in ClientErrorKind::ALL {
             self.client_errors.with_label_values(&[kind.label()]);
         }
-        for reason in ["too-many-connections", "too-many-connections-from-client"] {
-            self.connections_refused.with_label_values(&[reason]);
+        for result in InvalidationShared::ALL {
+            self.invalidations_shared
+                .with_label_values(&[result.label()]);
         }
-        for result in ["logged", "not_held", "rate_limited"] {
-            self.invalidations_shared.with_label_values(&[result]);
-        }
+        // `outpost_connections_refused_total{reason}`: resolved per reason when the client
+        // listeners are built (`lib.rs`), so present from the start too.
     }
 
     /// Counts one client request with this outcome.

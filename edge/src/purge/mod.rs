@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache_key::{self, KeyBuilder};
 use crate::client::group;
-use crate::metrics::Metrics;
+use crate::metrics::{ForwardResult, InvalidationShared, Metrics};
 use crate::names::is_simple_name;
 use crate::settings::{PurgeSettings, RegionPeer};
 use crate::storage::{Held, TieredStorage};
@@ -343,13 +343,13 @@ impl PurgeService {
             let outcome = self.forwarder.send(&region, &body).await;
             let last = attempt == self.config.forward_attempts.max(1);
             let result = match &outcome {
-                Ok(()) => "ok",
-                Err(_) if last => "failed",
-                Err(_) => "retry",
+                Ok(()) => ForwardResult::Ok,
+                Err(_) if last => ForwardResult::Failed,
+                Err(_) => ForwardResult::Retry,
             };
             self.metrics
                 .purge_forwards
-                .with_label_values(&[&region.name, result])
+                .with_label_values(&[&region.name, result.label()])
                 .inc();
             let updated = self.update_region(&id, &region.name, |r| {
                 r.attempts = attempt;
@@ -529,25 +529,25 @@ impl PurgeService {
         client: Option<IpAddr>,
     ) {
         let result = match until {
-            None => "not_held",
+            None => InvalidationShared::NotHeld,
             Some(_)
                 if self
                     .invalidation_rate
                     .check_key(&group(client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))))
                     .is_err() =>
             {
-                "rate_limited"
+                InvalidationShared::RateLimited
             }
             Some(until) => {
                 let mut pending = self.invalidated.lock();
                 let slot = pending.entry(primary).or_insert(until);
                 *slot = (*slot).max(until);
-                "logged"
+                InvalidationShared::Logged
             }
         };
         self.metrics
             .invalidations_shared
-            .with_label_values(&[result])
+            .with_label_values(&[result.label()])
             .inc();
     }
 

@@ -9,6 +9,10 @@
 //!           xxh3(all of the above):u64
 //! bytes   = len:u16 data (bytes32 = len:u32 data); integers little-endian
 //! ```
+//!
+//! `stored_at_ms` duplicates the stored time inside the serialized meta and no reader uses it;
+//! it stays because every node of a region, whatever its version, must read every other node's
+//! manifests: dropping it is a format version of its own, with a reader for both.
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;

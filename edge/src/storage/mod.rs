@@ -1,6 +1,7 @@
-//! `TieredStorage`: Pingora's [`Storage`] over our cache tiers. Today that is the in-process L1
-//! ([`l1::MokaTier`]); the region-shared memcached L2 plugs in behind the same lookup, fill and
-//! update paths (see docs/architecture.md §3).
+//! `TieredStorage`: Pingora's [`Storage`] over our cache tiers: the in-process L1
+//! ([`l1::MokaTier`]) and, when the region has a memcached pool, the shared L2 ([`l2::L2`]),
+//! behind one lookup, fill and update path (docs/architecture.md §3). Every hit passes a
+//! [`hit_filter::HitFilter`] first; storage itself knows nothing of purges.
 //!
 //! Freshness lives only in the [`CacheMeta`] (fresh-until, epoch, stale windows); a tier's own
 //! expiry just reclaims memory once an object can no longer be used even to revalidate.
