@@ -134,6 +134,78 @@ impl InvalidationShared {
     }
 }
 
+/// A tier lookup: the `result` label of [`L1_LOOKUPS`] and [`L2_LOOKUPS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+    /// The tier could not say (L2: unreachable, late, unreadable).
+    Error,
+}
+
+impl Lookup {
+    pub fn label(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Error => "error",
+        }
+    }
+}
+
+/// A shared-tier write: the `result` label of [`L2_WRITES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    Stored,
+    /// Not attempted: the write queue was full.
+    Dropped,
+    Failed,
+}
+
+impl Write {
+    pub fn label(self) -> &'static str {
+        match self {
+            Write::Stored => "stored",
+            Write::Dropped => "dropped",
+            Write::Failed => "failed",
+        }
+    }
+}
+
+/// Why L1 let an object go: the `cause` label of [`L1_EVICTIONS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// Room was needed.
+    Size,
+    /// It could no longer be used, even to revalidate.
+    Expired,
+}
+
+impl Eviction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Eviction::Size => "size",
+            Eviction::Expired => "expired",
+        }
+    }
+}
+
+/// A purge's kind: the `kind` label of [`PURGES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeKind {
+    Hard,
+    Soft,
+}
+
+impl PurgeKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            PurgeKind::Hard => "hard",
+            PurgeKind::Soft => "soft",
+        }
+    }
+}
+
 /// One attempt to forward a purge to another region: the `result` label of [`PURGE_FORWARDS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardResult {

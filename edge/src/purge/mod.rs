@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache_key::{self, KeyBuilder};
 use crate::client::group;
-use crate::metrics::{ForwardResult, InvalidationShared, Metrics};
+use crate::metrics::{ForwardResult, InvalidationShared, Metrics, PurgeKind};
 use crate::names::is_simple_name;
 use crate::settings::{PurgeSettings, RegionPeer};
 use crate::storage::{Held, TieredStorage};
@@ -263,10 +263,12 @@ impl PurgeService {
     pub async fn submit(self: &Arc<Self>, req: PurgeRequest) -> Result<Receipt, PurgeError> {
         let entry = self.entry(&req)?;
         self.apply(&entry, true);
-        self.metrics
-            .purges
-            .with_label_values(&[if entry.soft { "soft" } else { "hard" }])
-            .inc();
+        let kind = if entry.soft {
+            PurgeKind::Soft
+        } else {
+            PurgeKind::Hard
+        };
+        self.metrics.purges.with_label_values(&[kind.label()]).inc();
         self.log
             .append(&entry)
             .await

@@ -19,6 +19,18 @@ pub enum HitVerdict {
     Gone,
 }
 
+impl HitVerdict {
+    /// For the `verdict` label of `outpost_purge_filtered_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            HitVerdict::Serve => "serve",
+            HitVerdict::Stale => "stale",
+            HitVerdict::Revalidate => "revalidate",
+            HitVerdict::Gone => "gone",
+        }
+    }
+}
+
 /// A stored object as the filter sees it.
 pub struct StoredObject<'a> {
     pub primary: &'a HashBinary,

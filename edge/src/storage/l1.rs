@@ -11,7 +11,7 @@ use moka::notification::RemovalCause;
 use pingora_cache::key::HashBinary;
 
 use super::StoredMeta;
-use crate::metrics::Metrics;
+use crate::metrics::{Eviction, Metrics};
 
 pub struct L1Entry {
     pub meta: StoredMeta,
@@ -110,11 +110,14 @@ impl MokaTier {
             .expire_after(UntilUseless)
             .eviction_listener(move |_, _, cause| {
                 let cause = match cause {
-                    RemovalCause::Size => "size",
-                    RemovalCause::Expired => "expired",
+                    RemovalCause::Size => Eviction::Size,
+                    RemovalCause::Expired => Eviction::Expired,
                     RemovalCause::Explicit | RemovalCause::Replaced => return,
                 };
-                metrics.l1_evictions.with_label_values(&[cause]).inc();
+                metrics
+                    .l1_evictions
+                    .with_label_values(&[cause.label()])
+                    .inc();
             })
             .build_with_hasher(KeyHashBuilder);
         Self { cache }

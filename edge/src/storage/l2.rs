@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use super::StoredMeta;
 use super::codec::{self, Body, Chunks, Manifest};
 use super::shared::{SharedTier, TierError};
-use crate::metrics::Metrics;
+use crate::metrics::{Lookup, Metrics, Write};
 
 /// Chunks outlive their manifest by this much, so a reader holding a fresh manifest never finds
 /// its chunks expired first.
@@ -74,8 +74,8 @@ enum WriteError {
 
 impl L2 {
     pub fn new(tier: Arc<dyn SharedTier>, settings: L2Settings, metrics: &Metrics) -> Arc<Self> {
-        let lookups = |r: &str| metrics.l2_lookups.with_label_values(&[r]);
-        let writes = |r: &str| metrics.l2_writes.with_label_values(&[r]);
+        let lookups = |r: Lookup| metrics.l2_lookups.with_label_values(&[r.label()]);
+        let writes = |w: Write| metrics.l2_writes.with_label_values(&[w.label()]);
         Arc::new(Self {
             tier,
             writers: Arc::new(Semaphore::new(settings.write_concurrency.max(1))),
@@ -84,12 +84,12 @@ impl L2 {
             write_ids: std::hash::RandomState::new(),
             next_write: AtomicU64::new(0),
             counters: Counters {
-                hits: lookups("hit"),
-                misses: lookups("miss"),
-                errors: lookups("error"),
-                stored: writes("stored"),
-                dropped: writes("dropped"),
-                failed: writes("failed"),
+                hits: lookups(Lookup::Hit),
+                misses: lookups(Lookup::Miss),
+                errors: lookups(Lookup::Error),
+                stored: writes(Write::Stored),
+                dropped: writes(Write::Dropped),
+                failed: writes(Write::Failed),
                 queue_bytes: metrics.l2_write_queue_bytes.clone(),
             },
         })

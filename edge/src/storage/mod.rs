@@ -35,7 +35,7 @@ use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
 use prometheus::IntCounter;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Lookup, Metrics};
 use hit_filter::{HitFilter, HitVerdict, StoredObject};
 use l1::{L1Entry, MokaTier};
 use l2::L2;
@@ -198,10 +198,12 @@ impl TieredStorage {
         Self {
             l2,
             filter,
-            filtered: ["stale", "revalidate", "gone"]
-                .map(|v| metrics.purge_filtered.with_label_values(&[v])),
-            l1_hits: metrics.l1_lookups.with_label_values(&["hit"]),
-            l1_misses: metrics.l1_lookups.with_label_values(&["miss"]),
+            filtered: [HitVerdict::Stale, HitVerdict::Revalidate, HitVerdict::Gone]
+                .map(|v| metrics.purge_filtered.with_label_values(&[v.label()])),
+            l1_hits: metrics.l1_lookups.with_label_values(&[Lookup::Hit.label()]),
+            l1_misses: metrics
+                .l1_lookups
+                .with_label_values(&[Lookup::Miss.label()]),
             l1: MokaTier::new(config.l1_capacity_bytes, Arc::clone(&metrics)),
             variants: VariantRegistry::new(
                 max_variants,
