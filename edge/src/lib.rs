@@ -1,7 +1,8 @@
 //! Outpost's edge node: a caching reverse proxy on Pingora.
 //!
-//! [`build`] assembles the server from the runtime [`Settings`] of an [`EdgeConfig`]: the proxy service ([`proxy`]) on the
-//! client listeners, the admin service ([`admin`]) on its own, and the origin health checks.
+//! `build` assembles the server from the runtime `Settings` (`settings.rs`) of an
+//! [`EdgeConfig`]: the proxy service (`proxy.rs`) on the client listeners, the admin service
+//! ([`admin`]) on its own, the origin health checks and the purge log poller.
 //! [`run`] runs it until a signal. Everything else is one module per concern; the request path
 //! is narrated in docs/request-lifecycle.md.
 
