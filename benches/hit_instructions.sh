@@ -14,13 +14,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 N=${2:-2000}
-if [ -n "${1:-}" ]; then
-  EDGE=$1
-else
-  say "building the release edge"
-  cargo build --release --locked -p edge --bin edge
-  EDGE=target/release/edge
-fi
+release_edge "${1:-}"
 command -v valgrind >/dev/null || apt_install valgrind
 command -v python3 >/dev/null || apt_install python3
 

@@ -17,13 +17,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 D=${2:-10}
-if [ -n "${1:-}" ]; then
-  EDGE=$1
-else
-  say "building the release edge"
-  cargo build --release --locked -p edge --bin edge
-  EDGE=target/release/edge
-fi
+release_edge "${1:-}"
 command -v wrk >/dev/null || apt_install wrk
 command -v memcached >/dev/null || apt_install memcached
 command -v python3 >/dev/null || apt_install python3

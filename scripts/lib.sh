@@ -1,5 +1,5 @@
-# Shared by scripts/run and scripts/test: say what we do, install what is missing (Debian/Ubuntu),
-# provide a PostgreSQL for the tests. Sourced, not run.
+# Shared by scripts/run, scripts/test and the bench scripts: say what we do, install what is
+# missing (Debian/Ubuntu), provide a PostgreSQL for the tests. Sourced, not run.
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -26,6 +26,18 @@ apt_install() {
     APT_UPDATED=1
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Sets EDGE to the edge binary the benchmarks measure: "$1" when given, else a fresh release
+# build of the edge.
+release_edge() {
+  if [ -n "${1:-}" ]; then
+    EDGE=$1
+  else
+    say "building the release edge"
+    cargo build --release --locked -p edge --bin edge
+    EDGE=target/release/edge
+  fi
 }
 
 ensure_rust() {

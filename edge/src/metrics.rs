@@ -482,3 +482,16 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_counted_by_their_position_in_all() {
+        // `Metrics::request` indexes the counters resolved from `Outcome::ALL` by discriminant.
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
+        }
+    }
+}

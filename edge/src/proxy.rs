@@ -102,6 +102,7 @@ const ORIGIN_ERROR: &str = "origin-error-status";
 
 impl EdgeProxy {
     /// Names and counts a failed exchange with the origin, once per failure.
+    /// Names and counts one failed exchange with the origin (each connection attempt counts).
     fn origin_failed(&self, ctx: &mut RequestCtx, e: &Error) -> OriginFault {
         let fault = OriginFault::of(e);
         ctx.origin_fault = Some(fault);
@@ -110,6 +111,17 @@ impl EdgeProxy {
             .with_label_values(&[fault.label()])
             .inc();
         fault
+    }
+
+    /// The request's final origin failure (it gets a stale copy or an error answer): named, and
+    /// counted unless it is the connection failure `fail_to_connect` counted already.
+    fn final_origin_failure(&self, ctx: &mut RequestCtx, e: &Error) -> OriginFault {
+        let fault = OriginFault::of(e);
+        if fault.before_request() && ctx.origin_fault.is_some_and(OriginFault::before_request) {
+            ctx.origin_fault = Some(fault);
+            return fault;
+        }
+        self.origin_failed(ctx, e)
     }
 
     pub fn predictor(capacity: usize) -> &'static Predictor<PREDICTOR_SHARDS> {
@@ -552,9 +564,7 @@ impl ProxyHttp for EdgeProxy {
                     // connection after this answer, so the answer must say so, or a client
                     // reusing it races the close.
                     _ => {
-                        if ctx.origin_fault.is_none() {
-                            self.origin_failed(ctx, e);
-                        }
+                        self.final_origin_failure(ctx, e);
                         session.set_keepalive(None);
                         None
                     }
@@ -768,16 +778,7 @@ impl ProxyHttp for EdgeProxy {
                 400
             }
             _ if *e.esource() == ErrorSource::Upstream => {
-                // Connection failures were counted as they happened (`fail_to_connect`).
-                let fault = match ctx.origin_fault {
-                    Some(fault)
-                        if fault.before_request() && OriginFault::of(e).before_request() =>
-                    {
-                        fault
-                    }
-                    _ => self.origin_failed(ctx, e),
-                };
-                fault.status(ctx.had_stored)
+                self.final_origin_failure(ctx, e).status(ctx.had_stored)
             }
             _ if *e.esource() == ErrorSource::Downstream => match e.etype() {
                 // The client is gone: nobody to answer.

@@ -53,6 +53,18 @@ async fn get(edge: &EdgeProcess, path: &str) -> anyhow::Result<Response> {
     get_site(edge, path, &[]).await
 }
 
+/// Until `edge` has written `n` objects to the shared tier (the write follows the answer).
+async fn written(edge: &EdgeProcess, n: f64) -> anyhow::Result<()> {
+    wait::eventually(Duration::from_secs(5), "the shared-tier write", || async {
+        let stored = edge
+            .metric("outpost_l2_writes_total{result=\"stored\"}")
+            .await
+            .ok()?;
+        (stored >= n).then_some(())
+    })
+    .await
+}
+
 async fn soft_purge_tag_t(edge: &EdgeProcess) -> anyhow::Result<()> {
     let (status, receipt) = purge(
         edge,
@@ -120,6 +132,7 @@ async fn a_soft_purge_costs_one_revalidation_in_the_region_and_across_a_restart(
     let a = EdgeProcess::start(&[origin.addr], &config("a"))?;
     let b = EdgeProcess::start(&[origin.addr], &config("b"))?;
     get(&a, "/q").await?;
+    written(&a, 1.0).await?;
     assert!(get(&b, "/q").await?.is_hit(), "b found a's copy in L2");
     assert!(get(&a, "/q").await?.is_hit());
     soft_purge_tag_t(&a).await?;
@@ -152,8 +165,9 @@ async fn a_purge_log_gap_costs_each_object_one_revalidation() -> anyhow::Result<
     let config = |name: &str| node_config(name, &[&first, &second], "");
     let a = EdgeProcess::start(&[origin.addr], &config("a"))?;
     let b = EdgeProcess::start(&[origin.addr], &config("b"))?;
-    for path in &paths {
+    for (i, path) in paths.iter().enumerate() {
         get(&a, path).await?;
+        written(&a, (i + 1) as f64).await?;
         assert!(get(&b, path).await?.is_hit(), "{path} shared");
     }
     let config_b = config("b");
@@ -171,6 +185,7 @@ async fn a_purge_log_gap_costs_each_object_one_revalidation() -> anyhow::Result<
     }
 
     let mut revalidated = Vec::new();
+    let mut a_writes = paths.len() as f64;
     for (path, counts) in paths.iter().zip(&counts) {
         let (full, conditional) = counts.get();
         let res = get(&a, path).await?;
@@ -185,6 +200,10 @@ async fn a_purge_log_gap_costs_each_object_one_revalidation() -> anyhow::Result<
         );
         if after.1 > conditional {
             revalidated.push(path.clone());
+        } else {
+            // Refetched: its new copy reaches the shared tier just after the answer.
+            a_writes += 1.0;
+            written(&a, a_writes).await?;
         }
         for node in [&b, &a, &b] {
             let again = get(node, path).await?;
