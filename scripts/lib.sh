@@ -55,6 +55,11 @@ ensure_build_packages() {
   apt_install build-essential pkg-config cmake curl ca-certificates memcached
 }
 
+# The openssl command line, for scripts/dev-certs.
+ensure_openssl() {
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+}
+
 # Exports OUTPOST_TEST_POSTGRES_URL pointing at a PostgreSQL the tests may create schemas in:
 # the one given, or a local server with the `test` database and trust auth (CI machines), or
 # a local server we install or start, with a password role of our own (never changing its auth).

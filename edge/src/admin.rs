@@ -4,6 +4,7 @@
 //! health check: for alerting), `/metrics` (Prometheus), and the purge API (`POST /purge`, `GET /purge/{id}`; bearer token;
 //! docs/admin-api.md, docs/openapi.json).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,8 +17,9 @@ use crate::answers::{json, json_error, purge_outcome, text};
 use crate::auth::token_matches;
 use crate::metrics::Metrics;
 use crate::purge::{PurgeRequest, PurgeService};
+use crate::sites::LiveSites;
 use crate::storage::TieredStorage;
-use crate::upstream::Origins;
+use crate::tls::resolver::Certificates;
 
 /// Largest purge request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -85,7 +87,9 @@ pub struct AdminApp {
     /// `admin.token`; empty refuses every purge.
     pub token: String,
     pub storage: &'static TieredStorage,
-    pub origins: Arc<Origins>,
+    pub sites: Arc<LiveSites>,
+    /// The TLS listeners' certificates, for their expiry gauge.
+    pub certificates: Option<Arc<Certificates>>,
     /// Set when a shutdown signal arrived: stop attracting traffic.
     pub draining: Arc<AtomicBool>,
 }
@@ -239,15 +243,21 @@ impl ServeHttp for AdminApp {
                 ),
             },
             Route::Origins => {
-                let (up, all) = self.origins.healthy();
-                let status = if up == 0 {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::OK
-                };
-                text(status, format!("{up} of {all} origins healthy\n"), plain)
+                let mut status = StatusCode::OK;
+                let mut report = String::new();
+                for site in self.sites.current().all() {
+                    let (up, all) = site.origins.healthy();
+                    if up == 0 {
+                        status = StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let _ = writeln!(report, "{}: {up} of {all} origins healthy", site.name);
+                }
+                text(status, report, plain)
             }
             Route::Metrics => {
+                if let Some(certificates) = &self.certificates {
+                    certificates.export_expiry(&self.metrics.tls_certificate_expiry);
+                }
                 let (entries, bytes) = self.storage.l1().usage();
                 self.metrics
                     .l1_entries

@@ -10,6 +10,14 @@ use pingora_cache::CacheKey;
 
 use crate::target::{self, QueryRules, Target};
 
+/// The query rules of whichever site serves a host: purges name URLs outside any request, and
+/// must reach the keys that host's requests make.
+pub trait RulesByHost: Send + Sync {
+    /// The rules of the site serving `host` (without port), or [`crate::target::KEEP_ALL`] when
+    /// no site does.
+    fn rules_for(&self, host: &str) -> QueryRules;
+}
+
 /// Keys from parsed targets, under the configured query rules; cheap to share.
 #[derive(Clone, Debug)]
 pub struct KeyBuilder {

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use outpost_common::config::{self, ConfigError, ConfigErrors, Validate};
 use serde::Deserialize;
 
-use crate::names::is_simple_name;
+use crate::names::{is_dns_name, is_simple_name};
+use crate::tls::certs::{self, CertProblem, LoadedCert};
 
 /// 256 MiB: a useful working set for a small node without crowding its other memory.
 pub const DEFAULT_L1_CAPACITY: u64 = 256 * 1024 * 1024;
@@ -82,18 +83,44 @@ pub const DEFAULT_STRIP_REQUEST_HEADERS: [&str; 40] = [
     "x-proxyuser-ip",
 ];
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
     pub server: ServerConfig,
-    pub origin: OriginPoolConfig,
+    /// The origins of a single-site edge, which serves every host (with `[[site]]` tables, each
+    /// site names its own and this section must be absent).
+    pub origin: Option<OriginPoolConfig>,
     pub cache: CacheConfig,
     pub l2: L2Config,
     pub admin: AdminConfig,
     pub purge: PurgeConfig,
+    /// The sites this edge serves, each chosen by the request's host.
+    pub site: Vec<SiteConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One site: its host names, its origins and how its keys are made.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Its name, in metrics and logs.
+    pub name: String,
+    /// Host names it answers for: exact (`example.com`), a wildcard for one more label
+    /// (`*.example.com`), or `*` for any host no other site claims.
+    pub hosts: Vec<String>,
+    /// Plain-HTTP requests get a redirect to the same URL over HTTPS.
+    #[serde(default)]
+    pub redirect_to_https: bool,
+    #[serde(default)]
+    pub origin: OriginPoolConfig,
+    /// Its cache-key options; `[cache.key]` when absent.
+    #[serde(default)]
+    pub cache_key: Option<CacheKeyConfig>,
+}
+
+/// What a request for a host no site claims gets.
+pub const UNKNOWN_HOST_STATUSES: [u16; 2] = [421, 404];
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Addresses the proxy accepts client traffic on.
@@ -139,6 +166,45 @@ pub struct ServerConfig {
     /// A GET or HEAD with a body: `forward` it (never answered from or stored in the cache),
     /// or `reject` it with 400.
     pub get_with_body: GetWithBody,
+    /// The status for a request whose host no site claims: 421 (Misdirected Request) or 404.
+    pub unknown_host_status: u16,
+    /// Where a new process started with `--upgrade` waits for this one's listening sockets
+    /// (SIGQUIT hands them over). Empty: SIGQUIT stops gracefully, nothing is handed over. Put it
+    /// in a directory only the edge's user can write: whoever listens there gets the sockets.
+    pub upgrade_socket: String,
+    /// TLS listeners and their certificates.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Addresses that accept TLS (1.2 and 1.3).
+    pub listen: Vec<SocketAddr>,
+    /// Offer HTTP/2 (ALPN `h2`) beside HTTP/1.1.
+    pub http2: bool,
+    /// Certificates, chosen per connection by the name the client asks for (SNI); the first is
+    /// the default, for clients that send no name or one no certificate covers.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            http2: true,
+            certificates: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM: the certificate, then its intermediates. It serves the DNS names it lists.
+    pub cert_file: String,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
 }
 
 /// What to do with a GET or HEAD that carries a body (RFC 9110 §9.3.1: no defined meaning).
@@ -174,15 +240,28 @@ impl Default for ServerConfig {
             request_body_min_rate: DEFAULT_REQUEST_BODY_MIN_RATE,
             send_timeout_ms: DEFAULT_SEND_TIMEOUT_MS,
             get_with_body: GetWithBody::Forward,
+            unknown_host_status: 421,
+            upgrade_socket: String::new(),
+            tls: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginPoolConfig {
-    /// The origins behind this edge; requests are spread round-robin over the healthy ones.
-    pub addresses: Vec<SocketAddr>,
+    /// The origins, `address:port` or `name:port`; requests are spread round-robin over the
+    /// healthy addresses. Names are resolved at start and every `dns_refresh_secs`; a name
+    /// that stops resolving keeps its last addresses.
+    pub addresses: Vec<String>,
+    pub dns_refresh_secs: u64,
+    /// Reach the origins over HTTPS, verifying their certificate.
+    pub tls: bool,
+    /// The name sent (SNI) and verified in the origin's certificate; by default the name in
+    /// the address. Required for addresses given as IPs.
+    pub sni: String,
+    /// PEM file of the authorities that may sign the origin's certificate; empty: the system's.
+    pub ca_file: String,
     pub connect_timeout_ms: u64,
     /// Longest wait for the origin's response header, and between body reads.
     pub read_timeout_ms: u64,
@@ -197,7 +276,11 @@ pub struct OriginPoolConfig {
 impl Default for OriginPoolConfig {
     fn default() -> Self {
         Self {
-            addresses: vec![SocketAddr::from(([127, 0, 0, 1], 8081))],
+            addresses: vec!["127.0.0.1:8081".to_owned()],
+            dns_refresh_secs: 30,
+            tls: false,
+            sni: String::new(),
+            ca_file: String::new(),
             connect_timeout_ms: 2_000,
             read_timeout_ms: 30_000,
             write_timeout_ms: 30_000,
@@ -218,7 +301,7 @@ pub enum SetCookiePolicy {
     Strip,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Off: every request goes to the origin (the proxy still adds `Cache-Status`).
@@ -278,7 +361,7 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct L1Config {
     /// Bytes of bodies and headers the in-process tier holds before evicting.
@@ -296,7 +379,7 @@ impl Default for L1Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheKeyConfig {
     /// Sort query parameters so `?a=1&b=2` and `?b=2&a=1` share an entry.
@@ -318,7 +401,7 @@ impl Default for CacheKeyConfig {
 }
 
 /// The shared tier: a memcached pool every edge node of the region uses.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct L2Config {
     /// The region's memcached servers (the same list, in any order, on every node). Empty: no
@@ -367,7 +450,7 @@ impl Default for L2Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// The admin listener (health, metrics, purge); loopback by default.
@@ -386,7 +469,7 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PurgeConfig {
     /// This node's region: in receipts, and how other regions address it.
@@ -439,7 +522,7 @@ pub fn parse_network(n: &str) -> Option<ipnet::IpNet> {
         .or_else(|| n.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionConfig {
     pub name: String,
@@ -455,16 +538,163 @@ impl EdgeConfig {
     }
 }
 
+impl EdgeConfig {
+    /// Every address the proxy listens on, plain and TLS.
+    pub fn proxy_listeners(&self) -> impl Iterator<Item = &SocketAddr> {
+        let tls = self.server.tls.as_ref().map_or(&[][..], |t| &t.listen[..]);
+        self.server.listen.iter().chain(tls)
+    }
+
+    /// The sites to serve: the `[[site]]` tables, or the one site of `[origin]` and
+    /// `[cache.key]` that answers every host.
+    pub fn sites(&self) -> Vec<SiteConfig> {
+        if !self.site.is_empty() {
+            return self.site.clone();
+        }
+        vec![SiteConfig {
+            name: "default".to_owned(),
+            hosts: vec!["*".to_owned()],
+            redirect_to_https: false,
+            origin: self.origin.clone().unwrap_or_default(),
+            cache_key: None,
+        }]
+    }
+
+    fn validate_sites(&self, certs: &[LoadedCert], v: &mut Checker<'_>) {
+        if self.site.is_empty() {
+            if let Some(origin) = &self.origin {
+                origin.validate("origin", v);
+            }
+            return;
+        }
+        v.check(
+            self.origin.is_none(),
+            "origin",
+            "must be absent when [[site]] tables are given: each site has its own \
+             [site.origin]; move these keys there",
+        );
+        let mut names = std::collections::HashSet::new();
+        let mut hosts = std::collections::HashMap::new();
+        for (i, site) in self.site.iter().enumerate() {
+            let at = format!("site[{i}]");
+            v.check(
+                is_simple_name(&site.name, 64) && names.insert(site.name.as_str()),
+                &format!("{at}.name"),
+                "must be a unique name of 1 to 64 letters, digits, - _ .",
+            );
+            v.check(
+                !site.hosts.is_empty(),
+                &format!("{at}.hosts"),
+                "needs at least one host name",
+            );
+            for (j, host) in site.hosts.iter().enumerate() {
+                let key = format!("{at}.hosts[{j}]");
+                if !host_pattern_ok(host) {
+                    v.check(
+                        false,
+                        &key,
+                        "must be a lower-case host name without port, `*.` and a name, or `*`",
+                    );
+                    continue;
+                }
+                if let Some(other) = hosts.insert(host.as_str(), i) {
+                    v.check(
+                        false,
+                        &key,
+                        &format!("{host} is already a host of site[{other}]"),
+                    );
+                }
+                let tls = self.server.tls.is_some() && !certs.is_empty();
+                v.check(
+                    !tls || host == "*" || certs.iter().any(|c| c.covers(host)),
+                    &key,
+                    &format!("{host} is covered by no certificate in server.tls.certificates"),
+                );
+            }
+            v.check(
+                !site.redirect_to_https || self.server.tls.is_some(),
+                &format!("{at}.redirect_to_https"),
+                "needs [server.tls] listeners to redirect to",
+            );
+            site.origin.validate(&format!("{at}.origin"), v);
+            if let Some(key) = &site.cache_key {
+                key.validate(&format!("{at}.cache_key"), v);
+            }
+        }
+    }
+}
+
+/// A site's host: a lower-case DNS name, `*.` and one, or `*` alone.
+fn host_pattern_ok(host: &str) -> bool {
+    host == "*"
+        || is_dns_name(host.strip_prefix("*.").unwrap_or(host)) && host == host.to_ascii_lowercase()
+}
+
+/// `ip:port`, `[ipv6]:port` or `name:port`.
+pub fn address_ok(address: &str) -> bool {
+    if address.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| is_dns_name(host) && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+impl TlsConfig {
+    /// Checks the listeners and loads every certificate (those that load are returned, to check
+    /// the sites' hosts against).
+    fn validate(&self, v: &mut Checker<'_>) -> Vec<LoadedCert> {
+        v.check(
+            !self.listen.is_empty(),
+            "server.tls.listen",
+            "needs at least one address",
+        );
+        v.check(
+            !self.certificates.is_empty(),
+            "server.tls.certificates",
+            "needs at least one certificate",
+        );
+        let now = std::time::SystemTime::now();
+        let mut loaded = Vec::new();
+        for (i, c) in self.certificates.iter().enumerate() {
+            match certs::load(&c.cert_file, &c.key_file, now) {
+                Ok(cert) => loaded.push(cert),
+                Err(CertProblem::Cert(why)) => v.check(
+                    false,
+                    &format!("server.tls.certificates[{i}].cert_file"),
+                    &why,
+                ),
+                Err(CertProblem::Key(why)) => v.check(
+                    false,
+                    &format!("server.tls.certificates[{i}].key_file"),
+                    &why,
+                ),
+            }
+        }
+        loaded
+    }
+}
+
 impl Validate for EdgeConfig {
     fn validate(&self, errors: &mut Vec<ConfigError>) {
         let v = &mut Checker(errors);
         self.server.validate(v);
-        self.origin.validate(v);
+        let certs = match &self.server.tls {
+            Some(tls) => tls.validate(v),
+            None => Vec::new(),
+        };
+        self.validate_sites(&certs, v);
         self.cache.validate(v);
+        let mut seen = std::collections::HashSet::new();
         v.check(
-            !self.server.listen.contains(&self.admin.listen),
+            self.proxy_listeners().all(|a| seen.insert(*a)),
+            "server.tls.listen",
+            "lists an address server.listen (or itself) already has",
+        );
+        v.check(
+            !seen.contains(&self.admin.listen),
             "admin.listen",
-            "must differ from every server.listen",
+            "must differ from every server.listen and server.tls.listen",
         );
         v.check(
             token_ok(&self.admin.token),
@@ -496,9 +726,19 @@ impl ServerConfig {
     fn validate(&self, v: &mut Checker<'_>) {
         let s = self;
         v.check(
-            !s.listen.is_empty(),
+            !s.listen.is_empty() || s.tls.as_ref().is_some_and(|t| !t.listen.is_empty()),
             "server.listen",
-            "needs at least one address",
+            "needs at least one address (here or in server.tls.listen)",
+        );
+        v.check(
+            UNKNOWN_HOST_STATUSES.contains(&s.unknown_host_status),
+            "server.unknown_host_status",
+            "must be 421 or 404",
+        );
+        v.check(
+            s.upgrade_socket.is_empty() || s.upgrade_socket.starts_with('/'),
+            "server.upgrade_socket",
+            "must be an absolute path (or empty: no upgrades)",
         );
         v.check(s.threads <= 1_024, "server.threads", "must be at most 1024");
         v.check(
@@ -557,38 +797,73 @@ impl ServerConfig {
 }
 
 impl OriginPoolConfig {
-    fn validate(&self, v: &mut Checker<'_>) {
+    fn validate(&self, at: &str, v: &mut Checker<'_>) {
         let o = self;
+        let key = |k: &str| format!("{at}.{k}");
         v.check(
             !o.addresses.is_empty(),
-            "origin.addresses",
+            &key("addresses"),
             "needs at least one origin",
         );
+        for (i, a) in o.addresses.iter().enumerate() {
+            v.check(
+                address_ok(a),
+                &key(&format!("addresses[{i}]")),
+                "must be ip:port, [ipv6]:port or name:port",
+            );
+        }
+        let by_ip = o.addresses.iter().any(|a| a.parse::<SocketAddr>().is_ok());
         v.check(
-            o.connect_timeout_ms >= 1,
-            "origin.connect_timeout_ms",
-            "must be at least 1",
+            !o.tls || !by_ip || is_dns_name(&o.sni),
+            &key("sni"),
+            "must name the origin's certificate when tls is on and an address is an IP",
         );
         v.check(
-            o.read_timeout_ms >= 1,
-            "origin.read_timeout_ms",
-            "must be at least 1",
+            o.sni.is_empty() || is_dns_name(&o.sni),
+            &key("sni"),
+            "must be a host name",
         );
+        if !o.ca_file.is_empty() {
+            if let Err(why) = certs::load_authorities(&o.ca_file) {
+                v.check(false, &key("ca_file"), &why);
+            }
+            v.check(o.tls, &key("ca_file"), "is only used with tls = true");
+        }
         v.check(
-            o.write_timeout_ms >= 1,
-            "origin.write_timeout_ms",
-            "must be at least 1",
+            (1..=86_400).contains(&o.dns_refresh_secs),
+            &key("dns_refresh_secs"),
+            "must be between 1 and 86400",
         );
+        for (name, value) in [
+            ("connect_timeout_ms", o.connect_timeout_ms),
+            ("read_timeout_ms", o.read_timeout_ms),
+            ("write_timeout_ms", o.write_timeout_ms),
+        ] {
+            v.check(value >= 1, &key(name), "must be at least 1");
+        }
         v.check(
             o.health_check_path.is_empty() || o.health_check_path.starts_with('/'),
-            "origin.health_check_path",
+            &key("health_check_path"),
             "must be empty (TCP checks) or start with /",
         );
         v.check(
             o.health_check_interval_ms >= 10,
-            "origin.health_check_interval_ms",
+            &key("health_check_interval_ms"),
             "must be at least 10",
         );
+    }
+}
+
+impl CacheKeyConfig {
+    fn validate(&self, at: &str, v: &mut Checker<'_>) {
+        for (i, p) in self.drop_params.iter().enumerate() {
+            let name = p.strip_suffix('*').unwrap_or(p);
+            v.check(
+                !name.is_empty() && !name.contains(['*', '&', '=']),
+                &format!("{at}.drop_params[{i}]"),
+                "must be a parameter name, optionally ending in * (a prefix)",
+            );
+        }
     }
 }
 
@@ -625,14 +900,7 @@ impl CacheConfig {
             "cache.l1.max_object_bytes",
             "must be at least 1 and at most a quarter of cache.l1.capacity_bytes",
         );
-        for (i, p) in c.key.drop_params.iter().enumerate() {
-            let name = p.strip_suffix('*').unwrap_or(p);
-            v.check(
-                !name.is_empty() && !name.contains(['*', '&', '=']),
-                &format!("cache.key.drop_params[{i}]"),
-                "must be a parameter name, optionally ending in * (a prefix)",
-            );
-        }
+        c.key.validate("cache.key", v);
     }
 }
 
@@ -776,7 +1044,8 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let c = EdgeConfig::from_toml("").expect("valid");
-        assert_eq!(c.origin.addresses.len(), 1);
+        assert_eq!(c.sites().len(), 1);
+        assert_eq!(c.sites()[0].origin.addresses.len(), 1);
         assert_eq!(c.cache.set_cookie, SetCookiePolicy::Bypass);
     }
 

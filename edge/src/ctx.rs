@@ -1,6 +1,7 @@
 //! `RequestCtx`: what one request learns on its way through the proxy phases, for the later
 //! phases, `Cache-Status`, metrics and the access log.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use pingora_http::ResponseHeader;
@@ -11,6 +12,7 @@ use crate::metrics::Outcome;
 use crate::origin_fault::OriginFault;
 use crate::policy::NotStored;
 use crate::policy::directives::Directives;
+use crate::sites::Site;
 use crate::target::Target;
 
 /// What the cache lookup found.
@@ -43,6 +45,8 @@ pub struct RequestCtx {
     pub head: Option<Head>,
     /// Who sent the request.
     pub client: Client,
+    /// The site its host chose (`None` only before `request_filter`, or for an unknown host).
+    pub site: Option<Arc<Site>>,
     /// A GET or HEAD with a body: the cache stays out of it.
     pub has_body: bool,
     /// Request cache directives, parsed once.
@@ -85,6 +89,7 @@ impl RequestCtx {
             target: None,
             head: None,
             client: Client::default(),
+            site: None,
             has_body: false,
             req_dirs: Directives::default(),
             cache_used: false,

@@ -23,23 +23,28 @@ mod origin_fault;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub mod purge;
+mod reload;
 pub(crate) mod settings;
+pub(crate) mod sites;
 pub(crate) mod storage;
 pub(crate) mod target;
+pub(crate) mod tls;
 pub(crate) mod upstream;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::ALPN;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::cache_key::KeyBuilder;
 use crate::config::EdgeConfig;
 use crate::connection::EdgeApp;
 use crate::connection::limits::{Limits, Refusal};
@@ -51,13 +56,14 @@ use crate::purge::PurgeService;
 use crate::purge::filter::Filter;
 use crate::purge::local::LocalStore;
 use crate::purge::store::ServerStore;
+use crate::reload::Reloader;
 use crate::settings::Settings;
+use crate::sites::{LiveSites, Sites};
 use crate::storage::hit_filter::HitFilter;
 use crate::storage::l2::{L2, L2Settings};
 use crate::storage::shared::{MemcachedTier, PoolSettings};
 use crate::storage::{TierConfig, TieredStorage};
-use crate::target::QueryRules;
-use crate::upstream::Origins;
+use crate::tls::resolver::{Certificates, Handshakes};
 
 /// URLs the predictor remembers as uncacheable (they skip the cache lock).
 const PREDICTOR_CAPACITY: usize = 65_536;
@@ -88,15 +94,48 @@ const LOG_BATCH: u64 = 256;
 /// After in-flight requests had their time: how long Pingora's runtimes get to stop.
 const RUNTIME_STOP_SECS: u64 = 1;
 
-/// A server ready to run, and the flag its admin `/readyz` reads.
+/// Most origin addresses one request tries when connections fail (Pingora's retry cap; the
+/// proxy stops earlier when its site has fewer addresses).
+const MAX_ORIGIN_ATTEMPTS: usize = 8;
+
+/// How the process was started.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// The config file, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// Take the listening sockets from a running edge (`--upgrade`) instead of binding them.
+    pub upgrade: bool,
+}
+
+/// A server ready to run, and the flags its signals set.
 pub(crate) struct Edge {
     server: Server,
+    lifecycle: Lifecycle,
+}
+
+/// What a stop signal sets.
+#[derive(Clone, Default)]
+struct Lifecycle {
+    /// SIGTERM: `/readyz` answers 503.
     draining: Arc<AtomicBool>,
+    /// SIGTERM or an upgrade: answers close their connections, so clients reconnect to whoever
+    /// holds the listeners next.
+    closing: Arc<AtomicBool>,
 }
 
 /// Builds the edge `config` describes. `file_limit` is the process's open-file limit, which
 /// client connections must stay below.
-pub(crate) fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> {
+pub(crate) fn build(
+    config: &Settings,
+    running: &EdgeConfig,
+    start: Start,
+    file_limit: u64,
+) -> anyhow::Result<Edge> {
+    if start.upgrade && config.server.upgrade_socket.is_none() {
+        anyhow::bail!(
+            "--upgrade needs server.upgrade_socket: where the running edge hands its sockets over"
+        );
+    }
     let conf = ServerConf {
         threads: config.server.threads,
         // Pingora's grace period starts once the listeners are closed (ours, the drain while
@@ -104,15 +143,25 @@ pub(crate) fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> 
         // to finish. Its runtimes then drop whatever is left.
         grace_period_seconds: Some(config.server.graceful_shutdown_timeout.as_secs()),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_STOP_SECS),
-        max_retries: config.origin.addresses.len().max(1),
+        max_retries: MAX_ORIGIN_ATTEMPTS,
         upstream_keepalive_pool_size: ORIGIN_KEEPALIVE_POOL,
+        upgrade_sock: config.server.upgrade_socket.clone().unwrap_or_default(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: start.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // With `--upgrade`, this waits for the running edge's sockets (it sends them on SIGQUIT).
     server.bootstrap();
+    // Startup's async steps (resolving names); Pingora's runtimes start later.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
 
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-    let (l2, pool) = match shared_tier(config, &metrics)? {
+    let (l2, pool) = match shared_tier(config, &metrics, &runtime)? {
         Some((l2, pool)) => (Some(l2), Some(pool)),
         None => (None, None),
     };
@@ -127,25 +176,44 @@ pub(crate) fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> 
         l2,
         Arc::clone(&filter) as Arc<dyn HitFilter>,
     );
-    let cache = &config.cache;
-    let keys = KeyBuilder::new(QueryRules::new(cache.sort_query, &cache.drop_params));
-    let purges = purges(config, pool, filter, storage, keys.clone(), &metrics)?;
+    let sites = Sites::new(&config.sites, &metrics)?;
+    runtime.block_on(sites.resolve());
+    let sites = Arc::new(LiveSites::new(sites));
+    let purges = purges(
+        config,
+        pool,
+        filter,
+        storage,
+        Arc::clone(&sites) as Arc<dyn cache_key::RulesByHost>,
+        &metrics,
+    )?;
     server.add_service(pingora_core::services::background::background_service(
         "purge log",
         PurgePoller(Arc::clone(&purges)),
     ));
-    let (origins, health_checks) =
-        Origins::new(&config.origin, Arc::clone(&metrics)).context("building the origin pool")?;
-    server.add_service(health_checks);
+    server.add_service(pingora_core::services::background::background_service(
+        "origin pools",
+        KeepPools(Arc::clone(&sites)),
+    ));
+    let certificates = match &config.tls {
+        Some(tls) => {
+            let table = tls::load_table(&tls.certificates).context("server.tls.certificates")?;
+            let certificates = Arc::new(Certificates::new(table));
+            certificates.export_expiry(&metrics.tls_certificate_expiry);
+            Some(certificates)
+        }
+        None => None,
+    };
     let shared = Shared {
         metrics,
         storage,
         purges,
-        origins: Arc::new(origins),
-        draining: Arc::new(AtomicBool::new(false)),
+        sites,
+        lifecycle: Lifecycle::default(),
+        certificates,
     };
 
-    let proxy = proxy(config, keys, &shared)?;
+    let proxy = proxy(config, &shared)?;
     let proxy = Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy));
     let mut proxy_service = Service::new(
         "edge proxy".to_owned(),
@@ -154,21 +222,45 @@ pub(crate) fn build(config: &Settings, file_limit: u64) -> anyhow::Result<Edge> 
     for addr in &config.server.listen {
         proxy_service.add_tcp(&addr.to_string());
     }
+    if let (Some(tls), Some(certificates)) = (&config.tls, &shared.certificates) {
+        for addr in &tls.listen {
+            let mut settings = TlsSettings::with_callbacks(Box::new(Handshakes {
+                certificates: Arc::clone(certificates),
+                counter: shared.metrics.tls_handshakes.clone(),
+            }))
+            .context("TLS listener settings")?;
+            settings.set_cert_resolver(Arc::clone(certificates) as _);
+            settings.set_alpn(if tls.http2 { ALPN::H2H1 } else { ALPN::H1 });
+            proxy_service.add_tls_with_settings(&addr.to_string(), None, settings);
+        }
+    }
     server.add_service(proxy_service);
 
-    let draining = Arc::clone(&shared.draining);
+    server.add_service(pingora_core::services::background::background_service(
+        "config reload",
+        Reloader {
+            path: start.config_path,
+            running: parking_lot::Mutex::new(running.clone()),
+            sites: Arc::clone(&shared.sites),
+            certificates: shared.certificates.clone(),
+            metrics: Arc::clone(&shared.metrics),
+        },
+    ));
+
+    let lifecycle = shared.lifecycle.clone();
     let admin = AdminApp {
         token: config.admin.token.clone(),
         metrics: shared.metrics,
         purges: shared.purges,
         storage: shared.storage,
-        origins: shared.origins,
-        draining: shared.draining,
+        sites: shared.sites,
+        certificates: shared.certificates,
+        draining: shared.lifecycle.draining,
     };
     let mut admin_service = Service::new("edge admin".to_owned(), admin);
     admin_service.add_tcp(&config.admin.listen.to_string());
     server.add_service(admin_service);
-    Ok(Edge { server, draining })
+    Ok(Edge { server, lifecycle })
 }
 
 /// What the proxy and the admin listener share.
@@ -176,9 +268,21 @@ struct Shared {
     metrics: Arc<Metrics>,
     storage: &'static TieredStorage,
     purges: Arc<PurgeService>,
-    origins: Arc<Origins>,
-    /// Set by a shutdown signal: `/readyz` says so, answers close their connections.
-    draining: Arc<AtomicBool>,
+    sites: Arc<LiveSites>,
+    lifecycle: Lifecycle,
+    certificates: Option<Arc<Certificates>>,
+}
+
+/// Keeps the origin pools of the sites in force at start resolved and health-checked (a reload
+/// starts its new pools itself).
+struct KeepPools(Arc<LiveSites>);
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for KeepPools {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        self.0.current().keep();
+        let _ = shutdown.changed().await;
+    }
 }
 
 /// The cache tiers: L1, and L2 when there is a shared tier; every hit passes `filter`.
@@ -205,10 +309,10 @@ fn storage(
 }
 
 /// The proxy: the request path, from the client's head to the access log.
-fn proxy(config: &Settings, keys: KeyBuilder, shared: &Shared) -> anyhow::Result<EdgeProxy> {
+fn proxy(config: &Settings, shared: &Shared) -> anyhow::Result<EdgeProxy> {
     let (server, cache) = (&config.server, &config.cache);
     Ok(EdgeProxy {
-        draining: Arc::clone(&shared.draining),
+        draining: Arc::clone(&shared.lifecycle.closing),
         trusted_proxies: server.trusted_proxies.clone(),
         strip_request_headers: server.strip_request_headers.clone(),
         get_with_body: server.get_with_body,
@@ -221,7 +325,8 @@ fn proxy(config: &Settings, keys: KeyBuilder, shared: &Shared) -> anyhow::Result
             .context("server.name as a header value")?,
         cache_enabled: cache.enabled,
         policy: Policy::new(&server.name, cache),
-        keys,
+        sites: Arc::clone(&shared.sites),
+        unknown_host_status: server.unknown_host_status,
         purges: Arc::clone(&shared.purges),
         purge_token: config.admin.token.clone(),
         purge_networks: config.purge.allow_networks.clone(),
@@ -233,7 +338,6 @@ fn proxy(config: &Settings, keys: KeyBuilder, shared: &Shared) -> anyhow::Result
         lock_timeout: cache.lock_timeout,
         max_object_bytes: shared.storage.max_object(),
         max_request_header_bytes: server.max_request_header_bytes,
-        origins: Arc::clone(&shared.origins),
         metrics: Arc::clone(&shared.metrics),
     })
 }
@@ -278,7 +382,7 @@ fn purges(
     pool: Option<Arc<MemcachedTier>>,
     filter: Arc<Filter>,
     storage: &'static TieredStorage,
-    keys: KeyBuilder,
+    rules: Arc<dyn cache_key::RulesByHost>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Arc<PurgeService>> {
     let longest_life = config.cache.longest_life();
@@ -308,7 +412,7 @@ fn purges(
             settings,
             filter,
             storage,
-            keys,
+            rules,
             log,
             Arc::clone(metrics),
             longest_life,
@@ -336,6 +440,7 @@ impl pingora_core::services::background::BackgroundService for PurgePoller {
 fn shared_tier(
     config: &Settings,
     metrics: &Arc<Metrics>,
+    runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Option<(Arc<L2>, Arc<MemcachedTier>)>> {
     let Some(l2) = &config.l2 else {
         return Ok(None);
@@ -346,10 +451,6 @@ fn shared_tier(
         max_connections: l2.max_connections_per_server,
         connect_timeout: l2.chunk_deadline,
     };
-    // Building clients resolves addresses, an async step; Pingora's runtimes start later.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let tier = runtime
         .block_on(MemcachedTier::new(&l2.servers, &settings, metrics))
         .context("building the memcached clients")?;
@@ -371,18 +472,24 @@ fn shared_tier(
     Ok(Some((l2, tier)))
 }
 
-/// Runs the edge until SIGTERM (graceful: drain, then stop), SIGINT (fast) or SIGQUIT (graceful
-/// upgrade). Never returns normally: Pingora exits the process when it stops.
-pub fn run(config: &EdgeConfig) -> anyhow::Result<()> {
-    let config = Settings::of_valid(config);
-    let edge = build(&config, connection::raise_file_limit())?;
+/// Runs the edge until SIGTERM (graceful: drain, then stop), SIGINT (fast) or SIGQUIT (hand the
+/// listeners to a new edge started with `--upgrade`, then stop); SIGHUP reloads the config.
+/// Never returns normally: Pingora exits the process when it stops.
+pub fn run(file: &EdgeConfig, start: Start) -> anyhow::Result<()> {
+    let config = Settings::of_valid(file);
+    let upgrade_socket = config.server.upgrade_socket.is_some();
+    let edge = build(&config, file, start, connection::raise_file_limit())?;
     for addr in &config.server.listen {
         tracing::info!(%addr, "edge listening");
     }
+    for addr in config.tls.iter().flat_map(|t| &t.listen) {
+        tracing::info!(%addr, "edge listening (TLS)");
+    }
     tracing::info!(addr = %config.admin.listen, "edge admin listening");
     let signals = Box::new(Signals {
-        draining: edge.draining,
+        lifecycle: edge.lifecycle,
         grace: config.server.grace_period,
+        upgrade_socket,
     });
     edge.server.run(RunArgs {
         shutdown_signal: signals,
@@ -394,21 +501,40 @@ pub fn run(config: &EdgeConfig) -> anyhow::Result<()> {
 /// listener the moment its signal watch returns, so on SIGTERM we first mark the node as
 /// draining (`/readyz` answers 503, answers close their connections) and keep serving for
 /// `server.grace_period_secs`; only then is Pingora told. SIGINT during the drain stops at once.
+/// SIGQUIT hands the listeners over (Pingora sends them to `server.upgrade_socket`, keeps
+/// accepting beside the new process for a few seconds, then stops like SIGTERM's end); without an
+/// upgrade socket there is no one to hand them to, so SIGQUIT drains and stops like SIGTERM.
 struct Signals {
-    draining: Arc<AtomicBool>,
+    lifecycle: Lifecycle,
     grace: Duration,
+    upgrade_socket: bool,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         let unix = pingora_core::server::UnixShutdownSignalWatch;
-        let signal = unix.recv().await;
-        self.draining.store(true, Ordering::Relaxed);
-        if !matches!(signal, ShutdownSignal::GracefulTerminate) {
-            tracing::info!(?signal, "shutting down");
-            return signal;
+        let mut signal = unix.recv().await;
+        self.lifecycle.closing.store(true, Ordering::Relaxed);
+        match signal {
+            ShutdownSignal::GracefulUpgrade if self.upgrade_socket => {
+                tracing::info!("SIGQUIT: handing the listeners to the new edge, then stopping");
+                return signal;
+            }
+            ShutdownSignal::GracefulUpgrade => {
+                tracing::warn!(
+                    "SIGQUIT without server.upgrade_socket: nothing to hand the listeners to, \
+                     stopping gracefully instead"
+                );
+                signal = ShutdownSignal::GracefulTerminate;
+            }
+            ShutdownSignal::GracefulTerminate => {}
+            _ => {
+                tracing::info!(?signal, "shutting down");
+                return signal;
+            }
         }
+        self.lifecycle.draining.store(true, Ordering::Relaxed);
         tracing::info!(
             grace_secs = self.grace.as_secs(),
             "draining: /readyz answers 503, listeners stay open for the grace period"

@@ -1,5 +1,5 @@
-//! `edge --config FILE [--validate]`: load the config (every bad key reported, exit 64), then
-//! run until a signal.
+//! `edge --config FILE [--validate] [--upgrade]`: load the config (every bad key reported, exit
+//! 64), then run until a signal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +42,10 @@ struct Args {
     /// Check the config file and exit: 0 when valid, 64 with every problem listed otherwise.
     #[arg(long)]
     validate: bool,
+    /// Take over the listening sockets of the edge running with the same config: start this,
+    /// then send the running one SIGQUIT (within 5 s). Needs `server.upgrade_socket`.
+    #[arg(long)]
+    upgrade: bool,
 }
 
 fn main() -> ExitCode {
@@ -51,7 +55,11 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    match edge::run(&config) {
+    let start = edge::Start {
+        config_path: args.config,
+        upgrade: args.upgrade,
+    };
+    match edge::run(&config, start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("edge failed: {e:#}");

@@ -33,6 +33,11 @@ pub const INVALIDATIONS_SHARED: &str = "outpost_invalidations_shared_total";
 pub const CLIENT_CONNECTIONS: &str = "outpost_client_connections";
 pub const CONNECTIONS_REFUSED: &str = "outpost_connections_refused_total";
 pub const CLIENT_ERRORS: &str = "outpost_client_errors_total";
+pub const SITE_REQUESTS: &str = "outpost_site_requests_total";
+pub const UNKNOWN_HOST_REQUESTS: &str = "outpost_unknown_host_requests_total";
+pub const TLS_HANDSHAKES: &str = "outpost_tls_handshakes_total";
+pub const TLS_CERTIFICATE_EXPIRY: &str = "outpost_tls_certificate_expiry_seconds";
+pub const CONFIG_RELOADS: &str = "outpost_config_reloads_total";
 
 /// What became of a client request: the `cache` label of [`REQUESTS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,8 +245,18 @@ pub struct Metrics {
     pub origin_errors: IntCounterVec,
     /// Time from sending a request to the origin to receiving its response header.
     pub origin_seconds: Histogram,
-    /// 1 per origin address that passes its health check, 0 otherwise.
+    /// 1 per site and origin address that passes its health check, 0 otherwise.
     pub origin_healthy: IntGaugeVec,
+    /// Client requests by `site` and cache `outcome` (the labels of [`REQUESTS`]).
+    pub site_requests: IntCounterVec,
+    /// Requests for a host no site claims (answered `server.unknown_host_status`).
+    pub unknown_host_requests: IntCounter,
+    /// Finished TLS handshakes, by the `certificate` served (its first name).
+    pub tls_handshakes: IntCounterVec,
+    /// Seconds until each certificate in force expires (refreshed at every scrape).
+    pub tls_certificate_expiry: IntGaugeVec,
+    /// SIGHUP reloads, `applied` or `refused` (the old config kept serving).
+    pub config_reloads: IntCounterVec,
     pub l1_lookups: IntCounterVec,
     pub l1_evictions: IntCounterVec,
     pub l1_bytes: IntGauge,
@@ -366,7 +381,36 @@ impl Metrics {
                 &r,
                 ORIGIN_HEALTHY,
                 "Origin passes health checks",
-                &["origin"],
+                &["site", "origin"],
+            )?,
+            site_requests: counter_vec(
+                &r,
+                SITE_REQUESTS,
+                "Client requests by site and cache outcome",
+                &["site", "cache"],
+            )?,
+            unknown_host_requests: counter(
+                &r,
+                UNKNOWN_HOST_REQUESTS,
+                "Requests for a host no site claims",
+            )?,
+            tls_handshakes: counter_vec(
+                &r,
+                TLS_HANDSHAKES,
+                "Finished TLS handshakes by certificate served",
+                &["certificate"],
+            )?,
+            tls_certificate_expiry: gauge_vec(
+                &r,
+                TLS_CERTIFICATE_EXPIRY,
+                "Seconds until the certificate expires",
+                &["certificate"],
+            )?,
+            config_reloads: counter_vec(
+                &r,
+                CONFIG_RELOADS,
+                "Config reloads (SIGHUP) by result",
+                &["result"],
             )?,
             l1_lookups: counter_vec(&r, L1_LOOKUPS, "L1 lookups by result", &["result"])?,
             l1_evictions: counter_vec(
@@ -454,6 +498,9 @@ impl Metrics {
     fn vivify(&self) {
         for kind in ClientErrorKind::ALL {
             self.client_errors.with_label_values(&[kind.label()]);
+        }
+        for result in ["applied", "refused"] {
+            self.config_reloads.with_label_values(&[result]);
         }
         for result in InvalidationShared::ALL {
             self.invalidations_shared

@@ -17,6 +17,18 @@ pub fn is_simple_name(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len()) && s.bytes().all(is_name_byte)
 }
 
+/// A DNS host name as configs write it: dot-separated labels of 1 to 63 letters, digits, `-`
+/// or `_`, at most 253 bytes, no trailing dot.
+pub fn is_dns_name(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && s.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +40,9 @@ mod tests {
         assert!(!is_simple_name("abc", 2));
         assert!(b"Accept-Encoding".iter().all(|&b| is_tchar(b)));
         assert!(!is_tchar(b' ') && !is_tchar(b',') && !is_tchar(b'"'));
+        assert!(is_dns_name("a.example.com") && is_dns_name("localhost"));
+        assert!(
+            !is_dns_name("a..b") && !is_dns_name("a.") && !is_dns_name("*.a") && !is_dns_name("")
+        );
     }
 }

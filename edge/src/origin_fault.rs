@@ -11,8 +11,11 @@ pub enum OriginFault {
     ConnectRefused,
     /// The origin's address did not answer the connection in time.
     ConnectTimeout,
-    /// Any other failure to connect: no route, TLS handshake, socket errors.
+    /// Any other failure to connect: no route, no address, socket errors.
     ConnectFailed,
+    /// The TLS handshake with the origin failed: most often its certificate does not verify
+    /// (unknown authority, wrong name, expired).
+    Tls,
     /// Connected, but the origin did not answer (or take the request) in time.
     Timeout,
     /// The origin closed or reset the connection before its answer was whole.
@@ -27,12 +30,12 @@ impl OriginFault {
         match e.etype() {
             ErrorType::ConnectRefused => Self::ConnectRefused,
             ErrorType::ConnectTimedout => Self::ConnectTimeout,
-            ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::TLSHandshakeFailure
+            ErrorType::TLSHandshakeFailure
             | ErrorType::TLSHandshakeTimedout
             | ErrorType::InvalidCert
-            | ErrorType::HandshakeError
+            | ErrorType::HandshakeError => Self::Tls,
+            ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
             | ErrorType::SocketError
             | ErrorType::BindError
             | ErrorType::ConnectProxyFailure => Self::ConnectFailed,
@@ -50,7 +53,7 @@ impl OriginFault {
     pub fn before_request(self) -> bool {
         matches!(
             self,
-            Self::ConnectRefused | Self::ConnectTimeout | Self::ConnectFailed
+            Self::ConnectRefused | Self::ConnectTimeout | Self::ConnectFailed | Self::Tls
         )
     }
 
@@ -71,6 +74,7 @@ impl OriginFault {
             Self::ConnectRefused => "connect-refused",
             Self::ConnectTimeout => "connect-timeout",
             Self::ConnectFailed => "connect-failed",
+            Self::Tls => "origin-tls",
             Self::Timeout => "origin-timeout",
             Self::Closed => "origin-closed",
             Self::Invalid => "origin-invalid",
@@ -84,6 +88,7 @@ impl OriginFault {
             Self::ConnectRefused => "connect_refused",
             Self::ConnectTimeout => "connect_timeout",
             Self::ConnectFailed => "connect_failed",
+            Self::Tls => "tls",
             Self::Timeout => "timeout",
             Self::Closed => "closed",
             Self::Invalid => "invalid",

@@ -23,7 +23,6 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::answers::{json_error, purge_outcome};
 use crate::auth::token_matches;
-use crate::cache_key::KeyBuilder;
 use crate::cache_status;
 use crate::client::Client;
 use crate::conditional;
@@ -38,9 +37,12 @@ use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
 use crate::policy::{self, CREDENTIALS, Policy, Verdict, directives, vary};
 use crate::purge::{PurgeRequest, PurgeService};
+use crate::sites::LiveSites;
 use crate::storage::TieredStorage;
 use crate::target::{self, Scheme};
-use crate::upstream::{self, Origins};
+use crate::tls::certs::covers;
+use crate::tls::resolver::TlsSession;
+use crate::upstream;
 
 /// RFC 9211's field, as a ready name (the hit path adds it to every response).
 pub const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
@@ -59,14 +61,16 @@ pub struct EdgeProxy {
     pub via_value: http::HeaderValue,
     pub cache_enabled: bool,
     pub policy: Policy,
-    pub keys: KeyBuilder,
+    /// The sites, by host; a reload swaps them.
+    pub sites: Arc<LiveSites>,
+    /// `server.unknown_host_status`: what a host no site claims gets.
+    pub unknown_host_status: u16,
     pub storage: &'static TieredStorage,
     pub lock: &'static CacheKeyLockImpl,
     pub predictor: &'static Predictor<PREDICTOR_SHARDS>,
     pub lock_timeout: Duration,
     pub max_object_bytes: usize,
     pub max_request_header_bytes: usize,
-    pub origins: Arc<Origins>,
     pub metrics: Arc<Metrics>,
     pub purges: Arc<PurgeService>,
     /// `admin.token`: `PURGE` carrying it is allowed from anywhere…
@@ -140,11 +144,13 @@ impl EdgeProxy {
     /// `Location` / `Content-Location` it names, here at once and, when a tier held them, in
     /// the whole region (see [`PurgeService::invalidate`]).
     fn invalidate_after_unsafe(&self, ctx: &RequestCtx, resp: &ResponseHeader) {
-        let Some(target) = &ctx.target else { return };
-        let mut keys = vec![self.keys.key(target)];
+        let (Some(target), Some(site)) = (&ctx.target, &ctx.site) else {
+            return;
+        };
+        let mut keys = vec![site.keys.key(target)];
         for field in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
             if let Some(location) = resp.headers.get(&field).and_then(|v| v.to_str().ok()) {
-                keys.extend(self.keys.same_origin_key(target, location));
+                keys.extend(site.keys.same_origin_key(target, location));
             }
         }
         self.purges.invalidate(keys, ctx.client.address);
@@ -231,6 +237,38 @@ impl EdgeProxy {
         Ok(())
     }
 
+    /// A plain-HTTP request for a site that wants HTTPS: `301` for GET and HEAD, `308` (method
+    /// and body kept) otherwise, to the same URL on the default HTTPS port.
+    async fn redirect_to_https(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        target: &target::Target,
+    ) -> Result<()> {
+        ctx.outcome = Outcome::Pass;
+        let safe = matches!(session.req_header().method, Method::GET | Method::HEAD);
+        let mut location = format!(
+            "https://{}{}",
+            target::host_of(&target.authority),
+            target.path
+        );
+        if !target.query.is_empty() {
+            location.push('?');
+            location.push_str(&target.query);
+        }
+        let cache_status = format!("{}; detail=redirect-to-https", self.name);
+        let mut resp = ResponseHeader::build(if safe { 301 } else { 308 }, Some(5))?;
+        resp.insert_header(http::header::LOCATION, &location)?;
+        resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+        resp.insert_header(http::header::CACHE_CONTROL, "max-age=3600")?;
+        resp.insert_header(CACHE_STATUS, &cache_status)?;
+        resp.insert_header(http::header::VIA, self.via_value.clone())?;
+        ctx.cache_status = Some(cache_status);
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(())
+    }
+
     /// Writes a short response of our own (an error, or `only-if-cached` with nothing cached).
     async fn respond(
         session: &mut Session,
@@ -261,6 +299,19 @@ impl EdgeProxy {
         }
         Ok(())
     }
+}
+
+/// On TLS, a request for a host the connection's certificate does not serve (RFC 9110
+/// §15.5.20): a client may reuse a connection for another host only when the certificate covers
+/// it, so anything else is misdirected (or domain fronting).
+fn misdirected(session: &Session, host: &str) -> bool {
+    let Some(tls) = session.digest().and_then(|d| d.ssl_digest.as_ref()) else {
+        return false;
+    };
+    let Some(tls) = tls.extension.get::<TlsSession>() else {
+        return false;
+    };
+    tls.server_name.as_deref() != Some(host) && !covers(&tls.cert_names, host)
 }
 
 /// Bytes of the request line and header fields, as received.
@@ -390,11 +441,14 @@ impl ProxyHttp for EdgeProxy {
             self.reject(session, ctx, 400, "bad-request", why).await?;
             return Ok(true);
         }
-        let target = match target::parse(
-            session.req_header(),
-            Self::scheme(session),
-            self.keys.rules(),
-        ) {
+        let sites = self.sites.current();
+        let scheme = Self::scheme(session);
+        let mut site = None;
+        let parsed = target::parse_with(session.req_header(), scheme, |authority| {
+            site = sites.route(target::host_of(authority));
+            site.map_or(&target::KEEP_ALL, |s| s.keys.rules())
+        });
+        let target = match parsed {
             Ok(t) => t,
             Err(why) => {
                 self.reject(session, ctx, 400, why.detail(), &why.to_string())
@@ -402,6 +456,25 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(true);
             }
         };
+        let Some(site) = site.cloned() else {
+            self.metrics.unknown_host_requests.inc();
+            let why = format!("no site serves {}", target.authority);
+            self.refuse(session, ctx, self.unknown_host_status, "unknown-host", &why)
+                .await?;
+            return Ok(true);
+        };
+        drop(sites);
+        if misdirected(session, target::host_of(&target.authority)) {
+            let why = "the host is not one the connection's certificate serves";
+            self.refuse(session, ctx, 421, "misdirected", why).await?;
+            return Ok(true);
+        }
+        if site.redirect_to_https && scheme == Scheme::Http {
+            ctx.site = Some(site);
+            self.redirect_to_https(session, ctx, &target).await?;
+            return Ok(true);
+        }
+        ctx.site = Some(site);
         // From here on the cache sees nothing of the request that the origin will not get.
         upstream::sanitize_request(
             session.req_header_mut(),
@@ -456,10 +529,10 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        match &ctx.target {
-            Some(target) => Ok(self.keys.key(target)),
+        match (&ctx.target, &ctx.site) {
+            (Some(target), Some(site)) => Ok(site.keys.key(target)),
             // `request_filter` refuses every request it cannot parse before the cache sees it.
-            None => Error::e_explain(ErrorType::HTTPStatus(400), "no parsed request target"),
+            _ => Error::e_explain(ErrorType::HTTPStatus(400), "no parsed request target"),
         }
     }
 
@@ -581,9 +654,12 @@ impl ProxyHttp for EdgeProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Ok(self.origins.peer())
+        match &ctx.site {
+            Some(site) => site.origins.peer(),
+            None => Error::e_explain(ErrorType::HTTPStatus(400), "no site for the request"),
+        }
     }
 
     fn fail_to_connect(
@@ -597,7 +673,11 @@ impl ProxyHttp for EdgeProxy {
         ctx.connect_failures += 1;
         let fault = self.origin_failed(ctx, &e);
         tracing::warn!(origin = %peer, fault = fault.detail(), error = %e, "cannot connect to origin");
-        if ctx.connect_failures < self.origins.count() {
+        if ctx
+            .site
+            .as_ref()
+            .is_some_and(|s| ctx.connect_failures < s.origins.count())
+        {
             e.set_retry(true);
         }
         e
@@ -832,10 +912,14 @@ impl ProxyHttp for EdgeProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         self.metrics.request(ctx.outcome);
+        if let Some(site) = &ctx.site {
+            site.count(ctx.outcome);
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         tracing::info!(
             target: "access",
+            site = ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
             method = %req.method,
             uri = %req.uri,
             status,

@@ -7,11 +7,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{self, EdgeConfig, GetWithBody, SetCookiePolicy};
+use crate::config::{self, EdgeConfig, GetWithBody, OriginPoolConfig, SetCookiePolicy};
+use crate::target::QueryRules;
 
 pub struct Settings {
     pub server: ServerSettings,
-    pub origin: OriginSettings,
+    /// At least one; hosts are unique across them.
+    pub sites: Vec<SiteSettings>,
+    pub tls: Option<TlsSettings>,
     pub cache: CacheSettings,
     /// `None`: no shared tier (`l2.servers` empty).
     pub l2: Option<SharedTierSettings>,
@@ -22,7 +25,11 @@ pub struct Settings {
 }
 
 pub struct ServerSettings {
+    /// Plain-HTTP listeners.
     pub listen: Vec<SocketAddr>,
+    pub unknown_host_status: u16,
+    /// `None`: SIGQUIT stops gracefully without handing the listeners over.
+    pub upgrade_socket: Option<String>,
     /// Resolved: one per core when the file says 0.
     pub threads: usize,
     pub name: String,
@@ -44,9 +51,33 @@ pub struct ServerSettings {
     pub get_with_body: GetWithBody,
 }
 
-#[derive(Clone, Debug)]
+/// The TLS listeners and the files of their certificates (loaded when the edge is built).
+pub struct TlsSettings {
+    pub listen: Vec<SocketAddr>,
+    pub http2: bool,
+    /// `(cert_file, key_file)`, the default first.
+    pub certificates: Vec<(String, String)>,
+}
+
+pub struct SiteSettings {
+    pub name: String,
+    /// Lower case: exact names, `*.` wildcards, or `*` (any host).
+    pub hosts: Vec<String>,
+    pub redirect_to_https: bool,
+    pub origin: OriginSettings,
+    pub query: QueryRules,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct OriginSettings {
-    pub addresses: Vec<SocketAddr>,
+    /// `ip:port` or `name:port`.
+    pub addresses: Vec<String>,
+    pub dns_refresh: Duration,
+    pub tls: bool,
+    /// The server name to send and verify; `None`: each address's own name.
+    pub sni: Option<String>,
+    /// Authorities to verify the origin with; `None`: the system's.
+    pub ca_file: Option<String>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -54,6 +85,38 @@ pub struct OriginSettings {
     /// `None`: TCP connect checks.
     pub health_check_path: Option<String>,
     pub health_check_interval: Duration,
+}
+
+impl OriginSettings {
+    fn of(o: &OriginPoolConfig) -> Self {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Self {
+            addresses: o.addresses.clone(),
+            dns_refresh: secs(o.dns_refresh_secs),
+            tls: o.tls,
+            sni: non_empty(&o.sni),
+            ca_file: non_empty(&o.ca_file),
+            connect_timeout: ms(o.connect_timeout_ms),
+            read_timeout: ms(o.read_timeout_ms),
+            write_timeout: ms(o.write_timeout_ms),
+            idle_timeout: secs(o.idle_timeout_secs),
+            health_check_path: non_empty(&o.health_check_path),
+            health_check_interval: ms(o.health_check_interval_ms),
+        }
+    }
+
+    /// The `Host` (and server name) of HTTP health checks: `sni`, else the first address given
+    /// by name, else `localhost`.
+    pub fn check_host(&self) -> &str {
+        if let Some(sni) = &self.sni {
+            return sni;
+        }
+        self.addresses
+            .iter()
+            .filter(|a| a.parse::<SocketAddr>().is_err())
+            .find_map(|a| a.rsplit_once(':').map(|(host, _)| host))
+            .unwrap_or("localhost")
+    }
 }
 
 pub struct CacheSettings {
@@ -72,9 +135,6 @@ pub struct CacheSettings {
     pub heuristics_with_credentials: bool,
     pub l1_capacity_bytes: u64,
     pub l1_max_object: usize,
-    pub sort_query: bool,
-    /// Names, or prefixes ending in `*`.
-    pub drop_params: Vec<String>,
 }
 
 impl CacheSettings {
@@ -148,13 +208,7 @@ impl Settings {
     /// The runtime form of `config`, which has passed validation (a network that would not
     /// parse was refused there, so none is dropped here).
     pub fn of_valid(config: &EdgeConfig) -> Self {
-        let (s, o, c, l2, p) = (
-            &config.server,
-            &config.origin,
-            &config.cache,
-            &config.l2,
-            &config.purge,
-        );
+        let (s, c, l2, p) = (&config.server, &config.cache, &config.l2, &config.purge);
         let mut strip: Vec<String> = s
             .strip_request_headers
             .iter()
@@ -168,8 +222,33 @@ impl Settings {
                 .collect()
         };
         Self {
+            sites: config
+                .sites()
+                .iter()
+                .map(|site| SiteSettings {
+                    name: site.name.clone(),
+                    hosts: site.hosts.clone(),
+                    redirect_to_https: site.redirect_to_https,
+                    origin: OriginSettings::of(&site.origin),
+                    query: {
+                        let key = site.cache_key.as_ref().unwrap_or(&c.key);
+                        QueryRules::new(key.sort_query, &key.drop_params)
+                    },
+                })
+                .collect(),
+            tls: s.tls.as_ref().map(|t| TlsSettings {
+                listen: t.listen.clone(),
+                http2: t.http2,
+                certificates: t
+                    .certificates
+                    .iter()
+                    .map(|c| (c.cert_file.clone(), c.key_file.clone()))
+                    .collect(),
+            }),
             server: ServerSettings {
                 listen: s.listen.clone(),
+                unknown_host_status: s.unknown_host_status,
+                upgrade_socket: (!s.upgrade_socket.is_empty()).then(|| s.upgrade_socket.clone()),
                 threads: match s.threads {
                     0 => std::thread::available_parallelism().map_or(1, usize::from),
                     n => n,
@@ -190,16 +269,6 @@ impl Settings {
                 send_timeout: ms(s.send_timeout_ms),
                 get_with_body: s.get_with_body,
             },
-            origin: OriginSettings {
-                addresses: o.addresses.clone(),
-                connect_timeout: ms(o.connect_timeout_ms),
-                read_timeout: ms(o.read_timeout_ms),
-                write_timeout: ms(o.write_timeout_ms),
-                idle_timeout: secs(o.idle_timeout_secs),
-                health_check_path: (!o.health_check_path.is_empty())
-                    .then(|| o.health_check_path.clone()),
-                health_check_interval: ms(o.health_check_interval_ms),
-            },
             cache: CacheSettings {
                 enabled: c.enabled,
                 default_ttl: secs(c.default_ttl_secs),
@@ -216,8 +285,6 @@ impl Settings {
                 heuristics_with_credentials: c.heuristics_with_credentials,
                 l1_capacity_bytes: c.l1.capacity_bytes,
                 l1_max_object: to_usize(c.l1.max_object_bytes),
-                sort_query: c.key.sort_query,
-                drop_params: c.key.drop_params.clone(),
             },
             l2: (!l2.servers.is_empty()).then(|| SharedTierSettings {
                 servers: l2.servers.clone(),
@@ -280,7 +347,8 @@ mod tests {
         assert_eq!(s.server.trusted_proxies.len(), 2);
         assert_eq!(s.server.strip_request_headers, ["b", "x-thing"]);
         assert!(s.server.threads >= 1);
-        assert_eq!(s.origin.health_check_path, None);
+        assert_eq!(s.sites[0].origin.health_check_path, None);
+        assert_eq!(s.sites[0].hosts, ["*"]);
         assert_eq!(s.purge.allow_networks.len(), 1);
         assert!(s.l2.is_none());
     }

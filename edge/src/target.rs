@@ -136,6 +136,13 @@ pub struct QueryRules {
     drop_prefixes: Vec<String>,
 }
 
+/// Every parameter kept, in the client's order: for URLs of hosts no site serves.
+pub static KEEP_ALL: QueryRules = QueryRules {
+    sort: false,
+    drop_exact: Vec::new(),
+    drop_prefixes: Vec::new(),
+};
+
 impl QueryRules {
     /// `drop_params`: names, or prefixes ending in `*`.
     pub fn new(sort: bool, drop_params: &[String]) -> Self {
@@ -188,7 +195,28 @@ fn param_name(param: &str) -> &str {
 const MAX_HOST_LEN: usize = 253;
 
 /// Parses the target and authority of a client request that arrived over `scheme`.
+#[cfg(test)]
 pub fn parse(req: &RequestHeader, scheme: Scheme, rules: &QueryRules) -> Result<Target, Rejected> {
+    parse_with(req, scheme, |_| rules)
+}
+
+/// The host part of a canonical authority (`[::1]` or `example.com`, without the port).
+pub fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// [`parse`], with the query rules chosen by the canonical authority (each site has its own):
+/// `rules_for` is called once, before the query is shaped.
+pub fn parse_with<'r>(
+    req: &RequestHeader,
+    scheme: Scheme,
+    rules_for: impl FnOnce(&str) -> &'r QueryRules,
+) -> Result<Target, Rejected> {
     let raw = req.raw_path();
     if !raw.iter().all(|b| (0x21..=0x7e).contains(b)) {
         return Err(Rejected::BadTarget(
@@ -205,6 +233,8 @@ pub fn parse(req: &RequestHeader, scheme: Scheme, rules: &QueryRules) -> Result<
             return Err(Rejected::BadTarget("asterisk-form is for OPTIONS only"));
         }
         let authority = canonical_authority(host_field, scheme)?;
+        // No query to shape, but the authority still chooses the site.
+        rules_for(&authority);
         return Ok(Target {
             scheme,
             authority,
@@ -214,11 +244,12 @@ pub fn parse(req: &RequestHeader, scheme: Scheme, rules: &QueryRules) -> Result<
     }
     if raw.starts_with('/') {
         let authority = canonical_authority(host_field, scheme)?;
+        let rules = rules_for(&authority);
         return Ok(origin_form(scheme, authority, raw, rules));
     }
     // Absolute-form: its authority wins over Host (RFC 9112 §3.2.2); Pingora has already refused
     // a Host that differs from it.
-    let target = parse_absolute(raw, rules)?;
+    let target = parse_absolute(raw, rules_for)?;
     if target.scheme != scheme {
         return Err(Rejected::BadTarget(
             "absolute-form scheme differs from the connection's",
@@ -230,17 +261,28 @@ pub fn parse(req: &RequestHeader, scheme: Scheme, rules: &QueryRules) -> Result<
 /// Parses an absolute `http://` or `https://` URL as if it were a request's target (purges name
 /// URLs this way, so they reach exactly the keys requests make).
 pub fn parse_url(url: &str, rules: &QueryRules) -> Result<Target, Rejected> {
+    parse_url_with(url, |_| rules)
+}
+
+/// [`parse_url`], with the query rules chosen by the canonical authority.
+pub fn parse_url_with<'r>(
+    url: &str,
+    rules_for: impl FnOnce(&str) -> &'r QueryRules,
+) -> Result<Target, Rejected> {
     if !url.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(Rejected::BadTarget(
             "bytes outside visible ASCII must be percent-encoded",
         ));
     }
     let url = url.split('#').next().unwrap_or(url);
-    parse_absolute(url, rules)
+    parse_absolute(url, rules_for)
 }
 
 /// `scheme "://" authority [path-abempty] ["?" query]`.
-fn parse_absolute(raw: &str, rules: &QueryRules) -> Result<Target, Rejected> {
+fn parse_absolute<'r>(
+    raw: &str,
+    rules_for: impl FnOnce(&str) -> &'r QueryRules,
+) -> Result<Target, Rejected> {
     let (scheme, rest) = raw.split_once("://").ok_or(Rejected::BadTarget(
         "neither origin-form (/path) nor absolute-form (http://host/path)",
     ))?;
@@ -256,6 +298,7 @@ fn parse_absolute(raw: &str, rules: &QueryRules) -> Result<Target, Rejected> {
     } else {
         format!("/{path_and_query}")
     };
+    let rules = rules_for(&authority);
     Ok(origin_form(scheme, authority, &path_and_query, rules))
 }
 

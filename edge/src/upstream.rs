@@ -1,63 +1,166 @@
-//! The origin pool: round-robin over the healthy origins, health-checked in the background
-//! (an HTTP `GET` of `origin.health_check_path`, or a TCP connect), plus what the edge adds to
+//! A site's origin pool: round-robin over the healthy addresses, each health-checked (an HTTP
+//! `GET` of `health_check_path`, or a TCP connect), names re-resolved every `dns_refresh_secs`
+//! ([`Resolve`]: a name that stops resolving keeps its last addresses); and what the edge adds to
 //! requests on their way to an origin (`Via`, `X-Forwarded-*`, `Forwarded`).
+//!
+//! Pools are kept (resolved, checked) by [`Origins::keep`], one task per pool that ends when the
+//! pool is dropped: a reload that replaces a site's pool retires the old one's task with it.
 
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::HeaderName;
-use pingora_core::services::background::{GenBackgroundService, background_service};
+use parking_lot::Mutex;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{ErrorType, OrErr, Result};
+use pingora_core::utils::tls::WrappedX509;
+use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
+use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::health_check::{HealthObserve, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::{Backend, LoadBalancer};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 use crate::client::Client;
 use crate::metrics::Metrics;
 use crate::settings::OriginSettings;
 use crate::target::Target;
 
+/// Longest a name lookup may take: a stuck resolver must not stall the pool's health checks.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Authorities an origin's certificate must chain to, in Pingora's form.
+type Authorities = Arc<[WrappedX509]>;
+
 pub struct Origins {
-    lb: Arc<LoadBalancer<RoundRobin>>,
+    lb: LoadBalancer<RoundRobin>,
     config: OriginSettings,
+    /// The site's name, for logs and the health metric.
+    site: String,
+    authorities: Option<Authorities>,
+    /// A keeper task runs (a pool kept across a reload is kept by one task, not two).
+    kept: AtomicBool,
 }
 
+/// The host name an address was resolved from (the TLS server name when `sni` is not set).
+#[derive(Clone, Debug)]
+struct ResolvedFrom(Arc<str>);
+
 /// Mirrors health changes into `outpost_origin_healthy` and the log.
-struct HealthMetrics(Arc<Metrics>);
+struct HealthMetrics {
+    metrics: Arc<Metrics>,
+    site: String,
+}
 
 #[async_trait]
 impl HealthObserve for HealthMetrics {
     async fn observe(&self, target: &Backend, healthy: bool) {
         let addr = target.addr.to_string();
-        self.0
+        self.metrics
             .origin_healthy
-            .with_label_values(&[&addr])
+            .with_label_values(&[&self.site, &addr])
             .set(i64::from(healthy));
         if healthy {
-            tracing::info!(origin = %addr, "origin healthy");
+            tracing::info!(site = %self.site, origin = %addr, "origin healthy");
         } else {
-            tracing::warn!(origin = %addr, "origin failed its health check");
+            tracing::warn!(site = %self.site, origin = %addr, "origin failed its health check");
         }
     }
 }
 
-impl Origins {
-    /// The pool and the background service that health-checks it (add it to the server).
-    pub fn new(
-        config: &OriginSettings,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<(Self, GenBackgroundService<LoadBalancer<RoundRobin>>)> {
-        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(config.addresses.iter().copied())?;
-        for addr in &config.addresses {
-            metrics
+/// The pool's addresses: IP literals as they are, names through the system resolver.
+struct Resolve {
+    site: String,
+    addresses: Vec<String>,
+    /// What each name resolved to last: kept when it stops resolving.
+    last: Mutex<HashMap<String, Vec<SocketAddr>>>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl ServiceDiscovery for Resolve {
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let mut backends = BTreeSet::new();
+        for entry in &self.addresses {
+            if let Ok(addr) = entry.parse::<SocketAddr>() {
+                backends.insert(backend(addr, None));
+                continue;
+            }
+            let name: Arc<str> = entry
+                .rsplit_once(':')
+                .map_or(entry.as_str(), |(host, _)| host)
+                .into();
+            let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(entry)).await;
+            let addrs = match found {
+                Ok(Ok(addrs)) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    let mut last = self.last.lock();
+                    let known = last.entry(entry.clone()).or_default();
+                    if *known != addrs {
+                        tracing::info!(site = %self.site, origin = %entry, ?addrs, "origin name resolved");
+                        *known = addrs.clone();
+                    }
+                    addrs
+                }
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "the lookup timed out".to_owned(),
+                    };
+                    let kept = self.last.lock().get(entry).cloned().unwrap_or_default();
+                    tracing::warn!(site = %self.site, origin = %entry, error = %why, ?kept, "origin name does not resolve: keeping its last addresses");
+                    kept
+                }
+            };
+            for addr in addrs {
+                backends.insert(backend(addr, Some(Arc::clone(&name))));
+            }
+        }
+        for b in &backends {
+            // Present (as healthy, as the pool treats a new address) before its first check.
+            self.metrics
                 .origin_healthy
-                .with_label_values(&[&addr.to_string()])
+                .with_label_values(&[&self.site, &b.addr.to_string()])
                 .set(1);
         }
-        let observer = Box::new(HealthMetrics(metrics));
+        Ok((backends, HashMap::new()))
+    }
+}
+
+fn backend(addr: SocketAddr, name: Option<Arc<str>>) -> Backend {
+    let mut b = Backend {
+        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(addr),
+        weight: 1,
+        ext: http::Extensions::new(),
+    };
+    if let Some(name) = name {
+        b.ext.insert(ResolvedFrom(name));
+    }
+    b
+}
+
+impl Origins {
+    /// The pool of `site`. Its addresses are not resolved yet: [`Origins::resolve`] once before
+    /// serving, then [`Origins::keep`].
+    pub fn new(site: &str, config: &OriginSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let discovery = Resolve {
+            site: site.to_owned(),
+            addresses: config.addresses.clone(),
+            last: Mutex::new(HashMap::new()),
+            metrics: Arc::clone(&metrics),
+        };
+        let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
+        let authorities = match &config.ca_file {
+            Some(path) => Some(authorities(path)?),
+            None => None,
+        };
+        let observer = Box::new(HealthMetrics {
+            metrics,
+            site: site.to_owned(),
+        });
         match &config.health_check_path {
             None => {
                 let mut hc = TcpHealthCheck::new();
@@ -66,49 +169,102 @@ impl Origins {
                 lb.set_health_check(hc);
             }
             Some(path) => {
-                let mut hc = HttpHealthCheck::new("localhost", false);
+                let host = config.check_host();
+                let mut hc = HttpHealthCheck::new(host, config.tls);
                 hc.req.set_uri(
                     path.parse()
                         .or_err(ErrorType::InternalError, "health check path")?,
                 );
                 hc.peer_template.options.connection_timeout = Some(config.connect_timeout);
+                hc.peer_template.options.ca.clone_from(&authorities);
                 hc.health_changed_callback = Some(observer);
                 lb.set_health_check(Box::new(hc));
             }
         }
         lb.health_check_frequency = Some(config.health_check_interval);
-        let service = background_service("origin health checks", lb);
-        let lb = service.task();
-        Ok((
-            Self {
-                lb,
-                config: config.clone(),
-            },
-            service,
-        ))
+        lb.update_frequency = Some(config.dns_refresh);
+        Ok(Self {
+            lb,
+            config: config.clone(),
+            site: site.to_owned(),
+            authorities,
+            kept: AtomicBool::new(false),
+        })
     }
 
-    /// The origin for the next request: a healthy one in turn, or, when none passes its check,
-    /// the first (the check may be behind; trying beats refusing).
-    pub fn peer(&self) -> Box<HttpPeer> {
-        let backend = self.lb.select(b"", 256);
-        let mut peer = match backend {
-            Some(b) => HttpPeer::new(b, false, String::new()),
-            None => HttpPeer::new(self.config.addresses[0], false, String::new()),
+    /// Resolves the addresses now (at start, and before a reload puts the pool in service).
+    pub async fn resolve(&self) {
+        if let Err(e) = self.lb.update().await {
+            tracing::warn!(site = %self.site, error = %e, "resolving the origin pool");
+        }
+    }
+
+    /// Keeps the pool resolved and checked, in the background, for as long as it exists.
+    pub fn keep(self: &Arc<Self>) {
+        if self.kept.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool: Weak<Self> = Arc::downgrade(self);
+        let (check_every, resolve_every) =
+            (self.config.health_check_interval, self.config.dns_refresh);
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(check_every);
+            let mut resolve = tokio::time::interval(resolve_every);
+            resolve.reset();
+            loop {
+                let due_resolve = tokio::select! {
+                    _ = check.tick() => false,
+                    _ = resolve.tick() => true,
+                };
+                let Some(pool) = pool.upgrade() else {
+                    break;
+                };
+                if due_resolve {
+                    pool.resolve().await;
+                } else {
+                    pool.lb.backends().run_health_check(true).await;
+                }
+            }
+        });
+    }
+
+    /// The origin for the next request: a healthy address in turn, or, when none passes its
+    /// check, any (the check may be behind; trying beats refusing). An error when no address is
+    /// known at all (every name has failed to resolve since start).
+    pub fn peer(&self) -> Result<Box<HttpPeer>> {
+        let backend = match self.lb.select(b"", 256) {
+            Some(b) => b,
+            None => match self.lb.backends().get_backend().iter().next() {
+                Some(b) => b.clone(),
+                None => {
+                    return Error::e_explain(
+                        ErrorType::ConnectNoRoute,
+                        format!("no address for the origins of site {}", self.site),
+                    );
+                }
+            },
         };
+        let sni = match (&self.config.sni, backend.ext.get::<ResolvedFrom>()) {
+            (Some(sni), _) => sni.clone(),
+            (None, Some(ResolvedFrom(name))) => name.to_string(),
+            (None, None) => String::new(),
+        };
+        let mut peer = HttpPeer::new(backend.addr, self.config.tls, sni);
         let o = &mut peer.options;
         o.connection_timeout = Some(self.config.connect_timeout);
         o.read_timeout = Some(self.config.read_timeout);
         o.write_timeout = Some(self.config.write_timeout);
         o.idle_timeout = Some(self.config.idle_timeout);
-        Box::new(peer)
+        o.ca.clone_from(&self.authorities);
+        Ok(Box::new(peer))
     }
 
+    /// Addresses known now (names resolved).
     pub fn count(&self) -> usize {
-        self.config.addresses.len()
+        self.lb.backends().get_backend().len()
     }
 
-    /// How many origins pass their health check, of how many.
+    /// How many addresses pass their health check, of how many.
     pub fn healthy(&self) -> (usize, usize) {
         let backends = self.lb.backends().get_backend();
         let up = backends
@@ -117,6 +273,16 @@ impl Origins {
             .count();
         (up, backends.len())
     }
+}
+
+/// The authorities in `path` (checked when the config was validated).
+fn authorities(path: &str) -> anyhow::Result<Authorities> {
+    let certs = crate::tls::certs::load_authorities(path).map_err(anyhow::Error::msg)?;
+    Ok(certs
+        .into_iter()
+        .map(|der| WrappedX509::new(der.to_vec(), pingora_core::utils::tls::parse_x509))
+        .collect::<Vec<_>>()
+        .into())
 }
 
 /// Removes from the client's request what the origin will not get, before the cache looks at it,

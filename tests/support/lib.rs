@@ -8,6 +8,8 @@
 //! - [`memcached`]: real memcached servers, killable and freezable.
 //! - [`scripted_origin`]: an HTTP server whose every answer a test scripts, for edge tests.
 //! - [`raw`]: byte-exact HTTP/1.1 exchanges, where a client library would hide the details.
+//! - [`tls`]: test CAs and certificates, a TLS terminator in front of a plain server, HTTPS and
+//!   h2c clients, and raw handshakes that show which certificate an SNI got.
 //! - [`wait`]: waiting on a condition with a deadline instead of sleeping.
 
 pub mod db;
@@ -16,6 +18,7 @@ pub mod memcached;
 pub mod process;
 pub mod raw;
 pub mod scripted_origin;
+pub mod tls;
 pub mod wait;
 
 pub use db::{Backend, TestDatabase};

@@ -132,11 +132,22 @@ impl Drop for OriginProcess {
 fn spawn(
     binary: &Path,
     config: &Path,
+    on_line: impl FnMut(&str) + Send + 'static,
+) -> anyhow::Result<(Child, Logs)> {
+    spawn_with_args(binary, config, &[], on_line)
+}
+
+/// [`spawn`], with `args` after `--config path`.
+fn spawn_with_args(
+    binary: &Path,
+    config: &Path,
+    args: &[&str],
     mut on_line: impl FnMut(&str) + Send + 'static,
 ) -> anyhow::Result<(Child, Logs)> {
     let mut child = Command::new(binary)
         .arg("--config")
         .arg(config)
+        .args(args)
         .env(
             "RUST_LOG",
             std::env::var("OUTPOST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
@@ -261,14 +272,41 @@ impl EdgeProcess {
             &mut config,
             extra.parse::<toml::Table>().context("extra edge config")?,
         );
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("edge.toml");
-        std::fs::write(&path, toml::to_string(&config)?)?;
-        let (mut child, logs) = spawn(&binary("edge")?, &path, |_| {})?;
         let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse()?;
         let proxy_addr: SocketAddr = format!("127.0.0.1:{addr}").parse()?;
+        Self::start_with(&toml::to_string(&config)?, proxy_addr, admin_addr, &[])
+    }
+
+    /// Starts `edge` with `config` exactly as given (it names every listener: `addr` is one
+    /// of its proxy listeners, `admin` its admin listener) and `args` after `--config`; waits
+    /// until both accept. With `--upgrade` they accept already (the running edge's): the new
+    /// process is waited for by its log line instead.
+    pub fn start_with(
+        config: &str,
+        proxy_addr: SocketAddr,
+        admin_addr: SocketAddr,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("edge.toml");
+        std::fs::write(&path, config)?;
+        let (listening_tx, listening_rx) = mpsc::channel();
+        let (mut child, logs) =
+            spawn_with_args(&binary("edge")?, &path, args, move |line: &str| {
+                if line.contains("edge admin listening") {
+                    let _ = listening_tx.send(());
+                }
+            })?;
+        let mut listening = !args.contains(&"--upgrade");
         let deadline = std::time::Instant::now() + START_TIMEOUT;
-        while !(answers_healthz(admin_addr) && std::net::TcpStream::connect(proxy_addr).is_ok()) {
+        loop {
+            listening |= listening_rx.try_recv().is_ok();
+            if listening
+                && answers_healthz(admin_addr)
+                && std::net::TcpStream::connect(proxy_addr).is_ok()
+            {
+                break;
+            }
             if let Some(status) = child.try_wait()? {
                 bail!(
                     "edge exited ({status}) before listening; its log:\n{}",
@@ -292,6 +330,11 @@ impl EdgeProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The config file it runs with (rewrite it, then SIGHUP, to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("edge.toml")
     }
 
     /// A metric from the admin `/metrics`: one series (`name{label="v"}`), or the sum of every

@@ -1,7 +1,9 @@
 //! Client connections before they reach the proxy: [`EdgeApp`] is the listener's application. It
 //! admits a connection within the limits ([`limits`]: in all, per client address) or refuses it
 //! with a short 503, then hands it to the Pingora proxy wrapped as a [`stream::Watched`]
-//! stream: request framing followed ([`framing`]), every request head on a deadline.
+//! stream: request framing followed ([`framing`]), every request head on a deadline. An HTTP/2
+//! connection (TLS with ALPN `h2`) is watched only until its first bytes: its frames are not
+//! HTTP/1 framing.
 //!
 //! Slow clients cannot hold the node: a head must arrive whole within
 //! `server.request_head_timeout_ms`, a body must keep up `server.request_body_min_rate`, an idle
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{ALPN, Stream};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -65,7 +67,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 return None;
             }
         };
-        let watched = Watched::new(stream, self.deadlines, slot, self.counters.clone());
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let mut watched = Watched::new(stream, self.deadlines, slot, self.counters.clone());
+        if h2 {
+            watched = watched.http2();
+        }
         self.proxy.process_new(Box::new(watched), shutdown).await
     }
 

@@ -129,6 +129,15 @@ impl Watched {
         }
     }
 
+    /// For an HTTP/2 connection (ALPN `h2`): HTTP/1 framing rules mean nothing to its frames,
+    /// so only the first deadline applies (some bytes must come within the head timeout); the
+    /// h2 layer below Pingora keeps its own limits.
+    #[must_use]
+    pub fn http2(mut self) -> Self {
+        self.framing.stop();
+        self
+    }
+
     fn condemn(&mut self, fault: Fault) {
         if self.fault.is_none() {
             match fault {

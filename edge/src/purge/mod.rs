@@ -22,7 +22,7 @@ use pingora_cache::CacheKey;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use serde::{Deserialize, Serialize};
 
-use crate::cache_key::{self, KeyBuilder};
+use crate::cache_key::{self, RulesByHost};
 use crate::client::group;
 use crate::metrics::{ForwardResult, InvalidationShared, Metrics, PurgeKind};
 use crate::names::is_simple_name;
@@ -142,7 +142,7 @@ pub struct PurgeService {
     config: PurgeSettings,
     filter: Arc<Filter>,
     storage: &'static TieredStorage,
-    keys: KeyBuilder,
+    rules: Arc<dyn RulesByHost>,
     log: Log,
     forwarder: Forwarder,
     metrics: Arc<Metrics>,
@@ -164,7 +164,7 @@ impl PurgeService {
         s: Settings,
         filter: Arc<Filter>,
         storage: &'static TieredStorage,
-        keys: KeyBuilder,
+        rules: Arc<dyn RulesByHost>,
         log: Log,
         metrics: Arc<Metrics>,
         longest_life: Duration,
@@ -181,7 +181,7 @@ impl PurgeService {
             config: s.config,
             filter,
             storage,
-            keys,
+            rules,
             log,
             metrics,
             applied: Mutex::new(HashMap::new()),
@@ -191,7 +191,11 @@ impl PurgeService {
 
     /// The primary cache key of an absolute URL (or prefix), as requests produce it.
     fn normalise(&self, field: &str, url: &str) -> Result<String, PurgeError> {
-        target::parse_url(url, self.keys.rules())
+        // The host first (every parameter kept), then the URL under its site's rules.
+        target::parse_url(url, &target::KEEP_ALL)
+            .and_then(|t| {
+                target::parse_url(url, &self.rules.rules_for(target::host_of(&t.authority)))
+            })
             .map(|t| t.key_text())
             .map_err(|e| {
                 invalid(

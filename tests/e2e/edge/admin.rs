@@ -94,7 +94,10 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
     assert_eq!(
         sample(
             &m,
-            &format!("outpost_origin_healthy{{origin=\"{}\"}}", s.origin.addr)
+            &format!(
+                "outpost_origin_healthy{{origin=\"{}\",site=\"default\"}}",
+                s.origin.addr
+            )
         ),
         Some(1.0)
     );

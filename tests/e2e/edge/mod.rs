@@ -18,6 +18,7 @@ mod ranges;
 mod requests;
 mod revalidation;
 mod shared_tier;
+mod sites;
 mod slow_clients;
 mod stale;
 mod storing;

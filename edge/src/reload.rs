@@ -1,0 +1,170 @@
+//! SIGHUP: re-read the config file and put its sites, origin pools and certificates in force
+//! without dropping a connection or the cache. A config that fails validation (or whose
+//! certificates no longer load) is refused whole: every problem is logged and the running
+//! config keeps serving. Keys that only a restart can change (listeners, cache sizes, the shared
+//! tier, purge settings…) are named in a warning and left as they run.
+//!
+//! Certificate renewal is this too: the new files are loaded by the same reload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use outpost_common::config as file;
+use parking_lot::Mutex;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::EdgeConfig;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::sites::{LiveSites, Sites};
+use crate::tls::resolver::Certificates;
+
+pub struct Reloader {
+    /// The file the edge was started with (`None`: built-in defaults, nothing to re-read).
+    pub path: Option<PathBuf>,
+    /// The config in force.
+    pub running: Mutex<EdgeConfig>,
+    pub sites: Arc<LiveSites>,
+    pub certificates: Option<Arc<Certificates>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Re-reads the file and applies it, or refuses it whole.
+    pub async fn reload(&self) {
+        let Some(path) = &self.path else {
+            tracing::warn!(
+                "SIGHUP: the edge runs on built-in defaults, there is no file to reload"
+            );
+            return;
+        };
+        let outcome = match file::load_file::<EdgeConfig>(path) {
+            Ok(config) => self.apply(config).await,
+            Err(errors) => Err(errors.to_string()),
+        };
+        match outcome {
+            // Logged before counted: whoever watches the counter finds the reason logged.
+            Ok(summary) => {
+                tracing::info!(file = %path.display(), "config reloaded: {summary}");
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["applied"])
+                    .inc();
+            }
+            Err(why) => {
+                tracing::error!(file = %path.display(), "config reload refused, the running config stays in force: {why}");
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["refused"])
+                    .inc();
+            }
+        }
+    }
+
+    async fn apply(&self, config: EdgeConfig) -> Result<String, String> {
+        let settings = Settings::of_valid(&config);
+        let certificates = match (&self.certificates, &settings.tls) {
+            (Some(_), Some(tls)) => Some(
+                crate::tls::load_table(&tls.certificates)
+                    .map_err(|e| format!("server.tls.certificates: {e:#}"))?,
+            ),
+            _ => None,
+        };
+        let sites = {
+            let running = self.sites.current();
+            Sites::reusing(&settings.sites, &self.metrics, &running)
+                .map_err(|e| format!("{e:#}"))?
+        };
+        // The new pools learn their addresses before the first request can reach them.
+        sites.resolve().await;
+        let needs_restart = {
+            let running = self.running.lock();
+            restart_keys(&running, &config)
+        };
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                keys = %needs_restart.join(", "),
+                "these settings changed in the file but need a restart; they keep their running values"
+            );
+        }
+        let summary = format!(
+            "{} site(s), {} certificate(s)",
+            sites.all().len(),
+            certificates.as_ref().map_or(0, |c| c.certs().len())
+        );
+        sites.keep();
+        self.sites.swap(sites);
+        if let (Some(live), Some(table)) = (&self.certificates, certificates) {
+            live.swap(table);
+            live.export_expiry(&self.metrics.tls_certificate_expiry);
+        }
+        *self.running.lock() = config;
+        Ok(summary)
+    }
+}
+
+/// The sections (or keys) that differ between `running` and `new` and that a reload cannot
+/// apply.
+fn restart_keys(running: &EdgeConfig, new: &EdgeConfig) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let (a, b) = (&running.server, &new.server);
+    let tls_listen = |c: &EdgeConfig| c.server.tls.as_ref().map(|t| (t.listen.clone(), t.http2));
+    if tls_listen(running) != tls_listen(new) {
+        keys.push("server.tls.listen/http2");
+    }
+    if running.server.tls.is_none() != new.server.tls.is_none() {
+        keys.push("server.tls");
+    }
+    let mut a = a.clone();
+    let mut b = b.clone();
+    a.tls = None;
+    b.tls = None;
+    if a != b {
+        keys.push("server");
+    }
+    let without_key = |c: &EdgeConfig| {
+        let mut cache = c.cache.clone();
+        cache.key = crate::config::CacheKeyConfig::default();
+        cache
+    };
+    if without_key(running) != without_key(new) {
+        keys.push("cache");
+    }
+    if running.l2 != new.l2 {
+        keys.push("l2");
+    }
+    if running.admin != new.admin {
+        keys.push("admin");
+    }
+    if running.purge != new.purge {
+        keys.push("purge");
+    }
+    keys
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: reloads are off");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                got = hangups.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    self.reload().await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Sites and TLS: two sites on one TLS listener, each with its own certificate (chosen by SNI)
+//! and origin; HTTP/1.1 and HTTP/2 clients; unknown hosts refused; origins by DNS name and over
+//! verified HTTPS; SIGHUP reloads under load; `--upgrade` under load.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use outpost_e2e::process::{Signal, free_port};
+use outpost_e2e::tls::{HttpVersion, Leaf, TestCa, TlsTerminator, handshake_info, https_client};
+use outpost_e2e::wait::eventually;
+use outpost_e2e::{EdgeProcess, Memcached, Reply, ScriptedOrigin, http_client};
+
+/// Listeners of one test edge.
+struct Ports {
+    plain: SocketAddr,
+    tls: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Ports {
+    fn new() -> anyhow::Result<Self> {
+        let port = |p: u16| -> anyhow::Result<SocketAddr> { Ok(format!("127.0.0.1:{p}").parse()?) };
+        Ok(Self {
+            plain: port(free_port()?)?,
+            tls: port(free_port()?)?,
+            admin: port(free_port()?)?,
+        })
+    }
+
+    /// The parts of an edge config every test here shares: listeners, certificates, no drain.
+    fn config(&self, certs: &[&Leaf], extra: &str) -> String {
+        let mut c = format!(
+            "[server]\nlisten = [\"{}\"]\nthreads = 2\ngrace_period_secs = 0\n\
+             graceful_shutdown_timeout_secs = 1\n{extra}\n\
+             [server.tls]\nlisten = [\"{}\"]\n",
+            self.plain, self.tls
+        );
+        for leaf in certs {
+            c.push_str(&format!(
+                "[[server.tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                leaf.cert_path.display(),
+                leaf.key_path.display()
+            ));
+        }
+        c.push_str(&format!("[admin]\nlisten = \"{}\"\n", self.admin));
+        c
+    }
+}
+
+/// A `[[site]]` table: `name` for `hosts`, its origins at `addresses`.
+fn site(name: &str, hosts: &[&str], addresses: &[String], origin_extra: &str) -> String {
+    let quote = |v: &[String]| {
+        v.iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+    format!(
+        "[[site]]\nname = \"{name}\"\nhosts = [{}]\n[site.origin]\naddresses = [{}]\n\
+         health_check_path = \"\"\nhealth_check_interval_ms = 100\n{origin_extra}\n",
+        quote(&hosts),
+        quote(addresses)
+    )
+}
+
+fn cache_status(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_share_a_tls_listener_by_sni_and_host() -> anyhow::Result<()> {
+    let ca = TestCa::new();
+    let a_cert = ca.leaf("a", &["a.test"]);
+    let b_cert = ca.leaf("b", &["b.test", "*.b.test"]);
+    let (a, b) = (
+        ScriptedOrigin::start().await?,
+        ScriptedOrigin::start().await?,
+    );
+    a.route("/page", Reply::ok("max-age=600", "site a"));
+    b.route("/page", Reply::ok("max-age=600", "site b"));
+    let ports = Ports::new()?;
+    let config = ports.config(&[&a_cert, &b_cert], "")
+        + &site("a", &["a.test"], &[a.addr.to_string()], "")
+        + &site("b", &["b.test", "*.b.test"], &[b.addr.to_string()], "");
+    let edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
+
+    // SNI picks the certificate: exact, wildcard, and the first as the default.
+    let alpn: &[&[u8]] = &[b"h2", b"http/1.1"];
+    for (sni, expected) in [
+        (Some("a.test"), "a.test"),
+        (Some("b.test"), "b.test"),
+        (Some("x.b.test"), "b.test"),
+        (Some("unknown.test"), "a.test"),
+        (None, "a.test"),
+    ] {
+        let info = handshake_info(ports.tls, sni, alpn).await?;
+        assert_eq!(
+            info.leaf_names.first().map(String::as_str),
+            Some(expected),
+            "SNI {sni:?}"
+        );
+        assert_eq!(info.alpn.as_deref(), Some(&b"h2"[..]), "h2 offered");
+    }
+
+    // Each host gets its own site's content, over HTTP/1.1 and HTTP/2, from one cache.
+    let resolve = [
+        ("a.test", ports.tls),
+        ("b.test", ports.tls),
+        ("x.b.test", ports.tls),
+    ];
+    let h1 = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http1);
+    let h2 = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http2);
+    let url = |host: &str| format!("https://{host}:{}/page", ports.tls.port());
+    let first = h1.get(url("a.test")).send().await?;
+    assert_eq!(first.version(), http::Version::HTTP_11);
+    assert!(
+        !cache_status(&first).contains("; hit"),
+        "{}",
+        cache_status(&first)
+    );
+    assert_eq!(first.text().await?, "site a");
+    let again = h2.get(url("a.test")).send().await?;
+    assert_eq!(again.version(), http::Version::HTTP_2);
+    let status = cache_status(&again);
+    assert!(status.contains("; hit"), "a hit over HTTP/2: {status}");
+    assert_eq!(again.text().await?, "site a");
+    let other = h2.get(url("b.test")).send().await?;
+    assert_eq!(other.version(), http::Version::HTTP_2);
+    assert_eq!(other.text().await?, "site b");
+    let wild = h1.get(url("x.b.test")).send().await?;
+    assert_eq!(
+        wild.text().await?,
+        "site b",
+        "the wildcard host is site b's"
+    );
+    assert_eq!(a.count("/page"), 1, "one origin request for site a");
+    assert_eq!(b.count("/page"), 2, "b.test and x.b.test are two URLs");
+
+    // A host no site claims gets 421, over TLS and plain HTTP alike, and no origin sees it.
+    let plain = http_client()
+        .get(format!("http://{}/page", ports.plain))
+        .header("host", "c.test")
+        .send()
+        .await?;
+    assert_eq!(plain.status(), 421);
+    assert!(cache_status(&plain).contains("detail=unknown-host"));
+    let plain_a = http_client()
+        .get(format!("http://{}/page", ports.plain))
+        .header("host", "a.test")
+        .send()
+        .await?;
+    assert_eq!(
+        plain_a.text().await?,
+        "site a",
+        "plain HTTP reaches the same site"
+    );
+    assert_eq!(
+        (a.count("/page"), b.count("/page")),
+        (2, 2),
+        "http and https are two URLs"
+    );
+
+    // Per-site and TLS figures.
+    assert!(
+        edge.metric("outpost_site_requests_total{cache=\"hit\",site=\"a\"}")
+            .await?
+            >= 1.0
+    );
+    assert!(
+        edge.metric("outpost_tls_handshakes_total{certificate=\"b.test\"}")
+            .await?
+            >= 2.0
+    );
+    assert!(edge.metric("outpost_unknown_host_requests_total").await? >= 1.0);
+    let expiry = edge
+        .metric("outpost_tls_certificate_expiry_seconds{certificate=\"a.test\"}")
+        .await?;
+    assert!(
+        (29.0 * 86_400.0..=30.0 * 86_400.0).contains(&expiry),
+        "{expiry}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_by_dns_name_and_over_verified_https() -> anyhow::Result<()> {
+    let ca = TestCa::new();
+    let edge_cert = ca.leaf("edge", &["a.test", "b.test", "c.test"]);
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/x", Reply::ok("max-age=600", "behind tls"));
+    // The origin over HTTPS, its certificate for `localhost` from our CA; another from a CA
+    // the edge does not trust.
+    let good = TlsTerminator::start(&ca.leaf("origin", &["localhost"]), origin.addr).await;
+    let rogue_ca = TestCa::new();
+    let rogue = TlsTerminator::start(&rogue_ca.leaf("rogue", &["localhost"]), origin.addr).await;
+    let ports = Ports::new()?;
+    let tls = format!("tls = true\nca_file = \"{}\"\n", ca.ca_pem_path().display());
+    let config = ports.config(&[&edge_cert], "")
+        + &site(
+            "a",
+            &["a.test"],
+            &[format!("localhost:{}", good.addr.port())],
+            &tls,
+        )
+        + &site(
+            "b",
+            &["b.test"],
+            &[format!("localhost:{}", rogue.addr.port())],
+            &tls,
+        )
+        + &site(
+            "c",
+            &["c.test"],
+            &[format!("localhost:{}", origin.addr.port())],
+            "",
+        );
+    let edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
+    let get = |host: &'static str| {
+        let client = http_client();
+        let url = format!("http://{}/x", ports.plain);
+        async move { client.get(url).header("host", host).send().await }
+    };
+
+    let verified = get("a.test").await?;
+    assert_eq!(verified.status(), 200);
+    assert_eq!(verified.text().await?, "behind tls");
+    assert!(good.handshakes() >= 1);
+    assert!(
+        good.server_names()
+            .iter()
+            .all(|n| n.as_deref() == Some("localhost")),
+        "the edge names the origin it verifies: {:?}",
+        good.server_names()
+    );
+
+    let refused = get("b.test").await?;
+    assert_eq!(
+        refused.status(),
+        502,
+        "an origin certificate we cannot verify"
+    );
+    assert!(
+        cache_status(&refused).contains("detail=origin-tls"),
+        "{}",
+        cache_status(&refused)
+    );
+    assert!(
+        edge.metric("outpost_origin_errors_total{kind=\"tls\"}")
+            .await?
+            >= 1.0
+    );
+
+    // `localhost` may resolve to ::1 too, where nothing listens: the pool tries the next address.
+    let by_name = get("c.test").await?;
+    assert_eq!(by_name.status(), 200);
+    assert_eq!(by_name.text().await?, "behind tls");
+    assert_eq!(
+        origin.count("/x"),
+        2,
+        "a.test and c.test; b.test never reached it"
+    );
+    Ok(())
+}
+
+/// Runs GETs on fresh and kept connections until `stop`, counting answers and failures.
+fn load(
+    client: reqwest::Client,
+    url: String,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut errors = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => {
+                    let _ = r.bytes().await;
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(r) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    errors.push(format!("status {}", r.status()));
+                }
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        errors
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_a_certificate_and_adds_a_site_under_load() -> anyhow::Result<()> {
+    let ca = TestCa::new();
+    let first = ca.leaf("a1", &["a.test"]);
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/page", Reply::ok("max-age=600", "page"));
+    let ports = Ports::new()?;
+    let sites_a = site("a", &["a.test"], &[origin.addr.to_string()], "");
+    let edge = EdgeProcess::start_with(
+        &(ports.config(&[&first], "") + &sites_a),
+        ports.plain,
+        ports.admin,
+        &[],
+    )?;
+    let resolve = [("a.test", ports.tls), ("c.test", ports.tls)];
+    let url = format!("https://a.test:{}/page", ports.tls.port());
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut loads = Vec::new();
+    for version in [HttpVersion::Http1, HttpVersion::Http2, HttpVersion::Http1] {
+        let client = https_client(&ca.ca_pem(), &resolve, version);
+        loads.push(load(
+            client,
+            url.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        ));
+    }
+    eventually(Duration::from_secs(10), "load running", || {
+        let n = ok.load(Ordering::Relaxed);
+        async move { (n > 50).then_some(()) }
+    })
+    .await?;
+
+    // A renewed certificate for a.test (now also naming c.test), and a new site c.
+    let renewed = ca.leaf("a2", &["a.test", "c.test"]);
+    let sites_c = site("c", &["c.test"], &[origin.addr.to_string()], "");
+    std::fs::write(
+        edge.config_path(),
+        ports.config(&[&renewed], "") + &sites_a + &sites_c,
+    )?;
+    edge.signal(Signal::SIGHUP)?;
+    eventually(Duration::from_secs(10), "the reload applied", || {
+        let edge = &edge;
+        async move {
+            let n = edge
+                .metric("outpost_config_reloads_total{result=\"applied\"}")
+                .await
+                .ok()?;
+            (n >= 1.0).then_some(())
+        }
+    })
+    .await?;
+    let info = handshake_info(ports.tls, Some("a.test"), &[b"http/1.1"]).await?;
+    assert_eq!(
+        info.leaf_names,
+        ["a.test", "c.test"],
+        "new handshakes get the new certificate"
+    );
+    let c = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http2)
+        .get(format!("https://c.test:{}/page", ports.tls.port()))
+        .send()
+        .await?;
+    assert_eq!(c.status(), 200, "the new site serves");
+    let served = ok.load(Ordering::Relaxed);
+    eventually(
+        Duration::from_secs(10),
+        "load continuing after the reload",
+        || {
+            let n = ok.load(Ordering::Relaxed);
+            async move { (n > served + 50).then_some(()) }
+        },
+    )
+    .await?;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for l in loads {
+        errors.extend(l.await?);
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {errors:?}"
+    );
+    assert!(
+        origin.count("/page") <= 3,
+        "the cache survived the reload: {}",
+        origin.count("/page")
+    );
+
+    // An invalid config is refused whole, and the running one keeps serving.
+    std::fs::write(
+        edge.config_path(),
+        ports.config(&[&renewed], "") + &sites_a + &site("d", &["d.test"], &["nowhere".into()], ""),
+    )?;
+    edge.signal(Signal::SIGHUP)?;
+    eventually(Duration::from_secs(10), "the reload refused", || {
+        let edge = &edge;
+        async move {
+            let n = edge
+                .metric("outpost_config_reloads_total{result=\"refused\"}")
+                .await
+                .ok()?;
+            (n >= 1.0).then_some(())
+        }
+    })
+    .await?;
+    let logs = edge.logs();
+    assert!(
+        logs.contains("site[1].hosts[0]"),
+        "the uncovered host is named: {logs}"
+    );
+    assert!(
+        logs.contains("site[1].origin.addresses[0]"),
+        "the bad address is named"
+    );
+    let still = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http1)
+        .get(format!("https://c.test:{}/page", ports.tls.port()))
+        .send()
+        .await?;
+    assert_eq!(still.status(), 200, "the running config still serves");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_hands_the_listeners_over_under_load() -> anyhow::Result<()> {
+    let memcached = Memcached::start()?;
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/warm", Reply::ok("max-age=600", "warm"));
+    origin.route("/load", Reply::ok("max-age=600", "load"));
+    let ports = Ports::new()?;
+    let ca = TestCa::new();
+    let cert = ca.leaf("a", &["a.test"]);
+    let socket = tempfile::tempdir()?;
+    let extra = format!(
+        "upgrade_socket = \"{}\"\n",
+        socket.path().join("upgrade.sock").display()
+    );
+    let config = ports.config(&[&cert], &extra)
+        + &site("a", &["a.test"], &[origin.addr.to_string()], "")
+        + &format!("[l2]\nservers = [\"{}\"]\n", memcached.addr);
+    let mut old = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
+    let client = http_client();
+    let warm = format!("http://{}/warm", ports.plain);
+    let first = client.get(&warm).header("host", "a.test").send().await?;
+    assert_eq!(first.text().await?, "warm");
+    eventually(
+        Duration::from_secs(10),
+        "the object in the shared tier",
+        || {
+            let old = &old;
+            async move {
+                let n = old
+                    .metric("outpost_l2_writes_total{result=\"stored\"}")
+                    .await
+                    .ok()?;
+                (n >= 1.0).then_some(())
+            }
+        },
+    )
+    .await?;
+
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let resolve = [("a.test", ports.tls)];
+    let plain = reqwest::Client::builder()
+        .resolve("a.test", ports.plain)
+        .no_proxy()
+        .build()?;
+    let mut loads = vec![load(
+        plain,
+        format!("http://a.test:{}/load", ports.plain.port()),
+        stop.clone(),
+        ok.clone(),
+        failed.clone(),
+    )];
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        loads.push(load(
+            https_client(&ca.ca_pem(), &resolve, version),
+            format!("https://a.test:{}/load", ports.tls.port()),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        ));
+    }
+    eventually(Duration::from_secs(10), "load running", || {
+        let n = ok.load(Ordering::Relaxed);
+        async move { (n > 50).then_some(()) }
+    })
+    .await?;
+
+    // The new process waits for the sockets; SIGQUIT makes the old one send them.
+    let old_pid = old.pid();
+    let new = std::thread::spawn({
+        let config = config.clone();
+        let (plain, admin) = (ports.plain, ports.admin);
+        move || EdgeProcess::start_with(&config, plain, admin, &["--upgrade"])
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    old.signal(Signal::SIGQUIT)?;
+    let new = new
+        .join()
+        .map_err(|_| anyhow::anyhow!("the new edge panicked"))??;
+    assert_ne!(new.pid(), old_pid);
+    let exited = tokio::task::block_in_place(|| old.exited_within(Duration::from_secs(20)))?;
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the old edge stops cleanly: {exited:?}"
+    );
+    let served = ok.load(Ordering::Relaxed);
+    eventually(
+        Duration::from_secs(10),
+        "load served by the new edge",
+        || {
+            let n = ok.load(Ordering::Relaxed);
+            async move { (n > served + 50).then_some(()) }
+        },
+    )
+    .await?;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for l in loads {
+        errors.extend(l.await?);
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {errors:?}"
+    );
+
+    // The new process's L1 is empty: the warm object comes from the shared tier.
+    let again = client.get(&warm).header("host", "a.test").send().await?;
+    let status = cache_status(&again);
+    assert!(
+        status.contains("; hit") && status.contains("detail=l2"),
+        "{status}"
+    );
+    assert_eq!(origin.count("/warm"), 1, "the origin was not asked again");
+    drop(new);
+    Ok(())
+}
