@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hit-path load benchmark: Outpost's edge vs nginx (proxy_cache) vs Varnish, serving CACHED
-# objects (1 KiB and 100 KiB) from the same origin.
+# objects (1 KiB and 100 KiB) from the same origin; then Outpost vs nginx over HTTPS.
 #
 # What it measures
 #   For each proxy and object size: requests/second, p50 and p99 latency (wrk --latency) and
@@ -10,6 +10,16 @@
 #   nginx runs in two configurations, with and without sendfile, because each is clearly best
 #   for one of the two sizes on Linux loopback (details at its config below); the Outpost/nginx
 #   ratios use, per object, the configuration with the higher median req/s.
+#   HTTPS (HIT_PATH_TLS=1, the default; Varnish has no TLS, so Outpost vs nginx only), both
+#   sides with the same ECDSA P-256 certificate, negotiating TLS 1.3:
+#   - keep-alive: the same measurements over https://, both sizes;
+#   - new handshakes: every request on a new connection (`wrk -H 'Connection: close'`: the
+#     server closes after each answer and wrk reconnects), 1 KiB only: handshakes (= requests)
+#     per second and per server CPU-second. wrk's OpenSSL resumes the session of the
+#     connection's previous handshake (TLS 1.3 PSK with an X25519 key exchange, no certificate
+#     signature), and both servers accept it: the script checks that each resumes a session
+#     for an OpenSSL client, and counts the edge's handshakes (outpost_tls_handshakes_total)
+#     against wrk's requests.
 #
 # How
 #   - An origin (its own nginx instance, not pinned) serves /1k.bin and /100k.bin with
@@ -23,17 +33,25 @@
 #     proxies rotates per round): 2 s warm-up run, then a 10 s measured run. Tables report the
 #     median over rounds. Every run also records how busy the proxy's core was with anything
 #     other than the proxy ("other busy %"): other work on the machine makes numbers noisy.
+#   - HTTPS runs come after the plain ones, interleaved the same way (round -> keep-alive 1k,
+#     keep-alive 100k, new handshakes 1k -> Outpost and nginx, order rotating). The edge serves
+#     HTTPS from a [server.tls] listener of the same process; nginx from an `ssl` listener of
+#     its "no sendfile" instance (sendfile does not apply to TLS without kernel TLS, so the
+#     "sendfile" instance would only differ by its smaller output buffers).
 #
 # Run
 #   benches/hit_path.sh [OUT.md]
 #   Prints a Markdown report on stdout (progress on stderr) and also writes it to OUT.md if given.
 #   Installs nginx, varnish, wrk (apt-get; via sudo when not root) if missing and builds the edge
-#   (`cargo build --release --locked -p edge --bin edge`). Takes about 5-6 minutes plus the build
-#   (3 rounds x 2 sizes x 4 proxy configs x 12 s = 288 s of load, plus setup and waits).
+#   (`cargo build --release --locked -p edge --bin edge`), and openssl (the test certificate) when
+#   missing. Takes about 9 minutes plus the build: plain HTTP 3 rounds x 2 sizes x 4 proxy
+#   configs x 12 s = 288 s of load, HTTPS 3 rounds x 3 tests x 2 proxies x 12 s = 216 s, plus
+#   setup and waits; HIT_PATH_TLS=0 skips HTTPS (about 5-6 minutes).
 #
 # Knobs (environment): HIT_PATH_ROUNDS (3), HIT_PATH_DURATION (10, seconds), HIT_PATH_WARMUP (2),
-#   HIT_PATH_CONNECTIONS (64), HIT_PATH_PORT_BASE (18480; uses 6 ports from it),
-#   HIT_PATH_PROXY_CPU (0), HIT_PATH_WRK_CPU (1), EDGE_BIN (use this edge binary, skip the build).
+#   HIT_PATH_CONNECTIONS (64), HIT_PATH_PORT_BASE (18480; uses 8 ports from it),
+#   HIT_PATH_PROXY_CPU (0), HIT_PATH_WRK_CPU (1), HIT_PATH_TLS (1; 0 skips HTTPS),
+#   HIT_PATH_TLS_ROUNDS (HIT_PATH_ROUNDS), EDGE_BIN (use this edge binary, skip the build).
 #   Needs a Linux machine with at least 2 cores; everything stays on 127.0.0.1.
 
 set -euo pipefail
@@ -46,6 +64,8 @@ CONNS=${HIT_PATH_CONNECTIONS:-64}
 PORT_BASE=${HIT_PATH_PORT_BASE:-18480}
 PROXY_CPU=${HIT_PATH_PROXY_CPU:-0}
 WRK_CPU=${HIT_PATH_WRK_CPU:-1}
+TLS=${HIT_PATH_TLS:-1}
+TLS_ROUNDS=${HIT_PATH_TLS_ROUNDS:-$ROUNDS}
 
 ORIGIN_PORT=$PORT_BASE
 NGINX_PORT=$((PORT_BASE + 1))
@@ -53,11 +73,15 @@ NGINX_COPY_PORT=$((PORT_BASE + 5))
 VARNISH_PORT=$((PORT_BASE + 2))
 EDGE_PORT=$((PORT_BASE + 3))
 EDGE_ADMIN_PORT=$((PORT_BASE + 4))
+EDGE_TLS_PORT=$((PORT_BASE + 6))
+NGINX_TLS_PORT=$((PORT_BASE + 7))
 
 SIZES=(1k 100k)
 # nginx runs twice, in the two configurations that are each best for one object size here (see
 # "nginx with proxy_cache" below); ratios compare Outpost with the better of the two per object.
 PROXIES=(outpost nginx nginx-copy varnish)
+# Over HTTPS: the edge's TLS listener, and nginx's "no sendfile" instance's `ssl` listener.
+TLS_PROXIES=()
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${1:-}
@@ -76,6 +100,8 @@ die() {
 # ---------------------------------------------------------------------------------------------
 
 [[ $(uname -s) == Linux ]] || die "Linux only (taskset, /proc/<pid>/stat)"
+[[ $TLS == 0 || $TLS == 1 ]] || die "HIT_PATH_TLS must be 0 or 1, not '$TLS'"
+if ((TLS)); then TLS_PROXIES=(outpost-tls nginx-tls); fi
 ncpu=$(getconf _NPROCESSORS_ONLN)
 ((ncpu >= 2)) || die "needs 2 cores (proxy on core $PROXY_CPU, wrk on core $WRK_CPU); this machine has $ncpu"
 
@@ -92,6 +118,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
 command -v pgrep >/dev/null || missing+=(procps)
 command -v taskset >/dev/null || missing+=(util-linux)
+if ((TLS)); then command -v openssl >/dev/null || missing+=(openssl); fi
 if ((${#missing[@]})); then
     log "installing missing packages: ${missing[*]} (apt-get update; apt-get install -y ${missing[*]})"
     "${SUDO[@]}" apt-get update
@@ -123,7 +150,9 @@ fi
 CLK_TCK=$(getconf CLK_TCK)
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$ORIGIN_PORT" "$NGINX_PORT" "$VARNISH_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT" "$NGINX_COPY_PORT"; do
+ports=("$ORIGIN_PORT" "$NGINX_PORT" "$VARNISH_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT" "$NGINX_COPY_PORT")
+if ((TLS)); then ports+=("$EDGE_TLS_PORT" "$NGINX_TLS_PORT"); fi
+for p in "${ports[@]}"; do
     if port_in_use "$p"; then
         die "port 127.0.0.1:$p is already in use (a stray server from an earlier run?); stop it or set HIT_PATH_PORT_BASE"
     fi
@@ -276,6 +305,24 @@ grep -qi '^etag:' <<<"$hdr" || die "origin sends no ETag: $hdr"
 PIN=(taskset -c "$PROXY_CPU")
 
 # ---------------------------------------------------------------------------------------------
+# Test certificate (HTTPS part): one ECDSA P-256 key and self-signed certificate for both sides
+# ---------------------------------------------------------------------------------------------
+
+CERT="$D/tls/cert.pem"
+KEY="$D/tls/key.pem"
+if ((TLS)); then
+    mkdir -p "$D/tls"
+    # wrk does not verify certificates; the edge checks at start that the certificate is valid
+    # now, names a DNS host and matches its key.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=bench.localhost -addext subjectAltName=DNS:bench.localhost \
+        -keyout "$KEY" -out "$CERT" >"$D/tls/openssl.log" 2>&1 || {
+        cat "$D/tls/openssl.log" >&2
+        die "openssl could not make the test certificate"
+    }
+fi
+
+# ---------------------------------------------------------------------------------------------
 # nginx with proxy_cache
 # ---------------------------------------------------------------------------------------------
 
@@ -288,10 +335,26 @@ PIN=(taskset -c "$PROXY_CPU")
 #   - `sendfile off; output_buffers 1 256k` (instance "nginx-copy"): header and body in one
 #     writev, best for 1 KiB, ~30% slower at 100 KiB (a copy through user space).
 # Both run (same cache settings, own port and cache dir); the ratios use the better per object.
+#
+# Over TLS nginx writes through OpenSSL, so sendfile does not apply (it would need kernel TLS,
+# `ssl_conf_command Options KTLS`, off by default): the HTTPS listener is on "nginx-copy", whose
+# 256k output buffer reads the cached file in one go. TLS settings: the session part of
+# Mozilla's "intermediate" nginx template (what production configs copy): a shared session
+# cache, no session tickets, so TLS 1.3 resumes from a server-side cache, as rustls does in the
+# edge (stateful, 256 sessions in memory). The rest at nginx's defaults (ciphers, `ssl_ecdh_curve
+# auto`: X25519 first, `ssl_buffer_size 16k`). No `http2` on the listener: wrk offers no ALPN,
+# so both sides speak HTTP/1.1.
+NGINX_TLS="listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_timeout 1d;
+        ssl_session_tickets off;"
 
-# write_nginx_proxy DIR PORT SEND_DIRECTIVES
+# write_nginx_proxy DIR PORT SEND_DIRECTIVES [SERVER_DIRECTIVES]
 write_nginx_proxy() {
-    local dir=$1 port=$2 send=$3
+    local dir=$1 port=$2 send=$3 more=${4:-}
     mkdir -p "$dir/tmp"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
@@ -312,6 +375,7 @@ $(nginx_temp_paths "$dir")
     }
     server {
         listen 127.0.0.1:$port;
+        $more
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -332,8 +396,10 @@ log "starting nginx (proxy_cache, sendfile) on 127.0.0.1:$NGINX_PORT, pinned to 
 start_nginx nginx "$D/nginx" "${PIN[@]}"
 NGINX_PID=${PIDS[-1]}
 
-write_nginx_proxy "$D/nginx-copy" "$NGINX_COPY_PORT" "sendfile off; output_buffers 1 256k;"
-log "starting nginx (proxy_cache, no sendfile) on 127.0.0.1:$NGINX_COPY_PORT, pinned to core $PROXY_CPU"
+nginx_copy_tls=
+if ((TLS)); then nginx_copy_tls=$NGINX_TLS; fi
+write_nginx_proxy "$D/nginx-copy" "$NGINX_COPY_PORT" "sendfile off; output_buffers 1 256k;" "$nginx_copy_tls"
+log "starting nginx (proxy_cache, no sendfile) on 127.0.0.1:$NGINX_COPY_PORT$( ((TLS)) && echo " and https $NGINX_TLS_PORT"), pinned to core $PROXY_CPU"
 start_nginx nginx-copy "$D/nginx-copy" "${PIN[@]}"
 NGINX_COPY_PID=${PIDS[-1]}
 
@@ -387,11 +453,25 @@ capacity_bytes = 268435456
 [admin]
 listen = "127.0.0.1:$EDGE_ADMIN_PORT"
 EOF
+if ((TLS)); then
+    # The implicit site answers any host, so one certificate is enough. http2: ALPN h2 and
+    # http/1.1 are offered; wrk sends no ALPN and speaks HTTP/1.1.
+    cat >>"$D/edge/edge.toml" <<EOF
+
+[server.tls]
+listen = ["127.0.0.1:$EDGE_TLS_PORT"]
+http2 = true
+
+[[server.tls.certificates]]
+cert_file = "$CERT"
+key_file = "$KEY"
+EOF
+fi
 "$EDGE_BIN" --config "$D/edge/edge.toml" --validate >"$D/edge/validate.log" 2>&1 || {
     cat "$D/edge/validate.log" >&2
     die "edge --validate rejected the config"
 }
-log "starting the edge on 127.0.0.1:$EDGE_PORT (admin $EDGE_ADMIN_PORT), pinned to core $PROXY_CPU"
+log "starting the edge on 127.0.0.1:$EDGE_PORT$( ((TLS)) && echo " and https $EDGE_TLS_PORT") (admin $EDGE_ADMIN_PORT), pinned to core $PROXY_CPU"
 # RUST_LOG=warn: no access log line per request.
 RUST_LOG=warn "${PIN[@]}" "$EDGE_BIN" --config "$D/edge/edge.toml" >"$D/edge/edge.log" 2>&1 &
 started outpost INT "$!"
@@ -406,9 +486,9 @@ wait_http edge "$EDGE_PID" "http://127.0.0.1:$EDGE_PORT/1k.bin" "$D/edge/edge.lo
 
 proxy_pid() {
     case $1 in
-    outpost) echo "$EDGE_PID" ;;
+    outpost | outpost-tls) echo "$EDGE_PID" ;;
     nginx) echo "$NGINX_PID" ;;
-    nginx-copy) echo "$NGINX_COPY_PID" ;;
+    nginx-copy | nginx-tls) echo "$NGINX_COPY_PID" ;;
     varnish) echo "$VARNISH_PID" ;;
     esac
 }
@@ -418,13 +498,23 @@ proxy_port() {
     nginx) echo "$NGINX_PORT" ;;
     nginx-copy) echo "$NGINX_COPY_PORT" ;;
     varnish) echo "$VARNISH_PORT" ;;
+    outpost-tls) echo "$EDGE_TLS_PORT" ;;
+    nginx-tls) echo "$NGINX_TLS_PORT" ;;
+    esac
+}
+# proxy_url PROXY SIZE
+proxy_url() {
+    case $1 in
+    *-tls) echo "https://127.0.0.1:$(proxy_port "$1")/$2.bin" ;;
+    *) echo "http://127.0.0.1:$(proxy_port "$1")/$2.bin" ;;
     esac
 }
 proxy_label() {
     case $1 in
-    outpost) echo "Outpost edge" ;;
+    outpost | outpost-tls) echo "Outpost edge" ;;
     nginx) echo "nginx proxy_cache (sendfile)" ;;
     nginx-copy) echo "nginx proxy_cache (no sendfile)" ;;
+    nginx-tls) echo "nginx proxy_cache (no sendfile)" ;;
     varnish) echo "Varnish" ;;
     esac
 }
@@ -453,19 +543,19 @@ done
 # is_hit PROXY HEADERS_FILE
 is_hit() {
     case $1 in
-    outpost) grep -qiE '^cache-status: *outpost; *hit' "$2" ;;
-    nginx | nginx-copy) grep -qiE '^x-cache: *HIT' "$2" ;;
+    outpost | outpost-tls) grep -qiE '^cache-status: *outpost; *hit' "$2" ;;
+    nginx | nginx-copy | nginx-tls) grep -qiE '^x-cache: *HIT' "$2" ;;
     varnish) grep -qiE '^x-varnish: *[0-9]+ +[0-9]+' "$2" ;;
     esac
 }
 
 mkdir -p "$D/check"
-for proxy in "${PROXIES[@]}"; do
-    port=$(proxy_port "$proxy")
+# curl -k: the test certificate is self-signed (which certificate is served is checked below).
+for proxy in "${PROXIES[@]}" "${TLS_PROXIES[@]}"; do
     for size in "${SIZES[@]}"; do
         for i in 1 2 3 4; do
-            code=$(curl -sS --max-time 5 -o "$D/check/body" -D "$D/check/$proxy-$size.hdr" \
-                -w '%{http_code}' "http://127.0.0.1:$port/$size.bin") ||
+            code=$(curl -ksS --max-time 5 -o "$D/check/body" -D "$D/check/$proxy-$size.hdr" \
+                -w '%{http_code}' "$(proxy_url "$proxy" "$size")") ||
                 die "$proxy: request for /$size.bin failed"
             [[ $code == 200 ]] || die "$proxy: /$size.bin answered $code"
             cmp -s "$D/check/body" "$D/origin/www/$size.bin" ||
@@ -479,10 +569,10 @@ for proxy in "${PROXIES[@]}"; do
 done
 # And the origin must see nothing more once the caches are warm.
 before=$(origin_requests)
-for proxy in "${PROXIES[@]}"; do
+for proxy in "${PROXIES[@]}" "${TLS_PROXIES[@]}"; do
     for size in "${SIZES[@]}"; do
         for i in 1 2 3 4 5; do
-            curl -fsS --max-time 5 -o /dev/null "http://127.0.0.1:$(proxy_port "$proxy")/$size.bin"
+            curl -kfsS --max-time 5 -o /dev/null "$(proxy_url "$proxy" "$size")"
         done
     done
 done
@@ -490,11 +580,46 @@ after=$(origin_requests)
 ((after == before)) || die "warm caches still sent $((after - before)) requests to the origin"
 log "all proxies serve both objects from cache"
 
+# What TLS each side negotiates with an OpenSSL client (wrk's library), which certificate it
+# serves, and whether it resumes a session: a first connection saves the session (TLS 1.3 sends
+# its tickets after the handshake, so the request is answered and read first), a second offers it.
+edge_handshakes() {
+    curl -fsS --max-time 5 "http://127.0.0.1:$EDGE_ADMIN_PORT/metrics" |
+        awk '$1 ~ /^outpost_tls_handshakes_total/ { s += $NF } END { printf "%d\n", s }'
+}
+declare -A TLS_SUMMARY=()
+if ((TLS)); then
+    our_cert=$(openssl x509 -in "$CERT" -noout -fingerprint -sha256)
+    request=$'GET /1k.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'
+    for proxy in "${TLS_PROXIES[@]}"; do
+        port=$(proxy_port "$proxy")
+        out="$D/check/$proxy-s_client"
+        rm -f "$out.sess"
+        printf '%s' "$request" | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+            -sess_out "$out.sess" -ign_eof >"$out.1" 2>&1 || true
+        printf '%s' "$request" | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+            -sess_in "$out.sess" -ign_eof >"$out.2" 2>&1 || true
+        first=$(grep -m1 -E '^(New|Reused), ' "$out.1" || true)
+        second=$(grep -m1 -E '^(New|Reused), ' "$out.2" || true)
+        [[ $first == "New, TLSv1.3, "* ]] || {
+            cat "$out.1" >&2
+            die "$proxy: openssl s_client did not negotiate TLS 1.3 (output above)"
+        }
+        [[ $(openssl x509 -noout -fingerprint -sha256 <"$out.1" 2>/dev/null) == "$our_cert" ]] ||
+            die "$proxy serves another certificate than $CERT (see $out.1)"
+        grep -q '^HTTP/1.1 200' "$out.1" || die "$proxy: no 200 over openssl s_client (see $out.1)"
+        kx=$(sed -n 's/^Server Temp Key: //p' "$out.1" | head -n 1)
+        sig=$(sed -n 's/^Peer signature type: //p' "$out.1" | head -n 1)
+        TLS_SUMMARY[$proxy]="${first#New, }; key exchange ${kx:-?}; signature ${sig:-?}; second connection offering the first's session: ${second%%,*}"
+        log "$proxy: ${TLS_SUMMARY[$proxy]}"
+    done
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Load
 # ---------------------------------------------------------------------------------------------
 
-# parse_wrk FILE -> "rps p50_ms p99_ms requests non2xx socket_errors"
+# parse_wrk FILE -> "rps p50_ms p99_ms requests non2xx socket_errors connect/read/write/timeout"
 parse_wrk() {
     awk '
     function ms(v,   n, u) {
@@ -511,36 +636,50 @@ parse_wrk() {
     / requests in / { req = $1 }
     /^Requests\/sec:/ { rps = $2 }
     /Non-2xx or 3xx responses:/ { non2xx = $NF }
-    /Socket errors:/ { gsub(",", ""); sockerr = $4 + $6 + $8 + $10 }
+    /Socket errors:/ { gsub(",", ""); sockerr = $4 + $6 + $8 + $10; kinds = $4 "/" $6 "/" $8 "/" $10 }
     END {
         if (rps == "" || p50 == "" || p99 == "" || req == "" || p50 < 0 || p99 < 0) exit 1
-        printf "%s %s %s %s %d %d\n", rps, p50, p99, req, non2xx, sockerr
+        printf "%s %s %s %s %d %d %s\n", rps, p50, p99, req, non2xx, sockerr, (kinds == "") ? "0/0/0/0" : kinds
     }' "$1"
 }
 
 WRK=(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS")
-RESULTS="$D/results.tsv"
+RESULTS="$D/results.tsv"         # plain HTTP
+TLS_RESULTS="$D/tls-results.tsv" # HTTPS, keep-alive
+HS_RESULTS="$D/hs-results.tsv"   # HTTPS, a new connection (TLS handshake) per request
 : >"$RESULTS"
+: >"$TLS_RESULTS"
+: >"$HS_RESULTS"
 mkdir -p "$D/wrk"
 
+# run_one ROUND SIZE PROXY [close]: one warm-up and one measured run; "close" sends
+# `Connection: close`, so every request is a new connection. Appends a row to the results:
+# round size proxy rps p50 p99 requests cpu_s cpu% req_per_cpu errors origin other% non2xx
+# socket_errors(connect/read/write/timeout) edge_tls_handshakes("-" when not counted)
 run_one() {
-    local round=$1 size=$2 proxy=$3 url pid pids_before pids_after t0 t1 o0 o1 out parsed
-    local rps p50 p99 req non2xx sockerr cpu_s cpu_pct per_cpu busy0 total0 busy1 total1 other_pct
-    local w0 w1
-    url="http://127.0.0.1:$(proxy_port "$proxy")/$size.bin"
+    local round=$1 size=$2 proxy=$3 mode=${4:-keep-alive} url pid pids_before pids_after t0 t1 o0 o1
+    local out parsed rps p50 p99 req non2xx sockerr kinds cpu_s cpu_pct per_cpu busy0 total0 busy1
+    local total1 other_pct w0 w1 h0=- h1=- hs=- results=$RESULTS extra=()
+    url=$(proxy_url "$proxy" "$size")
     pid=$(proxy_pid "$proxy")
-    out="$D/wrk/$round-$size-$proxy.txt"
-    "${WRK[@]}" -d"${WARMUP}s" "$url" >"$out.warmup" 2>&1 || {
+    out="$D/wrk/$round-$size-$proxy-$mode.txt"
+    if [[ $proxy == *-tls ]]; then results=$TLS_RESULTS; fi
+    if [[ $mode == close ]]; then
+        results=$HS_RESULTS
+        extra=(-H 'Connection: close')
+    fi
+    "${WRK[@]}" "${extra[@]}" -d"${WARMUP}s" "$url" >"$out.warmup" 2>&1 || {
         cat "$out.warmup" >&2
         die "wrk warm-up against $proxy failed"
     }
     pids_before=$(server_pids "$pid")
+    if [[ $proxy == outpost-tls ]]; then h0=$(edge_handshakes); fi
     o0=$(origin_requests)
     # shellcheck disable=SC2086
     t0=$(cpu_ticks $pids_before)
     read -r busy0 total0 < <(core_ticks "$PROXY_CPU")
     w0=$(date +%s%N)
-    "${WRK[@]}" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || {
+    "${WRK[@]}" "${extra[@]}" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || {
         cat "$out" >&2
         die "wrk against $proxy failed"
     }
@@ -549,14 +688,18 @@ run_one() {
     w1=$(date +%s%N)
     read -r busy1 total1 < <(core_ticks "$PROXY_CPU")
     o1=$(origin_requests)
+    if [[ $proxy == outpost-tls ]]; then
+        h1=$(edge_handshakes)
+        hs=$((h1 - h0))
+    fi
     pids_after=$(server_pids "$pid")
     [[ $pids_before == "$pids_after" ]] ||
-        die "$proxy's processes changed during the run (a crash/restart?): $(echo $pids_before) -> $(echo $pids_after)"
+        die "$proxy's processes changed during the run (a crash/restart?): ${pids_before//$'\n'/ } -> ${pids_after//$'\n'/ }"
     parsed=$(parse_wrk "$out") || {
         cat "$out" >&2
         die "could not parse wrk's output (above)"
     }
-    read -r rps p50 p99 req non2xx sockerr <<<"$parsed"
+    read -r rps p50 p99 req non2xx sockerr kinds <<<"$parsed"
     ((t1 > t0)) || die "$proxy used no CPU time during the run?"
     # server CPU % = CPU time over the wall time between the two samples.
     read -r cpu_s cpu_pct per_cpu < <(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v req="$req" \
@@ -565,12 +708,12 @@ run_one() {
     # machine, plus interrupt time the kernel does not charge to any process. High = noisy run.
     other_pct=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" -v p="$((t1 - t0))" \
         'BEGIN { v = (t > 0) ? 100 * (b - p) / t : 0; printf "%.1f\n", (v < 0) ? 0 : v }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" "$proxy" "$rps" \
-        "$p50" "$p99" "$req" "$cpu_s" "$cpu_pct" "$per_cpu" "$((non2xx + sockerr))" "$((o1 - o0))" \
-        "$other_pct" >>"$RESULTS"
-    log "$(printf 'round %d %-5s %-8s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %6.0f req/CPU-s  cpu %5.1f%%  other %4.1f%%  errors %d  origin %d' \
-        "$round" "$size" "$proxy" "$rps" "$p50" "$p99" "$per_cpu" "$cpu_pct" "$other_pct" \
-        "$((non2xx + sockerr))" "$((o1 - o0))")"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" \
+        "$proxy" "$rps" "$p50" "$p99" "$req" "$cpu_s" "$cpu_pct" "$per_cpu" "$((non2xx + sockerr))" \
+        "$((o1 - o0))" "$other_pct" "$non2xx" "$kinds" "$hs" >>"$results"
+    log "$(printf 'round %d %-5s %-11s %-10s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %6.0f req/CPU-s  cpu %5.1f%%  other %4.1f%%  errors %d  origin %d%s' \
+        "$round" "$size" "$proxy" "$mode" "$rps" "$p50" "$p99" "$per_cpu" "$cpu_pct" "$other_pct" \
+        "$((non2xx + sockerr))" "$((o1 - o0))" "$([[ $hs == - ]] || echo "  handshakes $hs")")"
 }
 
 started_at=$SECONDS
@@ -586,9 +729,25 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 load_secs=$((SECONDS - started_at))
 
+tls_secs=0
+if ((TLS)); then
+    started_at=$SECONDS
+    log "HTTPS load: $TLS_ROUNDS rounds x (keep-alive ${SIZES[*]}, new connection per request 1k) x ${#TLS_PROXIES[@]} proxies, each ${WARMUP}s warm-up + ${DURATION}s measured, $CONNS connections"
+    for ((round = 1; round <= TLS_ROUNDS; round++)); do
+        for test in "${SIZES[@]/%/ keep-alive}" "1k close"; do
+            read -r size mode <<<"$test"
+            for ((k = 0; k < ${#TLS_PROXIES[@]}; k++)); do
+                proxy=${TLS_PROXIES[$(((k + round - 1) % ${#TLS_PROXIES[@]}))]}
+                run_one "$round" "$size" "$proxy" "$mode"
+            done
+        done
+    done
+    tls_secs=$((SECONDS - started_at))
+fi
+
 # Every run must have been served from cache, without errors.
-bad_origin=$(awk -F'\t' '$12 > 0' "$RESULTS")
-bad_errors=$(awk -F'\t' '$11 > 0' "$RESULTS")
+bad_origin=$(cat "$RESULTS" "$TLS_RESULTS" "$HS_RESULTS" | awk -F'\t' '$12 > 0')
+bad_errors=$(cat "$RESULTS" "$TLS_RESULTS" "$HS_RESULTS" | awk -F'\t' '$11 > 0')
 
 # Anything the edge logged at warn/error level during the benchmark.
 edge_log_lines=$(grep -cvE '^\s*$' "$D/edge/edge.log" || true)
@@ -597,9 +756,10 @@ edge_log_lines=$(grep -cvE '^\s*$' "$D/edge/edge.log" || true)
 # Report
 # ---------------------------------------------------------------------------------------------
 
-# Medians per (size, proxy): "size proxy rps p50 p99 per_cpu cpu_pct errors"
-MEDIANS="$D/medians.tsv"
-awk -F'\t' '
+# medians RESULTS -> per (size, proxy): "size proxy rps p50 p99 per_cpu cpu_pct errors
+# handshakes_per_request" (the last: edge TLS handshakes / requests over all rounds, or "-")
+medians() {
+    awk -F'\t' '
 function median(key, col,   n, i, j, t, v) {
     n = cnt[key]
     for (i = 1; i <= n; i++) v[i] = val[key, col, i]
@@ -612,17 +772,26 @@ function median(key, col,   n, i, j, t, v) {
     n = ++cnt[key]
     val[key, 4, n] = $4; val[key, 5, n] = $5; val[key, 6, n] = $6
     val[key, 10, n] = $10; val[key, 9, n] = $9; err[key] += $11
+    req[key] += $7; if ($16 != "" && $16 != "-") hs[key] += $16; else nohs[key] = 1
 }
 END {
     for (k = 1; k <= nkeys; k++) {
         key = order[k]; split(key, p, SUBSEP)
-        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p[1], p[2], median(key, 4), median(key, 5),
-            median(key, 6), median(key, 10), median(key, 9), err[key]
+        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p[1], p[2], median(key, 4), median(key, 5),
+            median(key, 6), median(key, 10), median(key, 9), err[key],
+            (key in nohs) ? "-" : sprintf("%.3f", hs[key] / req[key])
     }
-}' "$RESULTS" >"$MEDIANS"
+}' "$1"
+}
+MEDIANS="$D/medians.tsv"
+TLS_MEDIANS="$D/tls-medians.tsv"
+HS_MEDIANS="$D/hs-medians.tsv"
+medians "$RESULTS" >"$MEDIANS"
+medians "$TLS_RESULTS" >"$TLS_MEDIANS"
+medians "$HS_RESULTS" >"$HS_MEDIANS"
 
-med() { # med SIZE PROXY COLUMN(3=rps 4=p50 5=p99 6=per_cpu 7=cpu% 8=errors)
-    awk -F'\t' -v s="$1" -v p="$2" -v c="$3" '$1 == s && $2 == p { print $c }' "$MEDIANS"
+med() { # med SIZE PROXY COLUMN(3=rps 4=p50 5=p99 6=per_cpu 7=cpu% 8=errors 9=hs/req) [MEDIANS]
+    awk -F'\t' -v s="$1" -v p="$2" -v c="$3" '$1 == s && $2 == p { print $c }' "${4:-$MEDIANS}"
 }
 
 cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -633,6 +802,18 @@ edge_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain -- edge common Cargo.lock 2>/dev/null) ]]; then
     edge_commit="$edge_commit (edge/common with uncommitted changes)"
 fi
+if ((TLS)); then
+    rustls_version=$(awk '/^name = "rustls"$/ { getline; gsub("\"", "", $3); print $3; exit }' "$ROOT/Cargo.lock")
+    nginx_openssl=$(nginx -V 2>&1 | sed -n 's/.*running with \(OpenSSL [^ ]*\).*/\1/p; s/^built with \(OpenSSL [^ ]*\).*/\1/p' | head -n 1)
+    openssl_version=$(openssl version | sed -n 's/.*(Library: \(OpenSSL [^ ]*\).*/\1/p')
+    openssl_version=${openssl_version:-$(openssl version | awk '{ print $1, $2 }')}
+fi
+
+# error_kinds RESULTS PROXY -> socket errors "connect/read/write/timeout" summed over rounds
+error_kinds() {
+    awk -F'\t' -v p="$2" '$3 == p { split($15, k, "/"); for (i = 1; i <= 4; i++) s[i] += k[i] }
+        END { printf "%d/%d/%d/%d\n", s[1], s[2], s[3], s[4] }' "$1"
+}
 
 REPORT="$D/report.md"
 {
@@ -684,11 +865,91 @@ REPORT="$D/report.md"
     echo
     echo "For req/s and req per CPU-s a ratio above 1 favours Outpost; for latency (lower is better) a ratio below 1 favours Outpost. Outpost/nginx uses, per object, the nginx configuration with the higher median req/s."
     echo
+    if ((TLS)); then
+        echo "## HTTPS: Outpost vs nginx (median of $TLS_ROUNDS)"
+        echo
+        echo "- Certificate: the same files for both, ECDSA P-256, self-signed, \`subjectAltName DNS:bench.localhost\` (wrk does not verify)"
+        echo "- Outpost: a \`[server.tls]\` listener of the same edge process (\`http2 = true\`: ALPN h2 and http/1.1), rustls $rustls_version with ring, TLS 1.2 and 1.3; resumption as Pingora leaves rustls's defaults: stateful, 256 sessions in memory, 2 TLS 1.3 tickets per handshake, no ticket key"
+        echo "- nginx: an \`ssl\` listener of the \"no sendfile\" instance (sendfile does not apply to TLS without kernel TLS), $nginx_openssl; \`ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_timeout 1d; ssl_session_tickets off\` (the session settings of Mozilla's intermediate template); ciphers, curves (\`auto\`), \`ssl_buffer_size 16k\` at nginx's defaults; no http2 (wrk sends no ALPN)"
+        echo "- wrk (linked with $openssl_version) over https://127.0.0.1, 1 thread, $CONNS connections; \"new handshakes\": \`-H 'Connection: close'\`, so the server closes after each answer and wrk reconnects: one TCP connection and one TLS handshake per request"
+        for proxy in "${TLS_PROXIES[@]}"; do
+            echo "- $(proxy_label "$proxy") with \`openssl s_client\` (OpenSSL, as wrk): ${TLS_SUMMARY[$proxy]}"
+        done
+        echo "- $TLS_ROUNDS rounds, interleaved (round → test → proxy, proxy order rotating), each a ${WARMUP} s warm-up then ${DURATION} s measured. HTTPS load phase: ${tls_secs} s"
+        echo
+        echo "### Keep-alive"
+        echo
+        echo "| proxy | object | req/s | p50 ms | p99 ms | req per CPU-s | server CPU % | errors | edge TLS handshakes per request |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        for size in "${SIZES[@]}"; do
+            for proxy in "${TLS_PROXIES[@]}"; do
+                printf '| %s | %s | %.0f | %.3f | %.3f | %.0f | %.1f | %d | %s |\n' "$(proxy_label "$proxy")" \
+                    "$(size_label "$size")" "$(med "$size" "$proxy" 3 "$TLS_MEDIANS")" \
+                    "$(med "$size" "$proxy" 4 "$TLS_MEDIANS")" "$(med "$size" "$proxy" 5 "$TLS_MEDIANS")" \
+                    "$(med "$size" "$proxy" 6 "$TLS_MEDIANS")" "$(med "$size" "$proxy" 7 "$TLS_MEDIANS")" \
+                    "$(med "$size" "$proxy" 8 "$TLS_MEDIANS")" "$(med "$size" "$proxy" 9 "$TLS_MEDIANS")"
+            done
+        done
+        echo
+        echo "| object | metric | better when | Outpost/nginx |"
+        echo "|---|---|---|---:|"
+        for size in "${SIZES[@]}"; do
+            for m in "3 req/s higher" "4 p50_latency lower" "5 p99_latency lower" "6 req_per_CPU-s higher"; do
+                read -r col name better <<<"$m"
+                awk -v s="$(size_label "$size")" -v name="${name//_/ }" -v b="$better" \
+                    -v o="$(med "$size" outpost-tls "$col" "$TLS_MEDIANS")" -v n="$(med "$size" nginx-tls "$col" "$TLS_MEDIANS")" \
+                    'BEGIN { printf "| %s | %s | %s | %.2f |\n", s, name, b, o / n }'
+            done
+        done
+        echo
+        echo "What TLS costs each side (same run; nginx plain = the same \"no sendfile\" instance):"
+        echo
+        echo "| object | proxy | req per CPU-s, plain HTTP | req per CPU-s, HTTPS | HTTPS/plain |"
+        echo "|---|---|---:|---:|---:|"
+        for size in "${SIZES[@]}"; do
+            for pair in "outpost outpost-tls" "nginx-copy nginx-tls"; do
+                read -r plain tls <<<"$pair"
+                awk -v s="$(size_label "$size")" -v p="$(proxy_label "$tls")" -v a="$(med "$size" "$plain" 6)" \
+                    -v b="$(med "$size" "$tls" 6 "$TLS_MEDIANS")" \
+                    'BEGIN { printf "| %s | %s | %.0f | %.0f | %.2f |\n", s, p, a, b, b / a }'
+            done
+        done
+        echo
+        echo "### New TLS handshakes (\`Connection: close\`, 1 KiB)"
+        echo
+        echo "| proxy | handshakes/s (= req/s) | handshakes per CPU-s | server CPU % | non-2xx | socket errors (connect/read/write/timeout) | edge TLS handshakes per request |"
+        echo "|---|---:|---:|---:|---:|---|---:|"
+        for proxy in "${TLS_PROXIES[@]}"; do
+            printf '| %s | %.0f | %.0f | %.1f | %d | %s | %s |\n' "$(proxy_label "$proxy")" \
+                "$(med 1k "$proxy" 3 "$HS_MEDIANS")" "$(med 1k "$proxy" 6 "$HS_MEDIANS")" \
+                "$(med 1k "$proxy" 7 "$HS_MEDIANS")" \
+                "$(awk -F'\t' -v p="$proxy" '$3 == p { s += $14 } END { print s + 0 }' "$HS_RESULTS")" \
+                "$(error_kinds "$HS_RESULTS" "$proxy")" "$(med 1k "$proxy" 9 "$HS_MEDIANS")"
+        done
+        echo
+        awk -v a="$(med 1k outpost-tls 3 "$HS_MEDIANS")" -v b="$(med 1k nginx-tls 3 "$HS_MEDIANS")" \
+            -v c="$(med 1k outpost-tls 6 "$HS_MEDIANS")" -v d="$(med 1k nginx-tls 6 "$HS_MEDIANS")" \
+            'BEGIN { printf "Outpost/nginx: handshakes/s %.2f, handshakes per CPU-s %.2f (higher favours Outpost).\n", a / b, c / d }'
+        echo
+        echo "non-2xx and socket errors summed over rounds. Latency is left out: wrk starts its clock after the connection and handshake. edge TLS handshakes per request = the rise of \`outpost_tls_handshakes_total\` during the measured runs / wrk's completed requests (1.0 = one handshake per request; connections cut at the end of a run add a little)."
+        echo
+    fi
     echo "## Every run"
     echo
     echo "| round | object | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | other busy % on core $PROXY_CPU | req per CPU-s | errors | origin requests |"
     echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' '{ printf "| %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $13, $10, $11, $12 }' "$RESULTS"
+    if ((TLS)); then
+        echo
+        echo "HTTPS (proxy \`-tls\`; test: keep-alive or close = a new connection per request):"
+        echo
+        echo "| round | object | test | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | other busy % on core $PROXY_CPU | req per CPU-s | errors | origin requests | edge TLS handshakes |"
+        echo "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        for f in "$TLS_RESULTS keep-alive" "$HS_RESULTS close"; do
+            read -r file test <<<"$f"
+            awk -F'\t' -v t="$test" '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, t, $3, $4, $5, $6, $7, $8, $9, $13, $10, $11, $12, $16 }' "$file"
+        done
+    fi
     echo
     echo "other busy % = busy time of core $PROXY_CPU (/proc/stat) not charged to the proxy's processes: other programs, and interrupt time charged to no process."
     echo

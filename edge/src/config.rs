@@ -404,9 +404,12 @@ impl Default for CacheKeyConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct L2Config {
-    /// The region's memcached servers (the same list, in any order, on every node). Empty: no
-    /// shared tier.
-    pub servers: Vec<SocketAddr>,
+    /// The region's memcached servers, `ip:port` or `name:port` (the same list, in any order,
+    /// on every node: the text is each server's identity in routing). Names are resolved at
+    /// start and every `dns_refresh_secs`; one that stops resolving keeps its last address.
+    /// Empty: no shared tier.
+    pub servers: Vec<String>,
+    pub dns_refresh_secs: u64,
     /// Key prefix; change it to start the region on a cold cache.
     pub namespace: String,
     /// Deadline of one small operation (a manifest read or write, a delete).
@@ -435,6 +438,7 @@ impl Default for L2Config {
     fn default() -> Self {
         Self {
             servers: Vec::new(),
+            dns_refresh_secs: 30,
             namespace: "outpost".to_owned(),
             deadline_ms: 5,
             chunk_deadline_ms: 50,
@@ -979,9 +983,21 @@ impl L2Config {
         let l2 = self;
         let mut seen = std::collections::HashSet::new();
         v.check(
-            l2.servers.iter().all(|a| seen.insert(*a)),
+            l2.servers.iter().all(|a| seen.insert(a)),
             "l2.servers",
             "lists a server twice",
+        );
+        for (i, a) in l2.servers.iter().enumerate() {
+            v.check(
+                address_ok(a),
+                &format!("l2.servers[{i}]"),
+                "must be ip:port, [ipv6]:port or name:port",
+            );
+        }
+        v.check(
+            (1..=86_400).contains(&l2.dns_refresh_secs),
+            "l2.dns_refresh_secs",
+            "must be between 1 and 86400",
         );
         v.check(
             is_simple_name(&l2.namespace, 32),
@@ -1068,6 +1084,61 @@ mod tests {
         ] {
             assert!(err.names(key), "{key} not named in {err}");
         }
+    }
+
+    #[test]
+    fn sites_are_checked_key_by_key() {
+        let err = EdgeConfig::from_toml(
+            "[server]\nunknown_host_status = 500\nupgrade_socket = \"relative.sock\"\n\
+             [origin]\naddresses = [\"127.0.0.1:1\"]\n\
+             [[site]]\nname = \"a\"\nhosts = [\"a.test\", \"A.test\", \"a.test:80\"]\n\
+             redirect_to_https = true\n\
+             [site.origin]\naddresses = [\"10.0.0.1:443\", \"origin.test:0\"]\ntls = true\n\
+             [[site]]\nname = \"a\"\nhosts = [\"a.test\", \"*\"]\n\
+             [site.cache_key]\ndrop_params = [\"=\"]\n",
+        )
+        .expect_err("bad");
+        for key in [
+            "server.unknown_host_status",
+            "server.upgrade_socket",
+            "origin",
+            "site[0].hosts[1]",
+            "site[0].hosts[2]",
+            "site[0].redirect_to_https",
+            "site[0].origin.addresses[1]",
+            "site[0].origin.sni",
+            "site[1].name",
+            "site[1].hosts[0]",
+            "site[1].cache_key.drop_params[0]",
+        ] {
+            assert!(err.names(key), "{key} not named in {err}");
+        }
+        assert!(
+            !err.names("site[1].hosts[1]"),
+            "one catch-all is fine: {err}"
+        );
+    }
+
+    #[test]
+    fn tls_listeners_need_certificates_that_load() {
+        let err = EdgeConfig::from_toml(
+            "[server]\nlisten = []\n[server.tls]\nlisten = []\n\
+             [[server.tls.certificates]]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/k.pem\"\n",
+        )
+        .expect_err("bad");
+        for key in [
+            "server.listen",
+            "server.tls.listen",
+            "server.tls.certificates[0].cert_file",
+        ] {
+            assert!(err.names(key), "{key} not named in {err}");
+        }
+        let names = |text: &str| EdgeConfig::from_toml(text).map(|c| c.sites().len());
+        assert_eq!(
+            names("[[site]]\nname = \"a\"\nhosts = [\"*\"]\n"),
+            Ok(1),
+            "a site with the default origin"
+        );
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub(crate) fn build(
     let sites = Sites::new(&config.sites, &metrics)?;
     runtime.block_on(sites.resolve());
     let sites = Arc::new(LiveSites::new(sites));
+    let memcached = pool.clone();
     let purges = purges(
         config,
         pool,
@@ -192,8 +193,19 @@ pub(crate) fn build(
         PurgePoller(Arc::clone(&purges)),
     ));
     server.add_service(pingora_core::services::background::background_service(
-        "origin pools",
-        KeepPools(Arc::clone(&sites)),
+        "name resolution and health checks",
+        Keepers {
+            sites: Arc::clone(&sites),
+            memcached: memcached.map(|pool| {
+                (
+                    pool,
+                    config
+                        .l2
+                        .as_ref()
+                        .map_or(Duration::MAX, |l2| l2.dns_refresh),
+                )
+            }),
+        },
     ));
     let certificates = match &config.tls {
         Some(tls) => {
@@ -273,14 +285,21 @@ struct Shared {
     certificates: Option<Arc<Certificates>>,
 }
 
-/// Keeps the origin pools of the sites in force at start resolved and health-checked (a reload
-/// starts its new pools itself).
-struct KeepPools(Arc<LiveSites>);
+/// Starts keeping, in Pingora's runtime: the origin pools of the sites in force at start
+/// (resolved and health-checked; a reload starts its new pools itself) and the memcached pool's
+/// names (re-resolved every `l2.dns_refresh_secs`).
+struct Keepers {
+    sites: Arc<LiveSites>,
+    memcached: Option<(Arc<MemcachedTier>, Duration)>,
+}
 
 #[async_trait]
-impl pingora_core::services::background::BackgroundService for KeepPools {
+impl pingora_core::services::background::BackgroundService for Keepers {
     async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
-        self.0.current().keep();
+        self.sites.current().keep();
+        if let Some((pool, every)) = &self.memcached {
+            pool.keep_resolved(*every);
+        }
         let _ = shutdown.changed().await;
     }
 }

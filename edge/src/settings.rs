@@ -148,7 +148,9 @@ impl CacheSettings {
 }
 
 pub struct SharedTierSettings {
-    pub servers: Vec<SocketAddr>,
+    /// `ip:port` or `name:port`.
+    pub servers: Vec<String>,
+    pub dns_refresh: Duration,
     pub deadline: Duration,
     pub chunk_deadline: Duration,
     pub max_object: usize,
@@ -288,6 +290,7 @@ impl Settings {
             },
             l2: (!l2.servers.is_empty()).then(|| SharedTierSettings {
                 servers: l2.servers.clone(),
+                dns_refresh: secs(l2.dns_refresh_secs),
                 deadline: ms(l2.deadline_ms),
                 chunk_deadline: ms(l2.chunk_deadline_ms),
                 max_object: to_usize(l2.max_object_bytes),

@@ -4,12 +4,16 @@
 //! `fake.rs`; the e2e tests always run real memcached.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use memcache::exp::{AsyncMetaClient, GetStatus, MutationStatus, Ttl};
+use parking_lot::Mutex;
 use prometheus::{Histogram, IntCounter, IntGauge};
+use tokio::net::lookup_host;
 
 use super::breaker::Breaker;
 use super::router::Router;
@@ -44,8 +48,12 @@ pub trait SharedTier: Send + Sync + 'static {
 /// purge log). Servers are numbered as configured.
 /// One memcached server: its client, breaker and metrics.
 struct Server {
+    /// As configured (`ip:port` or `name:port`): its identity in routing, the same on every node.
     name: String,
-    client: AsyncMetaClient,
+    /// `None` while its name has never resolved (its operations fail, as a down server's do).
+    client: ArcSwapOption<AsyncMetaClient>,
+    /// What a name resolved to last (re-resolved by [`MemcachedTier::keep_resolved`]).
+    addresses: Mutex<Vec<SocketAddr>>,
     breaker: Breaker,
     errors: IntCounter,
     open: IntGauge,
@@ -55,9 +63,60 @@ struct Server {
 pub struct MemcachedTier {
     servers: Vec<Server>,
     router: Router,
+    settings: PoolSettings,
+}
+
+/// Longest a memcached server's name lookup may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Server {
+    /// Resolves its name and, when the addresses changed, puts a client for the new ones in.
+    async fn resolve(&self, settings: &PoolSettings) {
+        let found = match self.name.parse::<SocketAddr>() {
+            Ok(addr) => Ok(vec![addr]),
+            Err(_) => match tokio::time::timeout(RESOLVE_TIMEOUT, lookup_host(&self.name)).await {
+                Ok(Ok(addrs)) => Ok(addrs.collect::<Vec<_>>()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the lookup timed out".to_owned()),
+            },
+        };
+        let addrs = match found {
+            Ok(addrs) if !addrs.is_empty() => addrs,
+            Ok(_) | Err(_) => {
+                tracing::warn!(server = %self.name, "memcached name does not resolve: keeping its last addresses");
+                return;
+            }
+        };
+        if *self.addresses.lock() == addrs && self.client.load().is_some() {
+            return;
+        }
+        let built = AsyncMetaClient::builder()
+            .max_connections(Some(settings.max_connections))
+            .max_idle(settings.max_connections)
+            .connect_timeout(Some(settings.connect_timeout))
+            // Deadlines are ours (per operation); the client must not add its own.
+            .io_timeout(None)
+            // One server whatever its name resolves to: its connections try the addresses in
+            // order (the client resolves the name itself).
+            .connect_async(self.name.as_str())
+            .await;
+        match built {
+            Ok(client) => {
+                if self.name.parse::<SocketAddr>().is_err() {
+                    tracing::info!(server = %self.name, ?addrs, "memcached name resolved");
+                }
+                self.client.store(Some(Arc::new(client)));
+                *self.addresses.lock() = addrs;
+            }
+            Err(e) => {
+                tracing::warn!(server = %self.name, error = %e, "building the memcached client")
+            }
+        }
+    }
 }
 
 /// Settings of the memcached pool.
+#[derive(Clone, Copy)]
 pub struct PoolSettings {
     pub breaker_failures: u32,
     pub breaker_open: Duration,
@@ -66,38 +125,59 @@ pub struct PoolSettings {
 }
 
 impl MemcachedTier {
-    /// Builds clients for `servers`. Connections are dialed lazily: a server that is down now
-    /// only makes its items misses.
+    /// Builds clients for `servers` (`ip:port` or `name:port`; names resolved now, and again
+    /// by [`MemcachedTier::keep_resolved`]). Connections are dialed lazily: a server that is
+    /// down now, or whose name does not resolve yet, only makes its items misses.
     pub async fn new(
-        servers: &[std::net::SocketAddr],
+        servers: &[String],
         settings: &PoolSettings,
         metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let mut built = Vec::new();
-        for addr in servers {
-            let name = addr.to_string();
-            let client = AsyncMetaClient::builder()
-                .max_connections(Some(settings.max_connections))
-                .max_idle(settings.max_connections)
-                .connect_timeout(Some(settings.connect_timeout))
-                // Deadlines are ours (per operation); the client must not add its own.
-                .io_timeout(None)
-                .connect_multiple_async([*addr])
-                .await?;
-            built.push(Server {
-                errors: metrics.l2_server_errors.with_label_values(&[&name]),
-                open: metrics.l2_breaker_open.with_label_values(&[&name]),
-                seconds: metrics.l2_op_seconds.with_label_values(&[&name]),
+        for name in servers {
+            let server = Server {
+                errors: metrics.l2_server_errors.with_label_values(&[name]),
+                open: metrics.l2_breaker_open.with_label_values(&[name]),
+                seconds: metrics.l2_op_seconds.with_label_values(&[name]),
                 breaker: Breaker::new(settings.breaker_failures, settings.breaker_open),
-                name,
-                client,
-            });
+                name: name.clone(),
+                client: ArcSwapOption::empty(),
+                addresses: Mutex::new(Vec::new()),
+            };
+            server.resolve(settings).await;
+            built.push(server);
         }
         let names: Vec<&str> = built.iter().map(|s| s.name.as_str()).collect();
         Ok(Self {
             router: Router::new(&names),
             servers: built,
+            settings: *settings,
         })
+    }
+
+    /// Re-resolves the servers' names every `every`, in the background, for as long as the
+    /// pool exists: a server whose address changed gets a new client (its old connections
+    /// close as they drop); a name that stops resolving keeps its last addresses.
+    pub fn keep_resolved(self: &Arc<Self>, every: Duration) {
+        if self
+            .servers
+            .iter()
+            .all(|s| s.name.parse::<SocketAddr>().is_ok())
+        {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.reset();
+            loop {
+                ticks.tick().await;
+                let Some(pool) = pool.upgrade() else { break };
+                for server in &pool.servers {
+                    server.resolve(&pool.settings).await;
+                }
+            }
+        });
     }
 
     /// Runs `op` against the server for `key`, within `deadline`, through its breaker.
@@ -128,7 +208,13 @@ impl MemcachedTier {
         if !server.breaker.allow(started) {
             return Err(TierError::Open(server.name.clone()));
         }
-        let outcome = match tokio::time::timeout(deadline, op(server.client.clone())).await {
+        let Some(client) = server.client.load_full() else {
+            return Err(TierError::Failed(format!(
+                "{}: the name has not resolved",
+                server.name
+            )));
+        };
+        let outcome = match tokio::time::timeout(deadline, op((*client).clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(TierError::Failed(format!("{}: {e}", server.name))),
             Err(_) => Err(TierError::Timeout(deadline)),

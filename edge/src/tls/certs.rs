@@ -159,6 +159,78 @@ mod tests {
         assert!(!covers(&n, "www.example.com"));
     }
 
+    /// Writes a self-signed certificate for `names` (with `validity` if given) and its key, or
+    /// another key when `wrong_key`.
+    fn write_cert(
+        dir: &std::path::Path,
+        names: &[&str],
+        validity: Option<(i32, i32)>,
+        wrong_key: bool,
+    ) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        if let Some((from, to)) = validity {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        let written_key = if wrong_key {
+            rcgen::KeyPair::generate().expect("other key")
+        } else {
+            key
+        };
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, written_key.serialize_pem()).expect("write key");
+        (c.display().to_string(), k.display().to_string())
+    }
+
+    #[test]
+    fn a_good_pair_loads_with_its_names() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (c, k) = write_cert(dir.path(), &["A.test", "*.b.test"], None, false);
+        let cert = load(&c, &k, SystemTime::now()).expect("loads");
+        assert_eq!(cert.label, "a.test");
+        assert!(cert.covers("a.test") && cert.covers("x.b.test") && !cert.covers("b.test"));
+    }
+
+    #[test]
+    fn every_unusable_file_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("dir");
+        let now = SystemTime::now();
+        let (c, k) = write_cert(dir.path(), &["a.test"], Some((2020, 2021)), false);
+        assert!(
+            matches!(load(&c, &k, now), Err(CertProblem::Cert(m)) if m.contains("expired")),
+            "expired"
+        );
+        let (c, k) = write_cert(dir.path(), &["a.test"], Some((2090, 2091)), false);
+        assert!(
+            matches!(load(&c, &k, now), Err(CertProblem::Cert(m)) if m.contains("not valid before")),
+            "not yet valid"
+        );
+        let (c, k) = write_cert(dir.path(), &["a.test"], None, true);
+        assert!(
+            matches!(load(&c, &k, now), Err(CertProblem::Key(m)) if m.contains("is not the key")),
+            "another certificate's key"
+        );
+        let (c, k) = write_cert(dir.path(), &["127.0.0.1"], None, false);
+        assert!(
+            matches!(load(&c, &k, now), Err(CertProblem::Cert(m)) if m.contains("names no DNS host")),
+            "no DNS name"
+        );
+        let (c, _) = write_cert(dir.path(), &["a.test"], None, false);
+        assert!(
+            matches!(load(&c, &c, now), Err(CertProblem::Key(_))),
+            "a certificate where the key should be"
+        );
+        std::fs::write(&c, "not pem").expect("write");
+        assert!(
+            matches!(load(&c, &k, now), Err(CertProblem::Cert(_))),
+            "garbage"
+        );
+    }
+
     #[test]
     fn missing_files_name_the_file() {
         let err = load(

@@ -334,3 +334,29 @@ async fn the_edge_starts_and_serves_with_every_memcached_down() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_servers_by_dns_name() -> anyhow::Result<()> {
+    let memcached = Memcached::start()?;
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/img", Reply::ok("public, max-age=600", "the image"));
+    // `localhost` may resolve to ::1 first, where nothing listens: the server's connections try
+    // its next address. Both nodes name it the same way, so both route keys to it alike.
+    let config = format!(
+        "[l2]\nservers = [\"localhost:{}\"]\ndeadline_ms = 500\nchunk_deadline_ms = 500\n",
+        memcached.addr.port()
+    );
+    let a = EdgeProcess::start(&[origin.addr], &config)?;
+    let b = EdgeProcess::start(&[origin.addr], &config)?;
+    assert_eq!(get(&a, "/img").await?.text(), "the image");
+    written(&a, 1.0).await?;
+    assert!(!memcached.keys()?.is_empty(), "the object is in memcached");
+    let from_b = get(&b, "/img").await?;
+    assert!(
+        from_b.cache_status().contains("detail=l2"),
+        "{}",
+        from_b.cache_status()
+    );
+    assert_eq!(origin.count("/img"), 1);
+    Ok(())
+}

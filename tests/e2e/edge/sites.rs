@@ -547,3 +547,185 @@ async fn upgrade_hands_the_listeners_over_under_load() -> anyhow::Result<()> {
     drop(new);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_the_certificate_does_not_serve_is_misdirected_and_http_redirects()
+-> anyhow::Result<()> {
+    let ca = TestCa::new();
+    let a_cert = ca.leaf("a", &["a.test"]);
+    let bc_cert = ca.leaf("bc", &["b.test", "c.test"]);
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/page", Reply::ok("max-age=600", "page"));
+    let ports = Ports::new()?;
+    let addr = [origin.addr.to_string()];
+    let config = ports.config(&[&a_cert, &bc_cert], "")
+        + &site("a", &["a.test"], &addr, "")
+        + &site("b", &["b.test"], &addr, "")
+        + &site("c", &["c.test"], &addr, "").replacen(
+            "[site.origin]",
+            "redirect_to_https = true\n[site.origin]",
+            1,
+        );
+    let _edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
+    let resolve = [("a.test", ports.tls), ("b.test", ports.tls)];
+    let client = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http1);
+    let on = |sni: &str| format!("https://{sni}:{}/page", ports.tls.port());
+
+    // SNI a.test, Host b.test: a.test's certificate does not serve b.test (domain fronting).
+    let fronted = client
+        .get(on("a.test"))
+        .header("host", "b.test")
+        .send()
+        .await?;
+    assert_eq!(fronted.status(), 421);
+    assert!(
+        cache_status(&fronted).contains("detail=misdirected"),
+        "{}",
+        cache_status(&fronted)
+    );
+    // SNI b.test, Host c.test: one certificate serves both, as a browser coalescing them knows.
+    let coalesced = client
+        .get(on("b.test"))
+        .header("host", "c.test")
+        .send()
+        .await?;
+    assert_eq!(coalesced.status(), 200);
+    assert_eq!(
+        origin.count("/page"),
+        1,
+        "the misdirected request reached no origin"
+    );
+
+    // Site c wants HTTPS: plain GETs get 301, other methods 308 (method and body kept).
+    let plain = http_client();
+    let get = plain
+        .get(format!("http://{}/page?x=1", ports.plain))
+        .header("host", "c.test")
+        .send()
+        .await?;
+    assert_eq!(get.status(), 301);
+    assert_eq!(get.headers()["location"], "https://c.test/page?x=1");
+    let post = plain
+        .post(format!("http://{}/form", ports.plain))
+        .header("host", "c.test")
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(post.status(), 308);
+    let other = plain
+        .get(format!("http://{}/page", ports.plain))
+        .header("host", "a.test")
+        .send()
+        .await?;
+    assert_eq!(other.status(), 200, "site a takes plain HTTP");
+    assert_eq!(origin.count("/page"), 2);
+    Ok(())
+}
+
+/// A request: method, path, header fields.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+
+/// What a client sees of an answer that should not depend on the HTTP version.
+async fn seen(r: reqwest::Response) -> anyhow::Result<Vec<String>> {
+    let mut seen = vec![r.status().to_string()];
+    for name in [
+        "cache-status",
+        "etag",
+        "vary",
+        "content-range",
+        "content-length",
+        "content-type",
+        "via",
+    ] {
+        let value = r
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        seen.push(format!("{name}: {value}"));
+    }
+    // Age in whole seconds (the origin's Date was 30 s old): the same on both but for a
+    // second boundary between the two requests, so in tens.
+    let age = r
+        .headers()
+        .get("age")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    seen.push(format!("age: {:?}", age.map(|a| a / 10)));
+    seen.push(format!("{} bytes", r.bytes().await?.len()));
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_answers_as_http1_does() -> anyhow::Result<()> {
+    let ca = TestCa::new();
+    let cert = ca.leaf("a", &["a.test"]);
+    let origin = ScriptedOrigin::start().await?;
+    let dated = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(30));
+    origin.route(
+        "/obj",
+        Reply::ok("max-age=600", vec![b'x'; 5000])
+            .header("ETag", "\"v1\"")
+            .header("Date", &dated),
+    );
+    origin.route(
+        "/lang",
+        Reply::ok("max-age=600", "bonjour").header("Vary", "Accept-Language"),
+    );
+    let ports = Ports::new()?;
+    let config =
+        ports.config(&[&cert], "") + &site("a", &["a.test"], &[origin.addr.to_string()], "");
+    let _edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
+    let resolve = [("a.test", ports.tls)];
+    let h1 = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http1);
+    let h2 = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http2);
+    let url = |path: &str| format!("https://a.test:{}{path}", ports.tls.port());
+    // Warm both objects (and the French variant) first: then every request below is a hit.
+    h1.get(url("/obj")).send().await?.bytes().await?;
+    h1.get(url("/lang"))
+        .header("accept-language", "fr")
+        .send()
+        .await?
+        .bytes()
+        .await?;
+
+    let cases: Vec<Case<'_>> = vec![
+        ("GET", "/obj", vec![]),
+        ("HEAD", "/obj", vec![]),
+        ("GET", "/obj", vec![("if-none-match", "\"v1\"")]),
+        ("GET", "/obj", vec![("range", "bytes=10-19")]),
+        ("GET", "/obj", vec![("range", "bytes=9000-")]),
+        ("GET", "/lang", vec![("accept-language", "fr")]),
+        ("GET", "/obj", vec![("cache-control", "only-if-cached")]),
+    ];
+    for (method, path, headers) in cases {
+        let mut answers = Vec::new();
+        for client in [&h1, &h2] {
+            let mut req = client.request(method.parse()?, url(path));
+            for (name, value) in &headers {
+                req = req.header(*name, *value);
+            }
+            answers.push(seen(req.send().await?).await?);
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "{method} {path} {headers:?}: HTTP/1.1 vs HTTP/2"
+        );
+        assert!(
+            answers[0][1].contains("; hit"),
+            "{method} {path}: {:?}",
+            answers[0]
+        );
+    }
+    // HTTP/1.1 carries the stored Date (RFC 9110 §6.6.1). Pingora's HTTP/2 server stamps the
+    // current time over any Date, below anything the proxy can reach (docs/http-semantics.md);
+    // Age, which freshness downstream is computed from, is the same on both.
+    let date = |r: &reqwest::Response| r.headers().get("date").cloned();
+    let on_h1 = h1.get(url("/obj")).send().await?;
+    assert_eq!(
+        date(&on_h1).as_ref().and_then(|d| d.to_str().ok()),
+        Some(dated.as_str())
+    );
+    assert!(date(&h2.get(url("/obj")).send().await?).is_some());
+    assert_eq!(origin.count("/obj"), 1);
+    Ok(())
+}
