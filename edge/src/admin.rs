@@ -185,6 +185,18 @@ impl AdminApp {
         purge_outcome(self.purges.submit(req).await)
     }
 
+    /// One line per site (`a: 1 of 2 origins healthy`), and whether every site has one.
+    fn origin_report(&self) -> (String, bool) {
+        let mut report = String::new();
+        let mut all_up = true;
+        for site in self.sites.current().all() {
+            let (up, all) = site.origins.healthy();
+            all_up &= up > 0;
+            let _ = writeln!(report, "{}: {up} of {all} origins healthy", site.name);
+        }
+        (report, all_up)
+    }
+
     fn readiness(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Relaxed) {
             Err("draining")
@@ -234,24 +246,26 @@ impl ServeHttp for AdminApp {
         };
         match route {
             Route::Healthz => text(StatusCode::OK, "ok\n", plain),
-            Route::Readyz => match self.readiness() {
-                Ok(()) => text(StatusCode::OK, "ready\n", plain),
-                Err(why) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {why}\n"),
-                    plain,
-                ),
-            },
-            Route::Origins => {
-                let mut status = StatusCode::OK;
-                let mut report = String::new();
-                for site in self.sites.current().all() {
-                    let (up, all) = site.origins.healthy();
-                    if up == 0 {
-                        status = StatusCode::SERVICE_UNAVAILABLE;
-                    }
-                    let _ = writeln!(report, "{}: {up} of {all} origins healthy", site.name);
+            Route::Readyz => {
+                // Sites' origins are news, not a verdict: an origin outage is when edges are
+                // needed most (stale-if-error), so it never takes the node out.
+                let (sites, _) = self.origin_report();
+                match self.readiness() {
+                    Ok(()) => text(StatusCode::OK, format!("ready\n{sites}"), plain),
+                    Err(why) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n{sites}"),
+                        plain,
+                    ),
                 }
+            }
+            Route::Origins => {
+                let (report, all_sites_up) = self.origin_report();
+                let status = if all_sites_up {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 text(status, report, plain)
             }
             Route::Metrics => {

@@ -166,6 +166,9 @@ pub struct ServerConfig {
     /// A GET or HEAD with a body: `forward` it (never answered from or stored in the cache),
     /// or `reject` it with 400.
     pub get_with_body: GetWithBody,
+    /// Also speak HTTP/2 without TLS on the plain listeners (prior knowledge, "h2c": the client
+    /// opens with the HTTP/2 preface; HTTP/1.1 clients are unaffected).
+    pub h2c: bool,
     /// The status for a request whose host no site claims: 421 (Misdirected Request) or 404.
     pub unknown_host_status: u16,
     /// Where a new process started with `--upgrade` waits for this one's listening sockets
@@ -240,6 +243,7 @@ impl Default for ServerConfig {
             request_body_min_rate: DEFAULT_REQUEST_BODY_MIN_RATE,
             send_timeout_ms: DEFAULT_SEND_TIMEOUT_MS,
             get_with_body: GetWithBody::Forward,
+            h2c: false,
             unknown_host_status: 421,
             upgrade_socket: String::new(),
             tls: None,

@@ -159,6 +159,12 @@ pub(crate) fn build(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // SIGHUP's default action ends the process: take it over now, before the reload service
+    // listens (a registration lasts for the process's life; one arriving in between is lost).
+    let hangups = runtime
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+        .context("taking over SIGHUP")?;
+    drop(hangups);
 
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let (l2, pool) = match shared_tier(config, &metrics, &runtime)? {
@@ -392,6 +398,7 @@ fn clients<A>(config: &Settings, proxy: Arc<A>, metrics: &Metrics, file_limit: u
         },
         refused: [refused(Refusal::Full), refused(Refusal::PerClient)],
         name: server.name.clone(),
+        h2c: server.h2c,
     }
 }
 

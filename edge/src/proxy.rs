@@ -301,9 +301,11 @@ impl EdgeProxy {
     }
 }
 
-/// On TLS, a request for a host the connection's certificate does not serve (RFC 9110
-/// §15.5.20): a client may reuse a connection for another host only when the certificate covers
-/// it, so anything else is misdirected (or domain fronting).
+/// On TLS, a request for a host other than the one the client named in its handshake (SNI)
+/// that the connection's certificate does not serve (RFC 9110 §15.5.20): a client may reuse a
+/// connection for another host only when the certificate covers it, so anything else is
+/// misdirected (or domain fronting). A client that named no host (by IP, old clients, load
+/// balancer probes) made no claim to check.
 fn misdirected(session: &Session, host: &str) -> bool {
     let Some(tls) = session.digest().and_then(|d| d.ssl_digest.as_ref()) else {
         return false;
@@ -311,7 +313,9 @@ fn misdirected(session: &Session, host: &str) -> bool {
     let Some(tls) = tls.extension.get::<TlsSession>() else {
         return false;
     };
-    tls.server_name.as_deref() != Some(host) && !covers(&tls.cert_names, host)
+    tls.server_name
+        .as_deref()
+        .is_some_and(|sni| sni != host && !covers(&tls.cert_names, host))
 }
 
 /// Bytes of the request line and header fields, as received.

@@ -27,6 +27,7 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Plain-HTTP listeners.
     pub listen: Vec<SocketAddr>,
+    pub h2c: bool,
     pub unknown_host_status: u16,
     /// `None`: SIGQUIT stops gracefully without handing the listeners over.
     pub upgrade_socket: Option<String>,
@@ -249,6 +250,7 @@ impl Settings {
             }),
             server: ServerSettings {
                 listen: s.listen.clone(),
+                h2c: s.h2c,
                 unknown_host_status: s.unknown_host_status,
                 upgrade_socket: (!s.upgrade_socket.is_empty()).then(|| s.upgrade_socket.clone()),
                 threads: match s.threads {

@@ -2,8 +2,8 @@
 //! admits a connection within the limits ([`limits`]: in all, per client address) or refuses it
 //! with a short 503, then hands it to the Pingora proxy wrapped as a [`stream::Watched`]
 //! stream: request framing followed ([`framing`]), every request head on a deadline. An HTTP/2
-//! connection (TLS with ALPN `h2`) is watched only until its first bytes: its frames are not
-//! HTTP/1 framing.
+//! connection (TLS with ALPN `h2`, or with `server.h2c` a plain one that opens with the HTTP/2
+//! preface) is watched only until its first bytes: its frames are not HTTP/1 framing.
 //!
 //! Slow clients cannot hold the node: a head must arrive whole within
 //! `server.request_head_timeout_ms`, a body must keep up `server.request_body_min_rate`, an idle
@@ -46,6 +46,8 @@ pub struct EdgeApp<A> {
     pub refused: [prometheus::IntCounter; 2],
     /// This node's name, for the refusal's `Cache-Status`.
     pub name: String,
+    /// `server.h2c`: plain connections that open with the HTTP/2 preface speak HTTP/2.
+    pub h2c: bool,
 }
 
 #[async_trait]
@@ -67,9 +69,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 return None;
             }
         };
-        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let mut h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let mut h2c = false;
+        let mut stream = stream;
+        if self.h2c && stream.get_ssl_digest().is_none() {
+            match sniff_h2c(stream, self.deadlines.head).await {
+                Sniffed::Stream(s, preface) => (stream, h2c) = (s, preface),
+                Sniffed::Gone(why) => {
+                    if why == Gone::Late {
+                        self.counters.head_timeouts.inc();
+                    }
+                    return None;
+                }
+            }
+            h2 |= h2c;
+        }
         let mut watched = Watched::new(stream, self.deadlines, slot, self.counters.clone());
-        if h2 {
+        if h2c {
+            watched = watched.h2c();
+        } else if h2 {
             watched = watched.http2();
         }
         self.proxy.process_new(Box::new(watched), shutdown).await
@@ -77,6 +95,59 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
 
     async fn cleanup(&self) {
         self.proxy.cleanup().await;
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What sniffing a plain connection for the HTTP/2 preface found.
+enum Sniffed {
+    /// The connection with what was read put back, and whether it was the preface.
+    Stream(Stream, bool),
+    Gone(Gone),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    /// Nothing decisive within the head deadline.
+    Late,
+    /// Closed, failed, or not a TCP stream.
+    Closed,
+}
+
+/// Reads the first bytes of a plain connection until they either are the HTTP/2 preface or
+/// cannot become it (an HTTP/1 request differs at its first byte), within `deadline`, and puts
+/// them back. Pingora's own h2c check waits for 24 bytes whatever comes, so a short HTTP/1
+/// request would hang, and outside our deadlines.
+async fn sniff_h2c(stream: Stream, deadline: Duration) -> Sniffed {
+    let Ok(mut tcp) = stream
+        .into_any()
+        .downcast::<pingora_core::protocols::l4::stream::Stream>()
+    else {
+        tracing::warn!("a plain client connection is not a TCP stream: closed");
+        return Sniffed::Gone(Gone::Closed);
+    };
+    let mut seen = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let read = tokio::time::timeout(deadline, async {
+        while n < seen.len() && seen[..n] == H2_PREFACE[..n] {
+            match tcp.read(&mut seen[n..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(got) => n += got,
+            }
+        }
+        true
+    })
+    .await;
+    match read {
+        Ok(true) => {
+            tcp.rewind(&seen[..n]);
+            let preface = seen[..n] == H2_PREFACE[..];
+            Sniffed::Stream(tcp, preface)
+        }
+        Ok(false) => Sniffed::Gone(Gone::Closed),
+        Err(_) => Sniffed::Gone(Gone::Late),
     }
 }
 

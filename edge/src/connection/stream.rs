@@ -88,6 +88,9 @@ pub struct Watched {
     switched: AtomicBool,
     /// The last response head written was a 4xx.
     last_answer_4xx: bool,
+    /// The client opened with the HTTP/2 preface on a plain connection (h2c, prior knowledge):
+    /// reported to Pingora as ALPN `h2`, which is how it chooses HTTP/2.
+    h2c: bool,
     /// The `Date` the next final response head must carry (see [`restore_date`]).
     date: Mutex<Option<HttpDate>>,
     /// That date, being written over the head's.
@@ -121,6 +124,7 @@ impl Watched {
             fault: None,
             unacknowledged: Mutex::new(VecDeque::new()),
             switched: AtomicBool::new(false),
+            h2c: false,
             last_answer_4xx: false,
             date: Mutex::new(None),
             date_patch: None,
@@ -136,6 +140,13 @@ impl Watched {
     pub fn http2(mut self) -> Self {
         self.framing.stop();
         self
+    }
+
+    /// For a plain connection that opened with the HTTP/2 preface ([`super::sniff_h2c`]).
+    #[must_use]
+    pub fn h2c(mut self) -> Self {
+        self.h2c = true;
+        self.http2()
     }
 
     fn condemn(&mut self, fault: Fault) {
@@ -402,6 +413,9 @@ impl Ssl for Watched {
     }
 
     fn selected_alpn_proto(&self) -> Option<ALPN> {
+        if self.h2c {
+            return Some(ALPN::H2);
+        }
         self.inner.selected_alpn_proto()
     }
 }

@@ -44,7 +44,12 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
         (h.status().as_u16(), h.headers()["cache-control"].to_str()?),
         (200, "no-store")
     );
-    assert_eq!(get("/readyz").await?.status().as_u16(), 200);
+    let ready = get("/readyz").await?;
+    assert_eq!(ready.status().as_u16(), 200);
+    assert_eq!(
+        ready.text().await?,
+        "ready\ndefault: 1 of 1 origins healthy\n"
+    );
     assert_eq!(get("/nope").await?.status().as_u16(), 404);
 
     s.origin

@@ -1,6 +1,7 @@
 //! Sites and TLS: two sites on one TLS listener, each with its own certificate (chosen by SNI)
-//! and origin; HTTP/1.1 and HTTP/2 clients; unknown hosts refused; origins by DNS name and over
-//! verified HTTPS; SIGHUP reloads under load; `--upgrade` under load.
+//! and origin; HTTP/1.1 and HTTP/2 clients (the same answers on both; h2c beside HTTP/1.1 on a
+//! plain listener); unknown and misdirected hosts refused; redirects to HTTPS; origins by DNS
+//! name and over verified HTTPS; SIGHUP reloads under load; `--upgrade` under load.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -727,5 +728,60 @@ async fn http2_answers_as_http1_does() -> anyhow::Result<()> {
     );
     assert!(date(&h2.get(url("/obj")).send().await?).is_some());
     assert_eq!(origin.count("/obj"), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_on_a_plain_listener_leaves_http1_alone() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/page", Reply::ok("max-age=600", "page"));
+    let edge = EdgeProcess::start(
+        &[origin.addr],
+        "[server]\nh2c = true\nrequest_head_timeout_ms = 500\n",
+    )?;
+    let h2c = outpost_e2e::tls::h2c_client();
+    let url = edge.url("/page");
+    let first = h2c.get(&url).send().await?;
+    assert_eq!(first.version(), http::Version::HTTP_2);
+    assert_eq!(first.text().await?, "page");
+    let hit = h2c.get(&url).send().await?;
+    assert!(
+        cache_status(&hit).contains("; hit"),
+        "{}",
+        cache_status(&hit)
+    );
+    let h1 = http_client().get(&url).send().await?;
+    assert_eq!(h1.version(), http::Version::HTTP_11);
+    assert!(cache_status(&h1).contains("; hit"), "one cache for both");
+
+    // A request shorter than the preface is answered at once (a 24-byte peek would hang it):
+    // here a 400, for an HTTP/1.0 request without Host.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        outpost_e2e::raw::exchange(edge.addr, b"GET /page HTTP/1.0\r\n\r\n"),
+    )
+    .await??;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Part of a preface, then nothing: closed at the head deadline, and counted.
+    let mut stalled = tokio::net::TcpStream::connect(edge.addr).await?;
+    stalled.write_all(b"PRI * HTTP/2").await?;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed: {closed:?}"
+    );
+    assert!(
+        edge.metric("outpost_client_errors_total{kind=\"head_timeout\"}")
+            .await?
+            >= 1.0
+    );
+    assert_eq!(origin.count("/page"), 1);
     Ok(())
 }
