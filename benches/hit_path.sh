@@ -218,10 +218,15 @@ wait_http() {
     die "$name did not answer $url within 20 s"
 }
 
-# The pids of a server: its main process and its children (nginx worker, varnishd child).
+# The pids of a server: its main process and its children (nginx worker and cache manager,
+# varnishd child). Not nginx's cache loader: it starts a minute after nginx, reads the cache
+# directory once and exits, which is no crash (and its CPU time is not serving hits).
 server_pids() {
+    local c
     echo "$1"
-    pgrep -P "$1" | sort -n || true
+    for c in $(pgrep -P "$1" | sort -n); do
+        grep -qa 'cache loader' "/proc/$c/cmdline" 2>/dev/null || echo "$c"
+    done
 }
 
 # cpu_ticks PID...: utime + stime (fields 14 and 15 of /proc/<pid>/stat) summed over PIDs.
@@ -308,18 +313,33 @@ PIN=(taskset -c "$PROXY_CPU")
 # Test certificate (HTTPS part): one ECDSA P-256 key and self-signed certificate for both sides
 # ---------------------------------------------------------------------------------------------
 
+# Clients ask for TLS_HOST (SNI and Host), as a browser would: the edge answers 421 to a host its
+# certificate does not serve, and rustls logs a warning per handshake for an IP address in SNI
+# (which wrk would send for https://127.0.0.1). The name need not resolve: wrk is pointed at
+# 127.0.0.1 by a script (wrk.resolve), curl by --resolve.
+TLS_HOST=bench.localhost
 CERT="$D/tls/cert.pem"
 KEY="$D/tls/key.pem"
+WRK_TLS=(-s "$D/tls/resolve.lua")
+CURL_TLS=(--cacert "$CERT" --resolve "$TLS_HOST:$EDGE_TLS_PORT:127.0.0.1"
+    --resolve "$TLS_HOST:$NGINX_TLS_PORT:127.0.0.1")
 if ((TLS)); then
     mkdir -p "$D/tls"
-    # wrk does not verify certificates; the edge checks at start that the certificate is valid
-    # now, names a DNS host and matches its key.
+    # wrk does not verify certificates (curl does, with this one as the authority); the edge
+    # checks at start that it is valid now, names a DNS host and matches its key.
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj /CN=bench.localhost -addext subjectAltName=DNS:bench.localhost \
+        -subj "/CN=$TLS_HOST" -addext "subjectAltName=DNS:$TLS_HOST" \
         -keyout "$KEY" -out "$CERT" >"$D/tls/openssl.log" 2>&1 || {
         cat "$D/tls/openssl.log" >&2
         die "openssl could not make the test certificate"
     }
+    # Defines no per-request function, so wrk's requests stay static (no Lua per request).
+    cat >"$D/tls/resolve.lua" <<'EOF'
+-- Connect to 127.0.0.1 whatever the URL's host (the certificate's name, which need not resolve).
+function wrk.resolve(host, service)
+   wrk.addrs = wrk.lookup("127.0.0.1", service)
+end
+EOF
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -505,7 +525,7 @@ proxy_port() {
 # proxy_url PROXY SIZE
 proxy_url() {
     case $1 in
-    *-tls) echo "https://127.0.0.1:$(proxy_port "$1")/$2.bin" ;;
+    *-tls) echo "https://$TLS_HOST:$(proxy_port "$1")/$2.bin" ;;
     *) echo "http://127.0.0.1:$(proxy_port "$1")/$2.bin" ;;
     esac
 }
@@ -550,11 +570,10 @@ is_hit() {
 }
 
 mkdir -p "$D/check"
-# curl -k: the test certificate is self-signed (which certificate is served is checked below).
 for proxy in "${PROXIES[@]}" "${TLS_PROXIES[@]}"; do
     for size in "${SIZES[@]}"; do
         for i in 1 2 3 4; do
-            code=$(curl -ksS --max-time 5 -o "$D/check/body" -D "$D/check/$proxy-$size.hdr" \
+            code=$(curl -sS "${CURL_TLS[@]}" --max-time 5 -o "$D/check/body" -D "$D/check/$proxy-$size.hdr" \
                 -w '%{http_code}' "$(proxy_url "$proxy" "$size")") ||
                 die "$proxy: request for /$size.bin failed"
             [[ $code == 200 ]] || die "$proxy: /$size.bin answered $code"
@@ -572,7 +591,7 @@ before=$(origin_requests)
 for proxy in "${PROXIES[@]}" "${TLS_PROXIES[@]}"; do
     for size in "${SIZES[@]}"; do
         for i in 1 2 3 4 5; do
-            curl -kfsS --max-time 5 -o /dev/null "$(proxy_url "$proxy" "$size")"
+            curl -fsS "${CURL_TLS[@]}" --max-time 5 -o /dev/null "$(proxy_url "$proxy" "$size")"
         done
     done
 done
@@ -590,24 +609,24 @@ edge_handshakes() {
 declare -A TLS_SUMMARY=()
 if ((TLS)); then
     our_cert=$(openssl x509 -in "$CERT" -noout -fingerprint -sha256)
-    request=$'GET /1k.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'
+    request=$'GET /1k.bin HTTP/1.1\r\nHost: '"$TLS_HOST"$'\r\nConnection: close\r\n\r\n'
     for proxy in "${TLS_PROXIES[@]}"; do
         port=$(proxy_port "$proxy")
         out="$D/check/$proxy-s_client"
         rm -f "$out.sess"
         printf '%s' "$request" | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
-            -sess_out "$out.sess" -ign_eof >"$out.1" 2>&1 || true
+            -servername "$TLS_HOST" -sess_out "$out.sess" -ign_eof >"$out.1" 2>&1 || true
         printf '%s' "$request" | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
-            -sess_in "$out.sess" -ign_eof >"$out.2" 2>&1 || true
-        first=$(grep -m1 -E '^(New|Reused), ' "$out.1" || true)
-        second=$(grep -m1 -E '^(New|Reused), ' "$out.2" || true)
+            -servername "$TLS_HOST" -sess_in "$out.sess" -ign_eof >"$out.2" 2>&1 || true
+        first=$(grep -a -m1 -E '^(New|Reused), ' "$out.1" || true)
+        second=$(grep -a -m1 -E '^(New|Reused), ' "$out.2" || true)
         [[ $first == "New, TLSv1.3, "* ]] || {
             cat "$out.1" >&2
             die "$proxy: openssl s_client did not negotiate TLS 1.3 (output above)"
         }
         [[ $(openssl x509 -noout -fingerprint -sha256 <"$out.1" 2>/dev/null) == "$our_cert" ]] ||
             die "$proxy serves another certificate than $CERT (see $out.1)"
-        grep -q '^HTTP/1.1 200' "$out.1" || die "$proxy: no 200 over openssl s_client (see $out.1)"
+        grep -aq '^HTTP/1.1 200' "$out.1" || die "$proxy: no 200 over openssl s_client (see $out.1)"
         kx=$(sed -n 's/^Server Temp Key: //p' "$out.1" | head -n 1)
         sig=$(sed -n 's/^Peer signature type: //p' "$out.1" | head -n 1)
         TLS_SUMMARY[$proxy]="${first#New, }; key exchange ${kx:-?}; signature ${sig:-?}; second connection offering the first's session: ${second%%,*}"
@@ -663,10 +682,13 @@ run_one() {
     url=$(proxy_url "$proxy" "$size")
     pid=$(proxy_pid "$proxy")
     out="$D/wrk/$round-$size-$proxy-$mode.txt"
-    if [[ $proxy == *-tls ]]; then results=$TLS_RESULTS; fi
+    if [[ $proxy == *-tls ]]; then
+        results=$TLS_RESULTS
+        extra=("${WRK_TLS[@]}")
+    fi
     if [[ $mode == close ]]; then
         results=$HS_RESULTS
-        extra=(-H 'Connection: close')
+        extra+=(-H 'Connection: close')
     fi
     "${WRK[@]}" "${extra[@]}" -d"${WARMUP}s" "$url" >"$out.warmup" 2>&1 || {
         cat "$out.warmup" >&2
@@ -871,7 +893,7 @@ REPORT="$D/report.md"
         echo "- Certificate: the same files for both, ECDSA P-256, self-signed, \`subjectAltName DNS:bench.localhost\` (wrk does not verify)"
         echo "- Outpost: a \`[server.tls]\` listener of the same edge process (\`http2 = true\`: ALPN h2 and http/1.1), rustls $rustls_version with ring, TLS 1.2 and 1.3; resumption as Pingora leaves rustls's defaults: stateful, 256 sessions in memory, 2 TLS 1.3 tickets per handshake, no ticket key"
         echo "- nginx: an \`ssl\` listener of the \"no sendfile\" instance (sendfile does not apply to TLS without kernel TLS), $nginx_openssl; \`ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_timeout 1d; ssl_session_tickets off\` (the session settings of Mozilla's intermediate template); ciphers, curves (\`auto\`), \`ssl_buffer_size 16k\` at nginx's defaults; no http2 (wrk sends no ALPN)"
-        echo "- wrk (linked with $openssl_version) over https://127.0.0.1, 1 thread, $CONNS connections; \"new handshakes\": \`-H 'Connection: close'\`, so the server closes after each answer and wrk reconnects: one TCP connection and one TLS handshake per request"
+        echo "- wrk (linked with $openssl_version) over https://$TLS_HOST (SNI and Host; connecting to 127.0.0.1), 1 thread, $CONNS connections; \"new handshakes\": \`-H 'Connection: close'\`, so the server closes after each answer and wrk reconnects: one TCP connection and one TLS handshake per request"
         for proxy in "${TLS_PROXIES[@]}"; do
             echo "- $(proxy_label "$proxy") with \`openssl s_client\` (OpenSSL, as wrk): ${TLS_SUMMARY[$proxy]}"
         done
@@ -964,10 +986,14 @@ REPORT="$D/report.md"
     done
     echo
     if ((edge_log_lines > 0)); then
-        echo "## Edge log (RUST_LOG=warn): $edge_log_lines lines, by message (timestamps dropped)"
+        echo "## Edge log (RUST_LOG=warn): $edge_log_lines lines, by message (timestamps and client ports dropped)"
         echo
+        if ((TLS)); then
+            echo "wrk stopping at the end of a run can cut connections mid-handshake: the edge logs those as \"Downstream handshake error … Connection reset by peer\"."
+            echo
+        fi
         echo '```'
-        sed -E 's/^[0-9T:.-]+Z +//' "$D/edge/edge.log" | sort | uniq -c | sort -rn | head -n 20
+        sed -E 's/^[0-9T:.-]+Z +//; s/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g' "$D/edge/edge.log" | sort | uniq -c | sort -rn | head -n 20
         echo '```'
     else
         echo "Edge log (RUST_LOG=warn): empty: no warnings or errors."

@@ -394,6 +394,19 @@ async fn sighup_swaps_a_certificate_and_adds_a_site_under_load() -> anyhow::Resu
         origin.count("/page")
     );
 
+    // Renewal as an ACME client does it: new files at the same paths, then SIGHUP.
+    ca.leaf("a2", &["a.test", "c.test", "renewed.test"]);
+    edge.signal(Signal::SIGHUP)?;
+    eventually(Duration::from_secs(10), "the renewed certificate served", || async {
+        let info = handshake_info(ports.tls, Some("a.test"), &[b"http/1.1"]).await.ok()?;
+        (info.leaf_names.len() == 3).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        edge.metric("outpost_config_reloads_total{result=\"applied\"}").await?,
+        2.0
+    );
+
     // An invalid config is refused whole, and the running one keeps serving.
     std::fs::write(
         edge.config_path(),
@@ -505,6 +518,8 @@ async fn upgrade_hands_the_listeners_over_under_load() -> anyhow::Result<()> {
         let (plain, admin) = (ports.plain, ports.admin);
         move || EdgeProcess::start_with(&config, plain, admin, &["--upgrade"])
     });
+    // The order does not matter within 5 s: each side retries the hand-off socket; this is
+    // the operator's order (start the new one, then tell the old one).
     tokio::time::sleep(Duration::from_millis(500)).await;
     old.signal(Signal::SIGQUIT)?;
     let new = new
