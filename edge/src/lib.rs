@@ -258,7 +258,7 @@ pub(crate) fn build(
         "config reload",
         Reloader {
             path: start.config_path,
-            running: parking_lot::Mutex::new(running.clone()),
+            started: running.clone(),
             sites: Arc::clone(&shared.sites),
             certificates: shared.certificates.clone(),
             metrics: Arc::clone(&shared.metrics),

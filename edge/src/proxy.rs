@@ -845,6 +845,23 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    /// A HEAD that missed is filled with a GET (Pingora asks the origin for the whole object to
+    /// store it): its body must not reach the client. Pingora's HTTP/1 writer drops it for HEAD;
+    /// its HTTP/2 writer sends it as DATA on a stream that must carry none, which the client
+    /// takes for a protocol error.
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if session.req_header().method == Method::HEAD {
+            *body = None;
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

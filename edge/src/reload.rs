@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use outpost_common::config as file;
-use parking_lot::Mutex;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
@@ -25,8 +24,9 @@ use crate::tls::resolver::Certificates;
 pub struct Reloader {
     /// The file the edge was started with (`None`: built-in defaults, nothing to re-read).
     pub path: Option<PathBuf>,
-    /// The config in force.
-    pub running: Mutex<EdgeConfig>,
+    /// The config the process started with: what keys a reload cannot apply still hold (each
+    /// reload compares against it, so every reload names them until a restart).
+    pub started: EdgeConfig,
     pub sites: Arc<LiveSites>,
     pub certificates: Option<Arc<Certificates>>,
     pub metrics: Arc<Metrics>,
@@ -80,10 +80,7 @@ impl Reloader {
         };
         // The new pools learn their addresses before the first request can reach them.
         sites.resolve().await;
-        let needs_restart = {
-            let running = self.running.lock();
-            restart_keys(&running, &config)
-        };
+        let needs_restart = restart_keys(&self.started, &config);
         if !needs_restart.is_empty() {
             tracing::warn!(
                 keys = %needs_restart.join(", "),
@@ -101,7 +98,6 @@ impl Reloader {
             live.swap(table);
             live.export_expiry(&self.metrics.tls_certificate_expiry);
         }
-        *self.running.lock() = config;
         Ok(summary)
     }
 }

@@ -17,7 +17,7 @@ use http::HeaderName;
 use parking_lot::Mutex;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::WrappedX509;
-use pingora_error::{Error, ErrorType, OrErr, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::health_check::{HealthObserve, HttpHealthCheck, TcpHealthCheck};
@@ -237,10 +237,15 @@ impl Origins {
             None => match self.lb.backends().get_backend().iter().next() {
                 Some(b) => b.clone(),
                 None => {
-                    return Error::e_explain(
+                    // The origin side's failure (502 `connect-failed`, stale-if-error applies),
+                    // not the edge's.
+                    let why = format!("no address for the origins of site {}", self.site);
+                    return Err(Error::create(
                         ErrorType::ConnectNoRoute,
-                        format!("no address for the origins of site {}", self.site),
-                    );
+                        ErrorSource::Upstream,
+                        Some(why.into()),
+                        None,
+                    ));
                 }
             },
         };

@@ -193,7 +193,7 @@ async fn two_sites_share_a_tls_listener_by_sni_and_host() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_by_dns_name_and_over_verified_https() -> anyhow::Result<()> {
     let ca = TestCa::new();
-    let edge_cert = ca.leaf("edge", &["a.test", "b.test", "c.test"]);
+    let edge_cert = ca.leaf("edge", &["a.test", "b.test", "c.test", "d.test"]);
     let origin = ScriptedOrigin::start().await?;
     origin.route("/x", Reply::ok("max-age=600", "behind tls"));
     // The origin over HTTPS, its certificate for `localhost` from our CA; another from a CA
@@ -221,7 +221,8 @@ async fn origins_by_dns_name_and_over_verified_https() -> anyhow::Result<()> {
             &["c.test"],
             &[format!("localhost:{}", origin.addr.port())],
             "",
-        );
+        )
+        + &site("d", &["d.test"], &["nowhere.invalid:80".to_owned()], "");
     let edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
     let get = |host: &'static str| {
         let client = http_client();
@@ -266,6 +267,15 @@ async fn origins_by_dns_name_and_over_verified_https() -> anyhow::Result<()> {
         origin.count("/x"),
         2,
         "a.test and c.test; b.test never reached it"
+    );
+
+    // A name that never resolved: the origin side failed, not the edge.
+    let unresolved = get("d.test").await?;
+    assert_eq!(unresolved.status(), 502);
+    assert!(
+        cache_status(&unresolved).contains("detail=connect-failed"),
+        "{}",
+        cache_status(&unresolved)
     );
     Ok(())
 }
@@ -397,13 +407,20 @@ async fn sighup_swaps_a_certificate_and_adds_a_site_under_load() -> anyhow::Resu
     // Renewal as an ACME client does it: new files at the same paths, then SIGHUP.
     ca.leaf("a2", &["a.test", "c.test", "renewed.test"]);
     edge.signal(Signal::SIGHUP)?;
-    eventually(Duration::from_secs(10), "the renewed certificate served", || async {
-        let info = handshake_info(ports.tls, Some("a.test"), &[b"http/1.1"]).await.ok()?;
-        (info.leaf_names.len() == 3).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the renewed certificate served",
+        || async {
+            let info = handshake_info(ports.tls, Some("a.test"), &[b"http/1.1"])
+                .await
+                .ok()?;
+            (info.leaf_names.len() == 3).then_some(())
+        },
+    )
     .await?;
     assert_eq!(
-        edge.metric("outpost_config_reloads_total{result=\"applied\"}").await?,
+        edge.metric("outpost_config_reloads_total{result=\"applied\"}")
+            .await?,
         2.0
     );
 
@@ -732,6 +749,22 @@ async fn http2_answers_as_http1_does() -> anyhow::Result<()> {
             answers[0]
         );
     }
+    // A HEAD that misses fills the cache with a GET and answers without its body, on both.
+    for (client, path) in [(&h2, "/cold-h2"), (&h1, "/cold-h1")] {
+        origin.route(path, Reply::ok("max-age=600", vec![b'y'; 3000]));
+        let head = client.head(url(path)).send().await?;
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(head.headers()["content-length"], "3000");
+        assert!(head.bytes().await?.is_empty());
+        let get = h1.get(url(path)).send().await?;
+        assert!(
+            cache_status(&get).contains("; hit"),
+            "{path}: {}",
+            cache_status(&get)
+        );
+        assert_eq!(get.bytes().await?.len(), 3000);
+    }
+
     // HTTP/1.1 carries the stored Date (RFC 9110 §6.6.1). Pingora's HTTP/2 server stamps the
     // current time over any Date, below anything the proxy can reach (docs/http-semantics.md);
     // Age, which freshness downstream is computed from, is the same on both.
