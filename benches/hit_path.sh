@@ -20,6 +20,9 @@
 #     signature), and both servers accept it: the script checks that each resumes a session
 #     for an OpenSSL client, and counts the edge's handshakes (outpost_tls_handshakes_total)
 #     against wrk's requests.
+#   Clients ask for the certificate's name, bench.localhost (SNI and Host), connecting to
+#   127.0.0.1. Every run also records wrk's own CPU %: TLS costs the client about as much as
+#   the server, so with one core each, wrk can be the limit (then compare req per CPU-s).
 #
 # How
 #   - An origin (its own nginx instance, not pinned) serves /1k.bin and /100k.bin with
@@ -42,11 +45,11 @@
 # Run
 #   benches/hit_path.sh [OUT.md]
 #   Prints a Markdown report on stdout (progress on stderr) and also writes it to OUT.md if given.
-#   Installs nginx, varnish, wrk (apt-get; via sudo when not root) if missing and builds the edge
-#   (`cargo build --release --locked -p edge --bin edge`), and openssl (the test certificate) when
-#   missing. Takes about 9 minutes plus the build: plain HTTP 3 rounds x 2 sizes x 4 proxy
-#   configs x 12 s = 288 s of load, HTTPS 3 rounds x 3 tests x 2 proxies x 12 s = 216 s, plus
-#   setup and waits; HIT_PATH_TLS=0 skips HTTPS (about 5-6 minutes).
+#   Installs nginx, varnish, wrk and, for HTTPS, openssl (apt-get; via sudo when not root) if
+#   missing, and builds the edge (`cargo build --release --locked -p edge --bin edge`). Takes
+#   about 8.5 minutes plus the build: plain HTTP 3 rounds x 2 sizes x 4 proxy configs x 12 s =
+#   288 s of load, HTTPS 3 rounds x 3 tests x 2 proxies x 12 s = 216 s, plus setup and waits;
+#   HIT_PATH_TLS=0 skips HTTPS (about 5 minutes).
 #
 # Knobs (environment): HIT_PATH_ROUNDS (3), HIT_PATH_DURATION (10, seconds), HIT_PATH_WARMUP (2),
 #   HIT_PATH_CONNECTIONS (64), HIT_PATH_PORT_BASE (18480; uses 8 ports from it),
@@ -136,6 +139,7 @@ if ((${#missing[@]})); then
     done
 fi
 
+EDGE_GIVEN=${EDGE_BIN:+1}
 if [[ -n ${EDGE_BIN:-} ]]; then
     [[ -x $EDGE_BIN ]] || die "EDGE_BIN=$EDGE_BIN is not an executable"
     log "using EDGE_BIN=$EDGE_BIN (no build)"
@@ -599,13 +603,15 @@ after=$(origin_requests)
 ((after == before)) || die "warm caches still sent $((after - before)) requests to the origin"
 log "all proxies serve both objects from cache"
 
-# What TLS each side negotiates with an OpenSSL client (wrk's library), which certificate it
-# serves, and whether it resumes a session: a first connection saves the session (TLS 1.3 sends
-# its tickets after the handshake, so the request is answered and read first), a second offers it.
+# The edge's TLS handshakes so far (outpost_tls_handshakes_total, all certificates).
 edge_handshakes() {
     curl -fsS --max-time 5 "http://127.0.0.1:$EDGE_ADMIN_PORT/metrics" |
         awk '$1 ~ /^outpost_tls_handshakes_total/ { s += $NF } END { printf "%d\n", s }'
 }
+
+# What TLS each side negotiates with an OpenSSL client (wrk's library), which certificate it
+# serves, and whether it resumes a session: a first connection saves the session (TLS 1.3 sends
+# its tickets after the handshake, so the request is answered and read first), a second offers it.
 declare -A TLS_SUMMARY=()
 if ((TLS)); then
     our_cert=$(openssl x509 -in "$CERT" -noout -fingerprint -sha256)
@@ -674,11 +680,11 @@ mkdir -p "$D/wrk"
 # run_one ROUND SIZE PROXY [close]: one warm-up and one measured run; "close" sends
 # `Connection: close`, so every request is a new connection. Appends a row to the results:
 # round size proxy rps p50 p99 requests cpu_s cpu% req_per_cpu errors origin other% non2xx
-# socket_errors(connect/read/write/timeout) edge_tls_handshakes("-" when not counted)
+# socket_errors(connect/read/write/timeout) edge_tls_handshakes("-" when not counted) wrk_cpu%
 run_one() {
     local round=$1 size=$2 proxy=$3 mode=${4:-keep-alive} url pid pids_before pids_after t0 t1 o0 o1
     local out parsed rps p50 p99 req non2xx sockerr kinds cpu_s cpu_pct per_cpu busy0 total0 busy1
-    local total1 other_pct w0 w1 h0=- h1=- hs=- results=$RESULTS extra=()
+    local total1 other_pct w0 w1 h0=- h1=- hs=- results=$RESULTS extra=() wrk_pct TIMEFORMAT='%3U %3S'
     url=$(proxy_url "$proxy" "$size")
     pid=$(proxy_pid "$proxy")
     out="$D/wrk/$round-$size-$proxy-$mode.txt"
@@ -701,7 +707,8 @@ run_one() {
     t0=$(cpu_ticks $pids_before)
     read -r busy0 total0 < <(core_ticks "$PROXY_CPU")
     w0=$(date +%s%N)
-    "${WRK[@]}" "${extra[@]}" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || {
+    # `time`: wrk's own CPU time, to tell which side was the limit.
+    { time "${WRK[@]}" "${extra[@]}" -d"${DURATION}s" --latency "$url" >"$out" 2>&1; } 2>"$out.time" || {
         cat "$out" >&2
         die "wrk against $proxy failed"
     }
@@ -730,12 +737,14 @@ run_one() {
     # machine, plus interrupt time the kernel does not charge to any process. High = noisy run.
     other_pct=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" -v p="$((t1 - t0))" \
         'BEGIN { v = (t > 0) ? 100 * (b - p) / t : 0; printf "%.1f\n", (v < 0) ? 0 : v }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" \
+    # wrk's CPU % (user+system over the same wall time; 100% = its core saturated).
+    wrk_pct=$(awk -v wall_ns="$((w1 - w0))" '{ printf "%.1f\n", 100 * ($1 + $2) / (wall_ns / 1e9) }' "$out.time")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" \
         "$proxy" "$rps" "$p50" "$p99" "$req" "$cpu_s" "$cpu_pct" "$per_cpu" "$((non2xx + sockerr))" \
-        "$((o1 - o0))" "$other_pct" "$non2xx" "$kinds" "$hs" >>"$results"
-    log "$(printf 'round %d %-5s %-11s %-10s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %6.0f req/CPU-s  cpu %5.1f%%  other %4.1f%%  errors %d  origin %d%s' \
-        "$round" "$size" "$proxy" "$mode" "$rps" "$p50" "$p99" "$per_cpu" "$cpu_pct" "$other_pct" \
-        "$((non2xx + sockerr))" "$((o1 - o0))" "$([[ $hs == - ]] || echo "  handshakes $hs")")"
+        "$((o1 - o0))" "$other_pct" "$non2xx" "$kinds" "$hs" "$wrk_pct" >>"$results"
+    log "$(printf 'round %d %-5s %-11s %-10s %8.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %6.0f req/CPU-s  cpu %5.1f%%  wrk %5.1f%%  other %4.1f%%  errors %d  origin %d%s' \
+        "$round" "$size" "$proxy" "$mode" "$rps" "$p50" "$p99" "$per_cpu" "$cpu_pct" "$wrk_pct" \
+        "$other_pct" "$((non2xx + sockerr))" "$((o1 - o0))" "$([[ $hs == - ]] || echo "  handshakes $hs")")"
 }
 
 started_at=$SECONDS
@@ -779,7 +788,8 @@ edge_log_lines=$(grep -cvE '^\s*$' "$D/edge/edge.log" || true)
 # ---------------------------------------------------------------------------------------------
 
 # medians RESULTS -> per (size, proxy): "size proxy rps p50 p99 per_cpu cpu_pct errors
-# handshakes_per_request" (the last: edge TLS handshakes / requests over all rounds, or "-")
+# handshakes_per_request wrk_cpu_pct" (handshakes_per_request: edge TLS handshakes / requests
+# over all rounds, or "-")
 medians() {
     awk -F'\t' '
 function median(key, col,   n, i, j, t, v) {
@@ -793,15 +803,15 @@ function median(key, col,   n, i, j, t, v) {
     if (!(key in cnt)) order[++nkeys] = key
     n = ++cnt[key]
     val[key, 4, n] = $4; val[key, 5, n] = $5; val[key, 6, n] = $6
-    val[key, 10, n] = $10; val[key, 9, n] = $9; err[key] += $11
+    val[key, 10, n] = $10; val[key, 9, n] = $9; val[key, 17, n] = $17; err[key] += $11
     req[key] += $7; if ($16 != "" && $16 != "-") hs[key] += $16; else nohs[key] = 1
 }
 END {
     for (k = 1; k <= nkeys; k++) {
         key = order[k]; split(key, p, SUBSEP)
-        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p[1], p[2], median(key, 4), median(key, 5),
+        printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p[1], p[2], median(key, 4), median(key, 5),
             median(key, 6), median(key, 10), median(key, 9), err[key],
-            (key in nohs) ? "-" : sprintf("%.3f", hs[key] / req[key])
+            (key in nohs) ? "-" : sprintf("%.3f", hs[key] / req[key]), median(key, 17)
     }
 }' "$1"
 }
@@ -812,7 +822,7 @@ medians "$RESULTS" >"$MEDIANS"
 medians "$TLS_RESULTS" >"$TLS_MEDIANS"
 medians "$HS_RESULTS" >"$HS_MEDIANS"
 
-med() { # med SIZE PROXY COLUMN(3=rps 4=p50 5=p99 6=per_cpu 7=cpu% 8=errors 9=hs/req) [MEDIANS]
+med() { # med SIZE PROXY COLUMN(3=rps 4=p50 5=p99 6=per_cpu 7=cpu% 8=errors 9=hs/req 10=wrk cpu%) [MEDIANS]
     awk -F'\t' -v s="$1" -v p="$2" -v c="$3" '$1 == s && $2 == p { print $c }' "${4:-$MEDIANS}"
 }
 
@@ -824,6 +834,8 @@ edge_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain -- edge common Cargo.lock 2>/dev/null) ]]; then
     edge_commit="$edge_commit (edge/common with uncommitted changes)"
 fi
+edge_desc="commit $edge_commit"
+if [[ -n $EDGE_GIVEN ]]; then edge_desc="binary $EDGE_BIN (EDGE_BIN; the work tree is at $edge_commit)"; fi
 if ((TLS)); then
     rustls_version=$(awk '/^name = "rustls"$/ { getline; gsub("\"", "", $3); print $3; exit }' "$ROOT/Cargo.lock")
     nginx_openssl=$(nginx -V 2>&1 | sed -n 's/.*running with \(OpenSSL [^ ]*\).*/\1/p; s/^built with \(OpenSSL [^ ]*\).*/\1/p' | head -n 1)
@@ -843,7 +855,7 @@ REPORT="$D/report.md"
     echo
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "- CPU: $cpu_model ($ncpu cores online), kernel $(uname -r)"
-    echo "- Outpost edge: commit $edge_commit, release build, \`threads = 1\`, \`RUST_LOG=warn\`"
+    echo "- Outpost edge: $edge_desc, release build, \`threads = 1\`, \`RUST_LOG=warn\`"
     echo "- nginx: $nginx_version (\`worker_processes 1\`, proxy_cache on disk in a temp dir, \`access_log off\`); two configs: \"sendfile\" = \`sendfile on; tcp_nopush off\`, \"no sendfile\" = \`sendfile off; output_buffers 1 256k\` (\`tcp_nopush on\` stalls 100 KiB hits ~40 ms on delayed ACKs here, so it is not used)"
     echo "- Varnish: $varnish_version (\`-s malloc,256m\`, default thread pools)"
     echo "- wrk: $wrk_version, 1 thread, $CONNS connections, keep-alive"
@@ -901,17 +913,20 @@ REPORT="$D/report.md"
         echo
         echo "### Keep-alive"
         echo
-        echo "| proxy | object | req/s | p50 ms | p99 ms | req per CPU-s | server CPU % | errors | edge TLS handshakes per request |"
-        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| proxy | object | req/s | p50 ms | p99 ms | req per CPU-s | server CPU % | wrk CPU % | errors | edge TLS handshakes per request |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         for size in "${SIZES[@]}"; do
             for proxy in "${TLS_PROXIES[@]}"; do
-                printf '| %s | %s | %.0f | %.3f | %.3f | %.0f | %.1f | %d | %s |\n' "$(proxy_label "$proxy")" \
+                printf '| %s | %s | %.0f | %.3f | %.3f | %.0f | %.1f | %.1f | %d | %s |\n' "$(proxy_label "$proxy")" \
                     "$(size_label "$size")" "$(med "$size" "$proxy" 3 "$TLS_MEDIANS")" \
                     "$(med "$size" "$proxy" 4 "$TLS_MEDIANS")" "$(med "$size" "$proxy" 5 "$TLS_MEDIANS")" \
                     "$(med "$size" "$proxy" 6 "$TLS_MEDIANS")" "$(med "$size" "$proxy" 7 "$TLS_MEDIANS")" \
-                    "$(med "$size" "$proxy" 8 "$TLS_MEDIANS")" "$(med "$size" "$proxy" 9 "$TLS_MEDIANS")"
+                    "$(med "$size" "$proxy" 10 "$TLS_MEDIANS")" "$(med "$size" "$proxy" 8 "$TLS_MEDIANS")" \
+                    "$(med "$size" "$proxy" 9 "$TLS_MEDIANS")"
             done
         done
+        echo
+        echo "wrk CPU % = wrk's user+system time over the run's wall time: near 100 with the server's core below it, the client was the limit (TLS costs the client about what it costs the server, and wrk has one core), so req/s compares wrk as much as the proxies; req per CPU-s still compares the proxies' cost per request."
         echo
         echo "| object | metric | better when | Outpost/nginx |"
         echo "|---|---|---|---:|"
@@ -939,12 +954,12 @@ REPORT="$D/report.md"
         echo
         echo "### New TLS handshakes (\`Connection: close\`, 1 KiB)"
         echo
-        echo "| proxy | handshakes/s (= req/s) | handshakes per CPU-s | server CPU % | non-2xx | socket errors (connect/read/write/timeout) | edge TLS handshakes per request |"
-        echo "|---|---:|---:|---:|---:|---|---:|"
+        echo "| proxy | handshakes/s (= req/s) | handshakes per CPU-s | server CPU % | wrk CPU % | non-2xx | socket errors (connect/read/write/timeout) | edge TLS handshakes per request |"
+        echo "|---|---:|---:|---:|---:|---:|---|---:|"
         for proxy in "${TLS_PROXIES[@]}"; do
-            printf '| %s | %.0f | %.0f | %.1f | %d | %s | %s |\n' "$(proxy_label "$proxy")" \
+            printf '| %s | %.0f | %.0f | %.1f | %.1f | %d | %s | %s |\n' "$(proxy_label "$proxy")" \
                 "$(med 1k "$proxy" 3 "$HS_MEDIANS")" "$(med 1k "$proxy" 6 "$HS_MEDIANS")" \
-                "$(med 1k "$proxy" 7 "$HS_MEDIANS")" \
+                "$(med 1k "$proxy" 7 "$HS_MEDIANS")" "$(med 1k "$proxy" 10 "$HS_MEDIANS")" \
                 "$(awk -F'\t' -v p="$proxy" '$3 == p { s += $14 } END { print s + 0 }' "$HS_RESULTS")" \
                 "$(error_kinds "$HS_RESULTS" "$proxy")" "$(med 1k "$proxy" 9 "$HS_MEDIANS")"
         done
@@ -958,18 +973,18 @@ REPORT="$D/report.md"
     fi
     echo "## Every run"
     echo
-    echo "| round | object | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | other busy % on core $PROXY_CPU | req per CPU-s | errors | origin requests |"
-    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    awk -F'\t' '{ printf "| %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $13, $10, $11, $12 }' "$RESULTS"
+    echo "| round | object | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | other busy % on core $PROXY_CPU | wrk CPU % | req per CPU-s | errors | origin requests |"
+    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $13, $17, $10, $11, $12 }' "$RESULTS"
     if ((TLS)); then
         echo
         echo "HTTPS (proxy \`-tls\`; test: keep-alive or close = a new connection per request):"
         echo
-        echo "| round | object | test | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | other busy % on core $PROXY_CPU | req per CPU-s | errors | origin requests | edge TLS handshakes |"
-        echo "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| round | object | test | proxy | req/s | p50 ms | p99 ms | requests | CPU s | server CPU % | other busy % on core $PROXY_CPU | wrk CPU % | req per CPU-s | errors | origin requests | edge TLS handshakes |"
+        echo "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for f in "$TLS_RESULTS keep-alive" "$HS_RESULTS close"; do
             read -r file test <<<"$f"
-            awk -F'\t' -v t="$test" '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, t, $3, $4, $5, $6, $7, $8, $9, $13, $10, $11, $12, $16 }' "$file"
+            awk -F'\t' -v t="$test" '{ printf "| %s | %s | %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, t, $3, $4, $5, $6, $7, $8, $9, $13, $17, $10, $11, $12, $16 }' "$file"
         done
     fi
     echo

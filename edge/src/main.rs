@@ -25,6 +25,20 @@ const NOISE: &[cli::Noise] = &[
     ("pingora_proxy", "chunked framing"),
     ("pingora_proxy", "chunk size"),
     ("pingora_proxy", "chunk extension"),
+    // TLS clients that hang up mid-handshake, refuse our certificate, or probe the port: routine
+    // on a public listener, and any client could fill the error log with them. (Pingora offers
+    // no hook to count them; successful handshakes are counted.)
+    (
+        "pingora_core::services::listening",
+        "Downstream handshake error",
+    ),
+    (
+        "pingora_core::services::listening",
+        "Downstream handshake timeout",
+    ),
+    ("pingora_core::apps", "H2 handshake error"),
+    // Clients that put an IP address in SNI (wrk, curl by IP): rustls ignores it, as it should.
+    ("rustls", "Illegal SNI"),
     // Shared-tier metadata is serialized without a dictionary on purpose: every node of a
     // region, whatever its version, must read every other node's entries.
     ("pingora_cache::meta", "no header compression dictionary"),

@@ -833,3 +833,48 @@ async fn h2c_on_a_plain_listener_leaves_http1_alone() -> anyhow::Result<()> {
     assert_eq!(origin.count("/page"), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_that_give_up_leave_the_error_log_quiet() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let ca = TestCa::new();
+    let cert = ca.leaf("a", &["a.test"]);
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/page", Reply::ok("max-age=600", "page"));
+    let ports = Ports::new()?;
+    let config =
+        ports.config(&[&cert], "") + &site("a", &["a.test"], &[origin.addr.to_string()], "");
+    let edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
+    let resolve = [("a.test", ports.tls)];
+    let url = format!("https://a.test:{}/page", ports.tls.port());
+    for _ in 0..10 {
+        // A port probe, a client that stops mid-hello, one that does not trust the certificate.
+        drop(tokio::net::TcpStream::connect(ports.tls).await?);
+        let mut partial = tokio::net::TcpStream::connect(ports.tls).await?;
+        partial
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .await?;
+        drop(partial);
+        let stranger = https_client(&TestCa::new().ca_pem(), &resolve, HttpVersion::Http1);
+        assert!(
+            stranger.get(&url).send().await.is_err(),
+            "an untrusted certificate"
+        );
+    }
+    let ok = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http2)
+        .get(&url)
+        .send()
+        .await?;
+    assert_eq!(ok.status(), 200, "served meanwhile");
+    let logs = edge.logs();
+    let noisy: Vec<&str> = logs
+        .lines()
+        .filter(|l| !l.contains(" access:") && (l.contains("ERROR") || l.contains("WARN")))
+        .collect();
+    assert!(noisy.is_empty(), "noise in the error log: {noisy:#?}");
+    assert!(
+        logs.contains(" access:"),
+        "the access log is written: {logs}"
+    );
+    Ok(())
+}
