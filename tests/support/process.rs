@@ -359,6 +359,17 @@ impl EdgeProcess {
             + 0.0)
     }
 
+    /// Waits (10 s at most) until `series` (as [`EdgeProcess::metric`] reads it) is at least
+    /// `at_least`: for what the edge does in the background.
+    pub async fn metric_reaches(&self, series: &str, at_least: f64) -> anyhow::Result<()> {
+        let what = format!("{series} >= {at_least}");
+        crate::wait::eventually(Duration::from_secs(10), &what, || async {
+            let value = self.metric(series).await.ok()?;
+            (value >= at_least).then_some(())
+        })
+        .await
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }

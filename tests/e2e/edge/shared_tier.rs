@@ -29,13 +29,8 @@ async fn get(edge: &EdgeProcess, path: &str) -> anyhow::Result<Response> {
 
 /// Waits until `edge` has written `n` objects to the shared tier.
 async fn written(edge: &EdgeProcess, n: f64) -> anyhow::Result<()> {
-    wait::eventually(Duration::from_secs(10), "the shared-tier write", || async {
-        let stored = edge
-            .metric("outpost_l2_writes_total{result=\"stored\"}")
-            .await;
-        stored.is_ok_and(|v| v >= n).then_some(())
-    })
-    .await
+    edge.metric_reaches("outpost_l2_writes_total{result=\"stored\"}", n)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -280,34 +280,62 @@ async fn origins_by_dns_name_and_over_verified_https() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs GETs on fresh and kept connections until `stop`, counting answers and failures.
-fn load(
-    client: reqwest::Client,
-    url: String,
+/// Clients sending GETs, each on its own connections, until [`Load::finish`], counting answers
+/// and failures.
+#[derive(Default)]
+struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<Vec<String>> {
-    tokio::spawn(async move {
-        let mut errors = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            match client.get(&url).send().await {
-                Ok(r) if r.status() == 200 => {
-                    let _ = r.bytes().await;
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(r) => {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    errors.push(format!("status {}", r.status()));
-                }
-                Err(e) => {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    errors.push(format!("{e:#}"));
+    clients: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn add(&mut self, client: reqwest::Client, url: String) {
+        let (stop, ok, failed) = (self.stop.clone(), self.ok.clone(), self.failed.clone());
+        self.clients.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.bytes().await;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("status {}", r.status()));
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("{e:#}"));
+                    }
                 }
             }
+            errors
+        }));
+    }
+
+    /// Waits until `n` more answers than now have come back.
+    async fn served(&self, n: usize, what: &str) -> anyhow::Result<()> {
+        let from = self.ok.load(Ordering::Relaxed);
+        eventually(Duration::from_secs(10), what, || {
+            let now = self.ok.load(Ordering::Relaxed);
+            async move { (now >= from + n).then_some(()) }
+        })
+        .await
+    }
+
+    /// Stops the clients; fails if any request failed, with why.
+    async fn finish(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for client in self.clients {
+            errors.extend(client.await?);
         }
-        errors
-    })
+        let failed = self.failed.load(Ordering::Relaxed);
+        anyhow::ensure!(failed == 0, "{failed} failed requests: {errors:?}");
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,27 +354,11 @@ async fn sighup_swaps_a_certificate_and_adds_a_site_under_load() -> anyhow::Resu
     )?;
     let resolve = [("a.test", ports.tls), ("c.test", ports.tls)];
     let url = format!("https://a.test:{}/page", ports.tls.port());
-    let (stop, ok, failed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let mut loads = Vec::new();
+    let mut load = Load::default();
     for version in [HttpVersion::Http1, HttpVersion::Http2, HttpVersion::Http1] {
-        let client = https_client(&ca.ca_pem(), &resolve, version);
-        loads.push(load(
-            client,
-            url.clone(),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-        ));
+        load.add(https_client(&ca.ca_pem(), &resolve, version), url.clone());
     }
-    eventually(Duration::from_secs(10), "load running", || {
-        let n = ok.load(Ordering::Relaxed);
-        async move { (n > 50).then_some(()) }
-    })
-    .await?;
+    load.served(50, "load running").await?;
 
     // A renewed certificate for a.test (now also naming c.test), and a new site c.
     let renewed = ca.leaf("a2", &["a.test", "c.test"]);
@@ -356,17 +368,8 @@ async fn sighup_swaps_a_certificate_and_adds_a_site_under_load() -> anyhow::Resu
         ports.config(&[&renewed], "") + &sites_a + &sites_c,
     )?;
     edge.signal(Signal::SIGHUP)?;
-    eventually(Duration::from_secs(10), "the reload applied", || {
-        let edge = &edge;
-        async move {
-            let n = edge
-                .metric("outpost_config_reloads_total{result=\"applied\"}")
-                .await
-                .ok()?;
-            (n >= 1.0).then_some(())
-        }
-    })
-    .await?;
+    edge.metric_reaches("outpost_config_reloads_total{result=\"applied\"}", 1.0)
+        .await?;
     let info = handshake_info(ports.tls, Some("a.test"), &[b"http/1.1"]).await?;
     assert_eq!(
         info.leaf_names,
@@ -378,26 +381,8 @@ async fn sighup_swaps_a_certificate_and_adds_a_site_under_load() -> anyhow::Resu
         .send()
         .await?;
     assert_eq!(c.status(), 200, "the new site serves");
-    let served = ok.load(Ordering::Relaxed);
-    eventually(
-        Duration::from_secs(10),
-        "load continuing after the reload",
-        || {
-            let n = ok.load(Ordering::Relaxed);
-            async move { (n > served + 50).then_some(()) }
-        },
-    )
-    .await?;
-    stop.store(true, Ordering::Relaxed);
-    let mut errors = Vec::new();
-    for l in loads {
-        errors.extend(l.await?);
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "failed requests: {errors:?}"
-    );
+    load.served(50, "load continuing after the reload").await?;
+    load.finish().await?;
     assert!(
         origin.count("/page") <= 3,
         "the cache survived the reload: {}",
@@ -430,17 +415,8 @@ async fn sighup_swaps_a_certificate_and_adds_a_site_under_load() -> anyhow::Resu
         ports.config(&[&renewed], "") + &sites_a + &site("d", &["d.test"], &["nowhere".into()], ""),
     )?;
     edge.signal(Signal::SIGHUP)?;
-    eventually(Duration::from_secs(10), "the reload refused", || {
-        let edge = &edge;
-        async move {
-            let n = edge
-                .metric("outpost_config_reloads_total{result=\"refused\"}")
-                .await
-                .ok()?;
-            (n >= 1.0).then_some(())
-        }
-    })
-    .await?;
+    edge.metric_reaches("outpost_config_reloads_total{result=\"refused\"}", 1.0)
+        .await?;
     let logs = edge.logs();
     assert!(
         logs.contains("site[1].hosts[0]"),
@@ -480,53 +456,23 @@ async fn upgrade_hands_the_listeners_over_under_load() -> anyhow::Result<()> {
     let warm = format!("http://{}/warm", ports.plain);
     let first = client.get(&warm).header("host", "a.test").send().await?;
     assert_eq!(first.text().await?, "warm");
-    eventually(
-        Duration::from_secs(10),
-        "the object in the shared tier",
-        || {
-            let old = &old;
-            async move {
-                let n = old
-                    .metric("outpost_l2_writes_total{result=\"stored\"}")
-                    .await
-                    .ok()?;
-                (n >= 1.0).then_some(())
-            }
-        },
-    )
-    .await?;
+    old.metric_reaches("outpost_l2_writes_total{result=\"stored\"}", 1.0)
+        .await?;
 
-    let (stop, ok, failed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
     let resolve = [("a.test", ports.tls)];
     let plain = reqwest::Client::builder()
         .resolve("a.test", ports.plain)
         .no_proxy()
         .build()?;
-    let mut loads = vec![load(
-        plain,
-        format!("http://a.test:{}/load", ports.plain.port()),
-        stop.clone(),
-        ok.clone(),
-        failed.clone(),
-    )];
+    let mut load = Load::default();
+    load.add(plain, format!("http://a.test:{}/load", ports.plain.port()));
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
-        loads.push(load(
+        load.add(
             https_client(&ca.ca_pem(), &resolve, version),
             format!("https://a.test:{}/load", ports.tls.port()),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-        ));
+        );
     }
-    eventually(Duration::from_secs(10), "load running", || {
-        let n = ok.load(Ordering::Relaxed);
-        async move { (n > 50).then_some(()) }
-    })
-    .await?;
+    load.served(50, "load running").await?;
 
     // The new process waits for the sockets; SIGQUIT makes the old one send them.
     let old_pid = old.pid();
@@ -548,26 +494,8 @@ async fn upgrade_hands_the_listeners_over_under_load() -> anyhow::Result<()> {
         exited.is_some_and(|s| s.success()),
         "the old edge stops cleanly: {exited:?}"
     );
-    let served = ok.load(Ordering::Relaxed);
-    eventually(
-        Duration::from_secs(10),
-        "load served by the new edge",
-        || {
-            let n = ok.load(Ordering::Relaxed);
-            async move { (n > served + 50).then_some(()) }
-        },
-    )
-    .await?;
-    stop.store(true, Ordering::Relaxed);
-    let mut errors = Vec::new();
-    for l in loads {
-        errors.extend(l.await?);
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "failed requests: {errors:?}"
-    );
+    load.served(50, "load served by the new edge").await?;
+    load.finish().await?;
 
     // The new process's L1 is empty: the warm object comes from the shared tier.
     let again = client.get(&warm).header("host", "a.test").send().await?;
