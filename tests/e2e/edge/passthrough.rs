@@ -187,6 +187,30 @@ async fn a_request_that_may_have_reached_the_origin_is_not_retried() -> anyhow::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_origin_connection_that_died_is_retried_for_a_safe_request() -> anyhow::Result<()> {
+    let s = Setup::new().await?;
+    // The origin closes the kept connection as the edge reuses it (its keep-alive timeout ran
+    // out at that moment): the second request reaches a dead connection and no answer.
+    s.origin.route_seq(
+        "/page",
+        [
+            Reply::ok("no-store", "first"),
+            Reply::hang_up(),
+            Reply::ok("no-store", "second"),
+        ],
+    );
+    assert_eq!(s.get("/page").await?.text(), "first");
+    let again = s.get("/page").await?;
+    assert_eq!(again.status, 200, "{}", again.cache_status());
+    assert_eq!(again.text(), "second", "retried on a new connection");
+    let on: Vec<usize> = s.origin.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(on.len(), 3, "{on:?}");
+    assert_eq!(on[0], on[1], "the dead connection was the kept one: {on:?}");
+    assert_ne!(on[1], on[2], "the retry took a new one: {on:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_kept_alive_both_ways() -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = Setup::new().await?;
