@@ -806,3 +806,45 @@ async fn tls_clients_that_give_up_leave_the_error_log_quiet() -> anyhow::Result<
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_drops_a_listener_closes_it() -> anyhow::Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/page", Reply::ok("max-age=600", "page"));
+    let ports = Ports::new()?;
+    let ca = TestCa::new();
+    let cert = ca.leaf("a", &["a.test"]);
+    let socket = tempfile::tempdir()?;
+    let extra = format!(
+        "upgrade_socket = \"{}\"\n",
+        socket.path().join("upgrade.sock").display()
+    );
+    let sites = site("a", &["a.test"], &[origin.addr.to_string()], "");
+    let with_tls = ports.config(&[&cert], &extra) + &sites;
+    let mut old = EdgeProcess::start_with(&with_tls, ports.plain, ports.admin, &[])?;
+    // The new config has no TLS listener.
+    let plain_only = with_tls[..with_tls.find("[server.tls]").expect("tls section")].to_owned()
+        + &format!("[admin]\nlisten = \"{}\"\n", ports.admin)
+        + &sites;
+    let new = std::thread::spawn({
+        let (plain, admin) = (ports.plain, ports.admin);
+        move || EdgeProcess::start_with(&plain_only, plain, admin, &["--upgrade"])
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    old.signal(Signal::SIGQUIT)?;
+    let new = new.join().map_err(|_| anyhow::anyhow!("the new edge panicked"))??;
+    let exited = tokio::task::block_in_place(|| old.exited_within(Duration::from_secs(20)))?;
+    assert!(exited.is_some(), "the old edge stopped");
+    let plain = http_client()
+        .get(format!("http://{}/page", ports.plain))
+        .header("host", "a.test")
+        .send()
+        .await?;
+    assert_eq!(plain.status(), 200, "the kept listener serves");
+    assert!(
+        tokio::net::TcpStream::connect(ports.tls).await.is_err(),
+        "nothing accepts on the dropped listener"
+    );
+    assert!(new.logs().contains("not claimed by any service"), "{}", new.logs());
+    Ok(())
+}
