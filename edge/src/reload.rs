@@ -93,6 +93,7 @@ impl Reloader {
             certificates.as_ref().map_or(0, |c| c.certs().len())
         );
         sites.keep();
+        self.sites.current().retire_for(&sites);
         self.sites.swap(sites);
         if let (Some(live), Some(table)) = (&self.certificates, certificates) {
             live.swap(table);

@@ -106,8 +106,9 @@ impl OriginSettings {
         }
     }
 
-    /// The `Host` (and server name) of HTTP health checks: `sni`, else the first address given
-    /// by name, else `localhost`.
+    /// The `Host` (and server name) of HTTP health checks of addresses given as IPs: `sni`,
+    /// else the first address given by name, else `localhost`. (An address resolved from a name
+    /// is checked as that name.)
     pub fn check_host(&self) -> &str {
         if let Some(sni) = &self.sni {
             return sni;

@@ -160,6 +160,22 @@ impl Sites {
         futures::future::join_all(self.sites.iter().map(|s| s.origins.resolve())).await;
     }
 
+    /// Drops the health series of `self`'s pools (the table a reload replaced) that `next`
+    /// does not carry on.
+    pub fn retire_for(&self, next: &Sites) {
+        let still: std::collections::HashSet<(String, String)> =
+            next.sites.iter().flat_map(|s| s.origins.series()).collect();
+        for site in &self.sites {
+            if !next
+                .sites
+                .iter()
+                .any(|n| Arc::ptr_eq(&n.origins, &site.origins))
+            {
+                site.origins.retire(&still);
+            }
+        }
+    }
+
     /// Starts keeping every site's pool (resolved, health-checked) in the background.
     pub fn keep(&self) {
         for site in &self.sites {

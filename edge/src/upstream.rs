@@ -20,7 +20,9 @@ use pingora_core::utils::tls::WrappedX509;
 use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::discovery::ServiceDiscovery;
-use pingora_load_balancing::health_check::{HealthObserve, HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::health_check::{
+    HealthCheck, HealthObserve, HealthObserveCallback, HttpHealthCheck, TcpHealthCheck,
+};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
@@ -43,6 +45,7 @@ pub struct Origins {
     authorities: Option<Authorities>,
     /// A keeper task runs (a pool kept across a reload is kept by one task, not two).
     kept: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 /// The host name an address was resolved from (the TLS server name when `sni` is not set).
@@ -71,12 +74,84 @@ impl HealthObserve for HealthMetrics {
     }
 }
 
+/// HTTP health checks that ask each address as the name it was resolved from (its `Host` and,
+/// over TLS, its SNI and verified name), or as `sni` when set: one check per name, since
+/// Pingora's check carries one name for the whole pool.
+struct HttpChecks {
+    /// By the name an address came from; `None` for addresses given as IPs.
+    by_name: HashMap<Option<Arc<str>>, HttpHealthCheck>,
+    observer: HealthObserveCallback,
+}
+
+impl HttpChecks {
+    fn new(
+        config: &OriginSettings,
+        path: &str,
+        authorities: Option<&Authorities>,
+        observer: HealthObserveCallback,
+    ) -> Result<Self> {
+        let uri: http::Uri = path
+            .parse()
+            .or_err(ErrorType::InternalError, "health check path")?;
+        let check = |host: &str| {
+            let mut hc = HttpHealthCheck::new(host, config.tls);
+            hc.req.set_uri(uri.clone());
+            hc.peer_template.options.connection_timeout = Some(config.connect_timeout);
+            hc.peer_template.options.ca = authorities.cloned();
+            // Any 2xx is healthy (Pingora's own check wants exactly 200).
+            hc.validator = Some(Box::new(|resp| {
+                if resp.status.is_success() {
+                    Ok(())
+                } else {
+                    Error::e_explain(
+                        ErrorType::CustomCode("health check status", resp.status.as_u16()),
+                        "during the HTTP health check",
+                    )
+                }
+            }));
+            hc
+        };
+        let mut by_name = HashMap::new();
+        by_name.insert(None, check(config.check_host()));
+        for entry in &config.addresses {
+            if entry.parse::<SocketAddr>().is_ok() {
+                continue;
+            }
+            let name = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
+            let host = config.sni.as_deref().unwrap_or(name);
+            by_name.insert(Some(Arc::from(name)), check(host));
+        }
+        Ok(Self { by_name, observer })
+    }
+}
+
+#[async_trait]
+impl HealthCheck for HttpChecks {
+    async fn check(&self, target: &Backend) -> Result<()> {
+        let name = target.ext.get::<ResolvedFrom>().map(|r| Arc::clone(&r.0));
+        match self.by_name.get(&name).or_else(|| self.by_name.get(&None)) {
+            Some(check) => check.check(target).await,
+            None => Error::e_explain(ErrorType::InternalError, "no health check for the address"),
+        }
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        self.observer.observe(target, healthy).await;
+    }
+
+    fn health_threshold(&self, _success: bool) -> usize {
+        1
+    }
+}
+
 /// The pool's addresses: IP literals as they are, names through the system resolver.
 struct Resolve {
     site: String,
     addresses: Vec<String>,
     /// What each name resolved to last: kept when it stops resolving.
     last: Mutex<HashMap<String, Vec<SocketAddr>>>,
+    /// The pool's addresses after the last discovery, for the health metric's series.
+    known: Mutex<BTreeSet<String>>,
     metrics: Arc<Metrics>,
 }
 
@@ -119,13 +194,23 @@ impl ServiceDiscovery for Resolve {
                 backends.insert(backend(addr, Some(Arc::clone(&name))));
             }
         }
-        for b in &backends {
-            // Present (as healthy, as the pool treats a new address) before its first check.
+        let now: BTreeSet<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+        let mut known = self.known.lock();
+        for addr in now.difference(&known) {
+            // Present (as healthy, as the pool treats a new address) before its first check;
+            // a known address keeps what its checks said.
             self.metrics
                 .origin_healthy
-                .with_label_values(&[&self.site, &b.addr.to_string()])
+                .with_label_values(&[&self.site, addr])
                 .set(1);
         }
+        for gone in known.difference(&now) {
+            let _ = self
+                .metrics
+                .origin_healthy
+                .remove_label_values(&[&self.site, gone]);
+        }
+        *known = now;
         Ok((backends, HashMap::new()))
     }
 }
@@ -150,6 +235,7 @@ impl Origins {
             site: site.to_owned(),
             addresses: config.addresses.clone(),
             last: Mutex::new(HashMap::new()),
+            known: Mutex::new(BTreeSet::new()),
             metrics: Arc::clone(&metrics),
         };
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
@@ -158,7 +244,7 @@ impl Origins {
             None => None,
         };
         let observer = Box::new(HealthMetrics {
-            metrics,
+            metrics: Arc::clone(&metrics),
             site: site.to_owned(),
         });
         match &config.health_check_path {
@@ -169,16 +255,8 @@ impl Origins {
                 lb.set_health_check(hc);
             }
             Some(path) => {
-                let host = config.check_host();
-                let mut hc = HttpHealthCheck::new(host, config.tls);
-                hc.req.set_uri(
-                    path.parse()
-                        .or_err(ErrorType::InternalError, "health check path")?,
-                );
-                hc.peer_template.options.connection_timeout = Some(config.connect_timeout);
-                hc.peer_template.options.ca.clone_from(&authorities);
-                hc.health_changed_callback = Some(observer);
-                lb.set_health_check(Box::new(hc));
+                let checks = HttpChecks::new(config, path, authorities.as_ref(), observer)?;
+                lb.set_health_check(Box::new(checks));
             }
         }
         lb.health_check_frequency = Some(config.health_check_interval);
@@ -189,6 +267,7 @@ impl Origins {
             site: site.to_owned(),
             authorities,
             kept: AtomicBool::new(false),
+            metrics: Arc::clone(&metrics),
         })
     }
 
@@ -262,6 +341,30 @@ impl Origins {
         o.idle_timeout = Some(self.config.idle_timeout);
         o.ca.clone_from(&self.authorities);
         Ok(Box::new(peer))
+    }
+
+    /// Drops the health series of this pool's addresses that `still` (site, address) does not
+    /// hold: a reload that retires the pool leaves no ghost origins on dashboards.
+    pub fn retire(&self, still: &std::collections::HashSet<(String, String)>) {
+        for b in self.lb.backends().get_backend().iter() {
+            let key = (self.site.clone(), b.addr.to_string());
+            if !still.contains(&key) {
+                let _ = self
+                    .metrics
+                    .origin_healthy
+                    .remove_label_values(&[&key.0, &key.1]);
+            }
+        }
+    }
+
+    /// (site, address) of every address known now.
+    pub fn series(&self) -> Vec<(String, String)> {
+        self.lb
+            .backends()
+            .get_backend()
+            .iter()
+            .map(|b| (self.site.clone(), b.addr.to_string()))
+            .collect()
     }
 
     /// Addresses known now (names resolved).

@@ -832,7 +832,9 @@ async fn an_upgrade_that_drops_a_listener_closes_it() -> anyhow::Result<()> {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     old.signal(Signal::SIGQUIT)?;
-    let new = new.join().map_err(|_| anyhow::anyhow!("the new edge panicked"))??;
+    let new = new
+        .join()
+        .map_err(|_| anyhow::anyhow!("the new edge panicked"))??;
     let exited = tokio::task::block_in_place(|| old.exited_within(Duration::from_secs(20)))?;
     assert!(exited.is_some(), "the old edge stopped");
     let plain = http_client()
@@ -845,6 +847,124 @@ async fn an_upgrade_that_drops_a_listener_closes_it() -> anyhow::Result<()> {
         tokio::net::TcpStream::connect(ports.tls).await.is_err(),
         "nothing accepts on the dropped listener"
     );
-    assert!(new.logs().contains("not claimed by any service"), "{}", new.logs());
+    assert!(
+        new.logs().contains("not claimed by any service"),
+        "{}",
+        new.logs()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origins_are_health_checked_by_their_own_name() -> anyhow::Result<()> {
+    let ca = TestCa::new();
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/healthz", Reply::new(204));
+    let over_tls = TlsTerminator::start(&ca.leaf("origin", &["localhost"]), origin.addr).await;
+    let ports = Ports::new()?;
+    let edge_cert = ca.leaf("edge", &["a.test"]);
+    let origin_keys = format!(
+        "tls = true\nca_file = \"{}\"\nhealth_check_path = \"/healthz\"\n",
+        ca.ca_pem_path().display()
+    );
+    let config = ports.config(&[&edge_cert], "")
+        + &site(
+            "a",
+            &["a.test"],
+            &[format!("localhost:{}", over_tls.addr.port())],
+            "",
+        )
+        .replace("health_check_path = \"\"\n", &origin_keys);
+    let edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
+    // Every check is a verified HTTPS GET naming `localhost`; a 204 is healthy.
+    eventually(Duration::from_secs(10), "a health check", || async {
+        (origin.count("/healthz") >= 2).then_some(())
+    })
+    .await?;
+    let checks: Vec<_> = origin
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() == "/healthz")
+        .collect();
+    assert!(
+        checks.iter().all(|r| r.header("host") == Some("localhost")),
+        "{:?}",
+        checks.iter().map(|r| r.header("host")).collect::<Vec<_>>()
+    );
+    assert!(
+        over_tls
+            .server_names()
+            .iter()
+            .all(|n| n.as_deref() == Some("localhost"))
+    );
+    let origins = http_client().get(edge.admin_url("/origins")).send().await?;
+    assert_eq!(origins.status(), 200, "healthy on a 204");
+    // A failing check takes the address out: the site has none healthy.
+    origin.route("/healthz", Reply::new(503));
+    eventually(
+        Duration::from_secs(10),
+        "the site reported down",
+        || async {
+            let r = http_client()
+                .get(edge.admin_url("/origins"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 503).then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_a_site_to_other_origins_leaves_no_ghost_series() -> anyhow::Result<()>
+{
+    let (before, after) = (
+        ScriptedOrigin::start().await?,
+        ScriptedOrigin::start().await?,
+    );
+    before.route("/page", Reply::ok("no-store", "before"));
+    after.route("/page", Reply::ok("no-store", "after"));
+    let ports = Ports::new()?;
+    let ca = TestCa::new();
+    let cert = ca.leaf("a", &["a.test"]);
+    let config = |origin: &ScriptedOrigin| {
+        ports.config(&[&cert], "") + &site("a", &["a.test"], &[origin.addr.to_string()], "")
+    };
+    let edge = EdgeProcess::start_with(&config(&before), ports.plain, ports.admin, &[])?;
+    let page = || async {
+        http_client()
+            .get(format!("http://{}/page", ports.plain))
+            .header("host", "a.test")
+            .send()
+            .await?
+            .text()
+            .await
+    };
+    assert_eq!(page().await?, "before");
+    let series = |origin: &ScriptedOrigin| {
+        format!(
+            "outpost_origin_healthy{{origin=\"{}\",site=\"a\"}}",
+            origin.addr
+        )
+    };
+    let metrics = || async {
+        http_client()
+            .get(edge.admin_url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await
+    };
+    assert!(metrics().await?.contains(&series(&before)));
+    std::fs::write(edge.config_path(), config(&after))?;
+    edge.signal(Signal::SIGHUP)?;
+    edge.metric_reaches("outpost_config_reloads_total{result=\"applied\"}", 1.0)
+        .await?;
+    assert_eq!(page().await?, "after");
+    let text = metrics().await?;
+    assert!(text.contains(&series(&after)), "{text}");
+    assert!(!text.contains(&series(&before)), "a ghost origin: {text}");
     Ok(())
 }
