@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Hit-path load benchmark: Outpost's edge vs nginx (proxy_cache) vs Varnish, serving CACHED
-# objects (1 KiB and 100 KiB) from the same origin; then Outpost vs nginx over HTTPS.
+# Hit-path load benchmark: Outpost's edge vs nginx (proxy_cache) vs Varnish vs Apache Traffic
+# Server, serving CACHED objects (1 KiB and 100 KiB) from the same origin; then Outpost vs nginx
+# over HTTPS.
 #
 # What it measures
 #   For each proxy and object size: requests/second, p50 and p99 latency (wrk --latency) and
 #   requests per server CPU-second (utime+stime from /proc/<pid>/stat summed over all of the
-#   proxy's processes: nginx master+worker, varnishd manager+child, edge; divided by
-#   `getconf CLK_TCK`). Then the ratios Outpost/nginx and Outpost/Varnish.
+#   proxy's processes: nginx master+worker, varnishd manager+child, traffic_server, edge;
+#   divided by `getconf CLK_TCK`). Then the ratios Outpost/nginx, Outpost/Varnish and
+#   Outpost/Traffic Server.
 #   nginx runs in two configurations, with and without sendfile, because each is clearly best
 #   for one of the two sizes on Linux loopback (details at its config below); the Outpost/nginx
 #   ratios use, per object, the configuration with the higher median req/s.
+#   Traffic Server (HIT_PATH_ATS=1, the default) runs as traffic_server alone (no
+#   traffic_manager, no system service), from its own layout in the temp dir, with one event
+#   thread, a 256 MiB RAM cache in front of a cache file, access logging off (details at
+#   start_ats in benches/lib/servers.sh).
 #   HTTPS (HIT_PATH_TLS=1, the default; Varnish has no TLS, so Outpost vs nginx only), both
 #   sides with the same ECDSA P-256 certificate, negotiating TLS 1.3:
 #   - keep-alive: the same measurements over https://, both sizes;
@@ -42,7 +48,8 @@
 #   - Each proxy is started by this script (no system services), pinned to core 0 with
 #     `taskset -c 0`; wrk (1 thread, 64 connections) is pinned to core 1.
 #   - Each cache is warmed and checked to answer from cache (Outpost `cache-status: outpost; hit`,
-#     nginx `X-Cache: HIT`, Varnish two ids in `X-Varnish`) and to return the origin's bytes.
+#     nginx `X-Cache: HIT`, Varnish two ids in `X-Varnish`, Traffic Server `Via: ... [cHs` or
+#     `[cRs`: a fresh hit from its cache file or its RAM cache) and to return the origin's bytes.
 #   - Runs are interleaved: for round in 1..3, for size in 1k 100k, for each proxy (the order of
 #     proxies rotates per round): 2 s warm-up run, then a 10 s measured run. Tables report the
 #     median over rounds. Every run also records how busy the proxy's core was with anything
@@ -57,18 +64,20 @@
 # Run
 #   benches/hit_path.sh [OUT.md]
 #   Prints a Markdown report on stdout (progress on stderr) and also writes it to OUT.md if given.
-#   Installs nginx, varnish, wrk and, for HTTPS, openssl (apt-get; via sudo when not root) if
-#   missing, and builds the edge (`cargo build --release --locked -p edge --bin edge`). Takes
-#   about 10 minutes plus the build: plain HTTP 3 rounds x 2 sizes x 4 proxy configs x 12 s =
-#   288 s of load, HTTPS 3 rounds x 3 wrk tests x 2 proxies x 12 s = 216 s, full handshakes
-#   3 rounds x 2 proxies x about 13 s (s_time counts whole seconds and stops within the second
-#   after its time) = about 80 s, plus setup and waits. HIT_PATH_TLS=0 skips HTTPS (about
-#   5 minutes); HIT_PATH_TLS_FULL=0 skips the full handshakes; HIT_PATH_PLAIN=0 skips plain
-#   HTTP (about 5 minutes, HTTPS only; Varnish and nginx's sendfile instance are not started).
+#   Installs nginx, varnish, trafficserver, wrk and, for HTTPS, openssl (apt-get; via sudo when
+#   not root) if missing, and builds the edge (`cargo build --release --locked -p edge --bin
+#   edge`). Takes about 11 minutes plus the build: plain HTTP 3 rounds x 2 sizes x 5 proxy
+#   configs x 12 s = 360 s of load, HTTPS 3 rounds x 3 wrk tests x 2 proxies x 12 s = 216 s,
+#   full handshakes 3 rounds x 2 proxies x about 13 s (s_time counts whole seconds and stops
+#   within the second after its time) = about 80 s, plus setup and waits. HIT_PATH_TLS=0 skips
+#   HTTPS (about 6 minutes); HIT_PATH_TLS_FULL=0 skips the full handshakes; HIT_PATH_ATS=0
+#   leaves Traffic Server out (72 s less); HIT_PATH_PLAIN=0 skips plain HTTP (about 5 minutes,
+#   HTTPS only; Varnish, Traffic Server and nginx's sendfile instance are not started).
 #
 # Knobs (environment): HIT_PATH_ROUNDS (3), HIT_PATH_DURATION (10, seconds), HIT_PATH_WARMUP (2),
-#   HIT_PATH_CONNECTIONS (64), HIT_PATH_PORT_BASE (18480; uses 8 ports from it),
+#   HIT_PATH_CONNECTIONS (64), HIT_PATH_PORT_BASE (18480; uses 9 ports from it),
 #   HIT_PATH_PROXY_CPU (0), HIT_PATH_WRK_CPU (1), HIT_PATH_PLAIN (1; 0 skips plain HTTP),
+#   HIT_PATH_ATS (1; 0 leaves Traffic Server out of plain HTTP),
 #   HIT_PATH_TLS (1; 0 skips HTTPS), HIT_PATH_TLS_ROUNDS (HIT_PATH_ROUNDS),
 #   HIT_PATH_TLS_FULL (1; 0 skips the full handshakes), HIT_PATH_TLS_FULL_CLIENTS (2, s_time
 #   processes on the wrk core), EDGE_BIN (use this edge binary, skip the build).
@@ -88,6 +97,7 @@ PLAIN=${HIT_PATH_PLAIN:-1}
 TLS=${HIT_PATH_TLS:-1}
 TLS_ROUNDS=${HIT_PATH_TLS_ROUNDS:-$ROUNDS}
 TLS_FULL=${HIT_PATH_TLS_FULL:-1}
+ATS=${HIT_PATH_ATS:-1}
 FULL_CLIENTS=${HIT_PATH_TLS_FULL_CLIENTS:-2}
 
 ORIGIN_PORT=$PORT_BASE
@@ -98,6 +108,7 @@ EDGE_PORT=$((PORT_BASE + 3))
 EDGE_ADMIN_PORT=$((PORT_BASE + 4))
 EDGE_TLS_PORT=$((PORT_BASE + 6))
 NGINX_TLS_PORT=$((PORT_BASE + 7))
+ATS_PORT=$((PORT_BASE + 8))
 
 SIZES=(1k 100k)
 # nginx runs twice, in the two configurations that are each best for one object size here (see
@@ -109,14 +120,11 @@ TLS_PROXIES=()
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${1:-}
 if [[ -n $OUT && $OUT != /* ]]; then OUT="$PWD/$OUT"; fi
-# nginx and varnishd live in /usr/sbin, which is not on a normal user's PATH.
-export PATH="$PATH:/usr/sbin:/sbin"
-
-log() { printf '[hit_path] %s\n' "$*" >&2; }
-die() {
-    printf '[hit_path] ERROR: %s\n' "$*" >&2
-    exit 1
-}
+BENCH=hit_path
+# log, die, installing, the edge build, the temp dir and cleanup, starting the origin and the
+# other proxies.
+# shellcheck source-path=SCRIPTDIR source=lib/servers.sh
+source "$ROOT/benches/lib/servers.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Prerequisites
@@ -126,137 +134,35 @@ die() {
 [[ $PLAIN == 0 || $PLAIN == 1 ]] || die "HIT_PATH_PLAIN must be 0 or 1, not '$PLAIN'"
 [[ $TLS == 0 || $TLS == 1 ]] || die "HIT_PATH_TLS must be 0 or 1, not '$TLS'"
 [[ $TLS_FULL == 0 || $TLS_FULL == 1 ]] || die "HIT_PATH_TLS_FULL must be 0 or 1, not '$TLS_FULL'"
+[[ $ATS == 0 || $ATS == 1 ]] || die "HIT_PATH_ATS must be 0 or 1, not '$ATS'"
 [[ $FULL_CLIENTS =~ ^[1-9][0-9]*$ ]] || die "HIT_PATH_TLS_FULL_CLIENTS must be a positive integer, not '$FULL_CLIENTS'"
 ((PLAIN || TLS)) || die "HIT_PATH_PLAIN=0 and HIT_PATH_TLS=0 leave nothing to measure"
-if ((PLAIN)); then PROXIES=(outpost nginx nginx-copy varnish); fi
+if ((PLAIN)); then PROXIES=(outpost nginx nginx-copy varnish); else ATS=0; fi
+if ((ATS)); then PROXIES+=(ats); fi
 if ((TLS)); then TLS_PROXIES=(outpost-tls nginx-tls); else TLS_FULL=0; fi
 ncpu=$(getconf _NPROCESSORS_ONLN)
 ((ncpu >= 2)) || die "needs 2 cores (proxy on core $PROXY_CPU, wrk on core $WRK_CPU); this machine has $ncpu"
 
-SUDO=()
-if [[ $EUID -ne 0 ]]; then
-    command -v sudo >/dev/null || die "not root and no sudo: cannot install packages"
-    SUDO=(sudo)
-fi
+needed=(nginx:nginx wrk:wrk curl:curl pgrep:procps taskset:util-linux)
+if ((PLAIN)); then needed+=(varnishd:varnish); fi
+if ((ATS)); then needed+=(traffic_server:trafficserver); fi
+if ((TLS)); then needed+=(openssl:openssl); fi
+ensure_commands "${needed[@]}"
 
-missing=()
-command -v nginx >/dev/null || missing+=(nginx)
-if ((PLAIN)); then command -v varnishd >/dev/null || missing+=(varnish); fi
-command -v wrk >/dev/null || missing+=(wrk)
-command -v curl >/dev/null || missing+=(curl)
-command -v pgrep >/dev/null || missing+=(procps)
-command -v taskset >/dev/null || missing+=(util-linux)
-if ((TLS)); then command -v openssl >/dev/null || missing+=(openssl); fi
-if ((${#missing[@]})); then
-    log "installing missing packages: ${missing[*]} (apt-get update; apt-get install -y ${missing[*]})"
-    "${SUDO[@]}" apt-get update
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-    # The packages may start system services; this benchmark runs its own instances on its own
-    # ports, so stop the ones the install just started (they would compete for the CPU).
-    for svc in nginx varnish; do
-        if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
-            log "stopping the $svc service the package started"
-            "${SUDO[@]}" systemctl stop "$svc" || true
-        elif command -v service >/dev/null && service "$svc" status >/dev/null 2>&1; then
-            log "stopping the $svc service the package started"
-            "${SUDO[@]}" service "$svc" stop || true
-        fi
-    done
-fi
-
-EDGE_GIVEN=${EDGE_BIN:+1}
-if [[ -n ${EDGE_BIN:-} ]]; then
-    [[ -x $EDGE_BIN ]] || die "EDGE_BIN=$EDGE_BIN is not an executable"
-    log "using EDGE_BIN=$EDGE_BIN (no build)"
-else
-    log "building the edge: cargo build --release --locked -p edge --bin edge"
-    (cd "$ROOT" && cargo build --release --locked -p edge --bin edge) ||
-        die "building the edge failed"
-    EDGE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/edge"
-    [[ -x $EDGE_BIN ]] || die "built edge not found at $EDGE_BIN"
-fi
+edge_binary "$ROOT"
 
 CLK_TCK=$(getconf CLK_TCK)
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ports=("$ORIGIN_PORT" "$NGINX_PORT" "$VARNISH_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT" "$NGINX_COPY_PORT")
 if ((TLS)); then ports+=("$EDGE_TLS_PORT" "$NGINX_TLS_PORT"); fi
-for p in "${ports[@]}"; do
-    if port_in_use "$p"; then
-        die "port 127.0.0.1:$p is already in use (a stray server from an earlier run?); stop it or set HIT_PATH_PORT_BASE"
-    fi
-done
+if ((ATS)); then ports+=("$ATS_PORT"); fi
+check_ports "${ports[@]}"
 
 # ---------------------------------------------------------------------------------------------
-# Temp dir, process bookkeeping, cleanup
+# Temp dir (removed at exit, with every server this script started stopped), CPU accounting
 # ---------------------------------------------------------------------------------------------
 
-D=$(mktemp -d -t hit_path.XXXXXX)
-# nginx workers and varnishd's child drop privileges when started as root: let them in.
-chmod 755 "$D"
-
-PIDS=()    # main pid of every server this script started
-SIGNALS=() # the signal that stops it quickly
-NAMES=()
-
-cleanup() {
-    local rc=$? i p children=() deadline
-    set +e
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do
-        # shellcheck disable=SC2207
-        children+=($(pgrep -P "$p" 2>/dev/null))
-    done
-    for i in "${!PIDS[@]}"; do
-        kill -"${SIGNALS[$i]}" "${PIDS[$i]}" 2>/dev/null
-    done
-    deadline=$((SECONDS + 5))
-    for p in "${PIDS[@]}" "${children[@]}"; do
-        while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-        if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null; fi
-    done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$D"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# started NAME SIGNAL PID: remember a server for cleanup.
-started() {
-    NAMES+=("$1")
-    SIGNALS+=("$2")
-    PIDS+=("$3")
-}
-
-# wait_http NAME PID URL LOG: poll URL (bounded: 20 s) until it answers 2xx; fail fast if the
-# process exits.
-wait_http() {
-    local name=$1 pid=$2 url=$3 logf=$4 i
-    for ((i = 0; i < 200; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "$name exited during startup; its log ($logf):"
-            tail -n 30 "$logf" >&2 || true
-            die "$name did not start"
-        fi
-        if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    tail -n 30 "$logf" >&2 || true
-    die "$name did not answer $url within 20 s"
-}
-
-# The pids of a server: its main process and its children (nginx worker and cache manager,
-# varnishd child). Not nginx's cache loader: it starts a minute after nginx, reads the cache
-# directory once and exits, which is no crash (and its CPU time is not serving hits).
-server_pids() {
-    local c
-    echo "$1"
-    for c in $(pgrep -P "$1" | sort -n); do
-        grep -qa 'cache loader' "/proc/$c/cmdline" 2>/dev/null || echo "$c"
-    done
-}
+bench_tmpdir
 
 # cpu_ticks PID...: utime + stime (fields 14 and 15 of /proc/<pid>/stat) summed over PIDs.
 cpu_ticks() {
@@ -270,71 +176,16 @@ cpu_ticks() {
     echo "$total"
 }
 
-origin_requests() { wc -l <"$D/origin/access.log"; }
-
 # core_ticks CPU -> "busy total" jiffies of one core from /proc/stat (busy = all but idle+iowait).
 core_ticks() {
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
 # ---------------------------------------------------------------------------------------------
-# Origin: its own nginx, serving two files with Cache-Control and an ETag
+# Origin: its own nginx, serving /1k.bin and /100k.bin with Cache-Control and an ETag
 # ---------------------------------------------------------------------------------------------
 
-# nginx_temp_paths DIR: keep nginx's temp files out of /var/lib/nginx.
-nginx_temp_paths() {
-    local t
-    for t in client_body proxy fastcgi uwsgi scgi; do
-        printf '    %s_temp_path %s/tmp/%s;\n' "$t" "$1" "$t"
-    done
-}
-
-mkdir -p "$D/origin/www" "$D/origin/tmp"
-head -c 1024 /dev/urandom >"$D/origin/www/1k.bin"
-head -c 102400 /dev/urandom >"$D/origin/www/100k.bin"
-touch "$D/origin/access.log"
-cat >"$D/origin/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $D/origin/nginx.pid;
-error_log $D/origin/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log $D/origin/access.log;
-$(nginx_temp_paths "$D/origin")
-    default_type application/octet-stream;
-    sendfile on;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$ORIGIN_PORT;
-        root $D/origin/www;
-        etag on;
-        location / {
-            add_header Cache-Control "public, max-age=3600";
-        }
-    }
-}
-EOF
-
-# start_nginx NAME DIR CPUSET: test the config, then run nginx in the foreground (backgrounded).
-start_nginx() {
-    local name=$1 dir=$2 pin=("${@:3}") pid
-    nginx -t -q -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" 2>"$dir/config-test.log" || {
-        cat "$dir/config-test.log" >&2
-        die "$name: nginx config test failed"
-    }
-    "${pin[@]}" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
-    pid=$!
-    started "$name" TERM "$pid"
-}
-
-log "starting the origin (nginx) on 127.0.0.1:$ORIGIN_PORT"
-start_nginx origin "$D/origin"
-ORIGIN_PID=${PIDS[-1]}
-wait_http origin "$ORIGIN_PID" "http://127.0.0.1:$ORIGIN_PORT/1k.bin" "$D/origin/error.log"
-hdr=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/100k.bin")
-grep -qi '^cache-control: public, max-age=3600' <<<"$hdr" || die "origin sends no Cache-Control: $hdr"
-grep -qi '^etag:' <<<"$hdr" || die "origin sends no ETag: $hdr"
+start_origin "$D/origin" "$ORIGIN_PORT"
 
 PIN=(taskset -c "$PROXY_CPU")
 
@@ -401,48 +252,10 @@ NGINX_TLS="listen 127.0.0.1:$NGINX_TLS_PORT ssl;
         ssl_session_timeout 1d;
         ssl_session_tickets off;"
 
-# write_nginx_proxy DIR PORT SEND_DIRECTIVES [SERVER_DIRECTIVES]
-write_nginx_proxy() {
-    local dir=$1 port=$2 send=$3 more=${4:-}
-    mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_temp_paths "$dir")
-    $send
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    proxy_cache_path $dir/cache levels=1:2 keys_zone=hit_path:10m max_size=1g inactive=1h use_temp_path=off;
-    upstream origin {
-        server 127.0.0.1:$ORIGIN_PORT;
-        keepalive 16;
-    }
-    server {
-        listen 127.0.0.1:$port;
-        $more
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache hit_path;
-            # Used only when the origin says nothing; it sends max-age=3600, which nginx honours.
-            proxy_cache_valid 200 10m;
-            proxy_cache_lock on;
-            add_header X-Cache \$upstream_cache_status;
-        }
-    }
-}
-EOF
-}
 
 # HIT_PATH_PLAIN=0 (HTTPS only) needs neither this instance nor Varnish.
 if ((PLAIN)); then
-    write_nginx_proxy "$D/nginx" "$NGINX_PORT" "sendfile on; tcp_nopush off;"
+    write_nginx_proxy "$D/nginx" "$NGINX_PORT" "$ORIGIN_PORT" "sendfile on; tcp_nopush off;"
     log "starting nginx (proxy_cache, sendfile) on 127.0.0.1:$NGINX_PORT, pinned to core $PROXY_CPU"
     start_nginx nginx "$D/nginx" "${PIN[@]}"
     NGINX_PID=${PIDS[-1]}
@@ -450,7 +263,7 @@ fi
 
 nginx_copy_tls=
 if ((TLS)); then nginx_copy_tls=$NGINX_TLS; fi
-write_nginx_proxy "$D/nginx-copy" "$NGINX_COPY_PORT" "sendfile off; output_buffers 1 256k;" "$nginx_copy_tls"
+write_nginx_proxy "$D/nginx-copy" "$NGINX_COPY_PORT" "$ORIGIN_PORT" "sendfile off; output_buffers 1 256k;" "$nginx_copy_tls"
 log "starting nginx (proxy_cache, no sendfile) on 127.0.0.1:$NGINX_COPY_PORT$( ((TLS)) && echo " and https $NGINX_TLS_PORT"), pinned to core $PROXY_CPU"
 start_nginx nginx-copy "$D/nginx-copy" "${PIN[@]}"
 NGINX_COPY_PID=${PIDS[-1]}
@@ -459,30 +272,18 @@ NGINX_COPY_PID=${PIDS[-1]}
 # Varnish
 # ---------------------------------------------------------------------------------------------
 
-if ((PLAIN)); then
-    mkdir -p "$D/varnish"
-    cat >"$D/varnish/hit_path.vcl" <<EOF
-vcl 4.1;
+if ((PLAIN)); then start_varnish "$D/varnish" "$VARNISH_PORT" "$ORIGIN_PORT" malloc,256m "$PROXY_CPU"; fi
 
-backend origin {
-    .host = "127.0.0.1";
-    .port = "$ORIGIN_PORT";
-}
+# ---------------------------------------------------------------------------------------------
+# Apache Traffic Server
+# ---------------------------------------------------------------------------------------------
 
-sub vcl_deliver {
-    if (obj.hits > 0) {
-        set resp.http.X-Cache = "HIT";
-    } else {
-        set resp.http.X-Cache = "MISS";
-    }
-}
-EOF
-    log "starting varnishd on 127.0.0.1:$VARNISH_PORT, pinned to core $PROXY_CPU"
-    "${PIN[@]}" varnishd -F -a "127.0.0.1:$VARNISH_PORT" -T 127.0.0.1:0 -f "$D/varnish/hit_path.vcl" \
-        -s malloc,256m -n "$D/varnish/work" -P "$D/varnish/varnishd.pid" \
-        >"$D/varnish/varnishd.log" 2>&1 &
-    started varnish TERM "$!"
-    VARNISH_PID=$!
+# A 256 MiB RAM cache, as Varnish's malloc storage and the edge's L1; objects are written to a
+# cache file in the temp dir and the RAM cache keeps what is read back (the second request).
+# keep_alive_no_activity_timeout_in: the keep-alive timeout, as nginx's 65 s.
+if ((ATS)); then
+    start_ats "$D/ats" "$ATS_PORT" "$ORIGIN_PORT" 268435456 512M "$PROXY_CPU" \
+        "CONFIG proxy.config.http.keep_alive_no_activity_timeout_in INT 65"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -546,6 +347,7 @@ proxy_pid() {
     nginx) echo "$NGINX_PID" ;;
     nginx-copy | nginx-tls) echo "$NGINX_COPY_PID" ;;
     varnish) echo "$VARNISH_PID" ;;
+    ats) echo "$ATS_PID" ;;
     esac
 }
 proxy_port() {
@@ -554,6 +356,7 @@ proxy_port() {
     nginx) echo "$NGINX_PORT" ;;
     nginx-copy) echo "$NGINX_COPY_PORT" ;;
     varnish) echo "$VARNISH_PORT" ;;
+    ats) echo "$ATS_PORT" ;;
     outpost-tls) echo "$EDGE_TLS_PORT" ;;
     nginx-tls) echo "$NGINX_TLS_PORT" ;;
     esac
@@ -572,6 +375,7 @@ proxy_label() {
     nginx-copy) echo "nginx proxy_cache (no sendfile)" ;;
     nginx-tls) echo "nginx proxy_cache (no sendfile)" ;;
     varnish) echo "Varnish" ;;
+    ats) echo "Traffic Server" ;;
     esac
 }
 size_label() {
@@ -583,13 +387,8 @@ size_label() {
 
 # Every process of every proxy must be pinned to the proxy core.
 for proxy in "${PROXIES[@]}" "${TLS_PROXIES[@]}"; do
-    for pid in $(server_pids "$(proxy_pid "$proxy")"); do
-        for task in /proc/"$pid"/task/*; do
-            aff=$(taskset -cp "${task##*/}" 2>/dev/null | awk -F': ' '{print $2}') || aff=
-            [[ $aff == "$PROXY_CPU" ]] ||
-                die "$proxy process $pid thread ${task##*/} runs on cores '$aff', expected $PROXY_CPU"
-        done
-    done
+    # shellcheck disable=SC2046
+    check_pinned "$proxy" "$PROXY_CPU" $(server_pids "$(proxy_pid "$proxy")")
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -602,6 +401,7 @@ is_hit() {
     outpost | outpost-tls) grep -qiE '^cache-status: *outpost; *hit' "$2" ;;
     nginx | nginx-copy | nginx-tls) grep -qiE '^x-cache: *HIT' "$2" ;;
     varnish) grep -qiE '^x-varnish: *[0-9]+ +[0-9]+' "$2" ;;
+    ats) grep -qiE '^via: .*\[c[HR]s' "$2" ;;
     esac
 }
 
@@ -1061,6 +861,8 @@ cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 nginx_version=$(nginx -v 2>&1 | sed 's/^nginx version: //')
 varnish_version=
 if ((PLAIN)); then varnish_version=$(varnishd -V 2>&1 | head -n 1); fi
+ats_version=
+if ((ATS)); then ats_version=$(traffic_server -V 2>&1 | awk '/^Traffic Server/ { print $1, $2, $3; exit }'); fi
 wrk_version=$({ wrk -v 2>&1 || true; } | head -n 1 | awk '{ print $1, $2 }')
 edge_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain -- edge common Cargo.lock 2>/dev/null) ]]; then
@@ -1083,7 +885,7 @@ error_kinds() {
 
 REPORT="$D/report.md"
 {
-    echo "# Hit-path benchmark: Outpost edge vs nginx proxy_cache vs Varnish"
+    echo "# Hit-path benchmark: Outpost edge vs nginx proxy_cache vs Varnish$( ((ATS)) && echo " vs Traffic Server")"
     echo
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "- CPU: $cpu_model ($ncpu cores online), kernel $(uname -r)"
@@ -1091,6 +893,9 @@ REPORT="$D/report.md"
     if ((PLAIN)); then
         echo "- nginx: $nginx_version (\`worker_processes 1\`, proxy_cache on disk in a temp dir, \`access_log off\`); two configs: \"sendfile\" = \`sendfile on; tcp_nopush off\`, \"no sendfile\" = \`sendfile off; output_buffers 1 256k\` (\`tcp_nopush on\` stalls 100 KiB hits ~40 ms on delayed ACKs here, so it is not used)"
         echo "- Varnish: $varnish_version (\`-s malloc,256m\`, default thread pools)"
+        if ((ATS)); then
+            echo "- Traffic Server: $ats_version (\`traffic_server\` alone, no traffic_manager; one event thread: \`exec_thread.autoconfig 0\`, \`exec_thread.limit 1\`, \`accept_threads 0\`, one task and one AIO thread; \`ram_cache.size\` 256 MiB (CLFUS, the default) in front of a 512 MiB cache file in the temp dir; \`cache.required_headers 2\`; \`logging_enabled 0\`; \`insert_response_via_str 2\` (the hit check); \`keep_alive_no_activity_timeout_in 65\`; other records at Traffic Server's defaults)"
+        fi
         echo "- wrk: $wrk_version, 1 thread, $CONNS connections, keep-alive"
         echo "- Each proxy (all its processes) pinned to core $PROXY_CPU, wrk to core $WRK_CPU; origin: a separate nginx, not pinned, idle during runs (0 requests reached it)"
         echo "- $ROUNDS rounds, interleaved (round → object → proxy, proxy order rotating), each a ${WARMUP} s warm-up then ${DURATION} s measured; medians over rounds. Load phase: ${load_secs} s"
@@ -1113,8 +918,13 @@ REPORT="$D/report.md"
         echo
         echo "## Ratios (Outpost / other, from the medians)"
         echo
-        echo "| object | metric | better when | Outpost/nginx | Outpost/Varnish | nginx config used |"
-        echo "|---|---|---|---:|---:|---|"
+        if ((ATS)); then
+            echo "| object | metric | better when | Outpost/nginx | Outpost/Varnish | Outpost/Traffic Server | nginx config used |"
+            echo "|---|---|---|---:|---:|---:|---|"
+        else
+            echo "| object | metric | better when | Outpost/nginx | Outpost/Varnish | nginx config used |"
+            echo "|---|---|---|---:|---:|---|"
+        fi
         for size in "${SIZES[@]}"; do
             # The nginx configuration with the higher median req/s for this object.
             best_nginx=$(awk -v a="$(med "$size" nginx 3)" -v b="$(med "$size" nginx-copy 3)" \
@@ -1124,9 +934,15 @@ REPORT="$D/report.md"
                 o=$(med "$size" outpost "$col")
                 n=$(med "$size" "$best_nginx" "$col")
                 v=$(med "$size" varnish "$col")
+                a=
+                if ((ATS)); then a=$(med "$size" ats "$col"); fi
                 awk -v s="$(size_label "$size")" -v name="${name//_/ }" -v b="$better" -v o="$o" -v n="$n" \
-                    -v v="$v" -v cfg="$(proxy_label "$best_nginx" | sed 's/^nginx proxy_cache //')" \
-                    'BEGIN { printf "| %s | %s | %s | %.2f | %.2f | %s |\n", s, name, b, o / n, o / v, cfg }'
+                    -v v="$v" -v a="$a" -v cfg="$(proxy_label "$best_nginx" | sed 's/^nginx proxy_cache //')" \
+                    'BEGIN {
+                        printf "| %s | %s | %s | %.2f | %.2f |", s, name, b, o / n, o / v
+                        if (a != "") printf " %.2f |", o / a
+                        printf " %s |\n", cfg
+                    }'
             done
         done
         echo
