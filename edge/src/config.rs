@@ -13,6 +13,10 @@ use crate::tls::certs::{self, CertProblem, LoadedCert};
 pub const DEFAULT_L1_CAPACITY: u64 = 256 * 1024 * 1024;
 /// 8 MiB: photos and pages fit; video segments and archives stream through uncached.
 pub const DEFAULT_L1_MAX_OBJECT: u64 = 8 * 1024 * 1024;
+/// 16 KiB per client connection's read buffer: one TLS record, nginx's `client_body_buffer_size`
+/// on 64-bit; Pingora's 64 KiB default made an idle keep-alive connection cost ~109 KiB of RSS
+/// (benches/memory.sh).
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 16 * 1024;
 /// 64 KiB: eight times nginx's default line limit; real browsers send a few KiB.
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
 /// One year: the longest freshness RFC 9111 expects caches to honour.
@@ -166,6 +170,9 @@ pub struct ServerConfig {
     /// A GET or HEAD with a body: `forward` it (never answered from or stored in the cache),
     /// or `reject` it with 400.
     pub get_with_body: GetWithBody,
+    /// Bytes each client connection reads from its socket at a time (its read buffer, held
+    /// while the connection is open). Request heads are small; larger bodies take more reads.
+    pub read_buffer_bytes: usize,
     /// Also speak HTTP/2 without TLS on the plain listeners (prior knowledge, "h2c": the client
     /// opens with the HTTP/2 preface; HTTP/1.1 clients are unaffected).
     pub h2c: bool,
@@ -243,6 +250,7 @@ impl Default for ServerConfig {
             request_body_min_rate: DEFAULT_REQUEST_BODY_MIN_RATE,
             send_timeout_ms: DEFAULT_SEND_TIMEOUT_MS,
             get_with_body: GetWithBody::Forward,
+            read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             h2c: false,
             unknown_host_status: 421,
             upgrade_socket: String::new(),
@@ -739,6 +747,11 @@ impl ServerConfig {
             "needs at least one address (here or in server.tls.listen)",
         );
         v.check(
+            (1024..=1 << 20).contains(&s.read_buffer_bytes),
+            "server.read_buffer_bytes",
+            "must be between 1024 and 1048576",
+        );
+        v.check(
             UNKNOWN_HOST_STATUSES.contains(&s.unknown_host_status),
             "server.unknown_host_status",
             "must be 421 or 404",
@@ -1094,6 +1107,7 @@ mod tests {
     fn sites_are_checked_key_by_key() {
         let err = EdgeConfig::from_toml(
             "[server]\nunknown_host_status = 500\nupgrade_socket = \"relative.sock\"\n\
+             read_buffer_bytes = 10\n\
              [origin]\naddresses = [\"127.0.0.1:1\"]\n\
              [[site]]\nname = \"a\"\nhosts = [\"a.test\", \"A.test\", \"a.test:80\"]\n\
              redirect_to_https = true\n\
@@ -1105,6 +1119,7 @@ mod tests {
         for key in [
             "server.unknown_host_status",
             "server.upgrade_socket",
+            "server.read_buffer_bytes",
             "origin",
             "site[0].hosts[1]",
             "site[0].hosts[2]",

@@ -39,6 +39,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -237,8 +238,10 @@ pub(crate) fn build(
         "edge proxy".to_owned(),
         clients(config, proxy, &shared.metrics, file_limit),
     );
+    // Every client connection holds its read buffer for as long as it is open.
+    let buffers = L4BufferSettings::default().read(config.server.read_buffer_bytes);
     for addr in &config.server.listen {
-        proxy_service.add_tcp(&addr.to_string());
+        proxy_service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }
     if let (Some(tls), Some(certificates)) = (&config.tls, &shared.certificates) {
         for addr in &tls.listen {
@@ -249,7 +252,11 @@ pub(crate) fn build(
             .context("TLS listener settings")?;
             settings.set_cert_resolver(Arc::clone(certificates) as _);
             settings.set_alpn(if tls.http2 { ALPN::H2H1 } else { ALPN::H1 });
-            proxy_service.add_tls_with_settings(&addr.to_string(), None, settings);
+            proxy_service.add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .tls(settings)
+                    .l4_buffer(buffers),
+            );
         }
     }
     server.add_service(proxy_service);

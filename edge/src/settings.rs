@@ -27,6 +27,7 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Plain-HTTP listeners.
     pub listen: Vec<SocketAddr>,
+    pub read_buffer_bytes: usize,
     pub h2c: bool,
     pub unknown_host_status: u16,
     /// `None`: SIGQUIT stops gracefully without handing the listeners over.
@@ -251,6 +252,7 @@ impl Settings {
             }),
             server: ServerSettings {
                 listen: s.listen.clone(),
+                read_buffer_bytes: s.read_buffer_bytes,
                 h2c: s.h2c,
                 unknown_host_status: s.unknown_host_status,
                 upgrade_socket: (!s.upgrade_socket.is_empty()).then(|| s.upgrade_socket.clone()),
