@@ -1107,10 +1107,6 @@ REPORT="$D/report.md"
     if ((edge_log_lines > 0)); then
         echo "## Edge log (RUST_LOG=warn): $edge_log_lines lines, by message (timestamps and client ports dropped)"
         echo
-        if ((TLS)); then
-            echo "wrk stopping at the end of a run can cut connections mid-handshake: the edge logs those as \"Downstream handshake error … Connection reset by peer\"."
-            echo
-        fi
         echo '```'
         sed -E 's/^[0-9T:.-]+Z +//; s/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g' "$D/edge/edge.log" | sort | uniq -c | sort -rn | head -n 20
         echo '```'
