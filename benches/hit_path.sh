@@ -775,8 +775,6 @@ bad_origin=$(cat "$RESULTS" "$TLS_RESULTS" "$HS_RESULTS" | awk -F'\t' '$12 > 0')
 bad_errors=$(cat "$RESULTS" "$TLS_RESULTS" "$HS_RESULTS" | awk -F'\t' '$11 > 0')
 bad_origin+=$(awk -F'\t' '$15 > 0' "$FULL_RESULTS")
 
-# Anything the edge logged at warn/error level during the benchmark.
-edge_log_lines=$(grep -cvE '^\s*$' "$D/edge/edge.log" || true)
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -1104,22 +1102,10 @@ REPORT="$D/report.md"
         echo '```'
     done
     echo
-    if ((edge_log_lines > 0)); then
-        echo "## Edge log (RUST_LOG=warn): $edge_log_lines lines, by message (timestamps and client ports dropped)"
-        echo
-        echo '```'
-        sed -E 's/^[0-9T:.-]+Z +//; s/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g' "$D/edge/edge.log" | sort | uniq -c | sort -rn | head -n 20
-        echo '```'
-    else
-        echo "Edge log (RUST_LOG=warn): empty: no warnings or errors."
-    fi
+    edge_log_section "$D/edge/edge.log"
 } >"$REPORT"
 
-cat "$REPORT"
-if [[ -n $OUT ]]; then
-    cp "$REPORT" "$OUT"
-    log "report written to $OUT"
-fi
+publish_report "$REPORT" "$OUT"
 
 [[ -z $bad_origin ]] || die "some runs reached the origin (not pure hits), see the 'origin requests' column: $bad_origin"
 [[ -z $bad_errors ]] || die "some runs had wrk errors (non-2xx or socket errors), see the 'errors' column"

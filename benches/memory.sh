@@ -436,7 +436,6 @@ measure_secs=$((SECONDS - started_at))
 
 bad_origin=$(awk -F'\t' '$9 > 0 { print $1 }' "$FILL")
 bad_alive=$(awk -F'\t' '$6 != $2 { print $1 }' "$HOLDS")
-edge_log_lines=$(grep -cvE '^\s*$' "$D/edge/edge.log" || true)
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -500,22 +499,10 @@ REPORT="$D/report.md"
     echo
     echo "per connection = (RSS with the connections open − RSS before) / $CONNS. The client opens them one after another (connect, request, read the answer); a proxy that gives a connection to a thread for a while after each request (Varnish: \`timeout_linger\`, 50 ms) starts threads while they open, and those threads' memory is in the figure (see the threads column). The kernel's socket buffers are in no process's RSS (the same for every proxy)."
     echo
-    if ((edge_log_lines > 0)); then
-        echo "Edge log (RUST_LOG=warn): $edge_log_lines lines, by message (timestamps and client ports dropped):"
-        echo
-        echo '```'
-        sed -E 's/^[0-9T:.-]+Z +//; s/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g' "$D/edge/edge.log" | sort | uniq -c | sort -rn | head -n 20
-        echo '```'
-    else
-        echo "Edge log (RUST_LOG=warn): empty: no warnings or errors."
-    fi
+    edge_log_section "$D/edge/edge.log"
 } >"$REPORT"
 
-cat "$REPORT"
-if [[ -n $OUT ]]; then
-    cp "$REPORT" "$OUT"
-    log "report written to $OUT"
-fi
+publish_report "$REPORT" "$OUT"
 
 [[ -z $bad_origin ]] || die "the passes of hits reached the origin (the cache did not keep the fill): $bad_origin"
 [[ -z $bad_alive ]] || die "some connections were closed before the check: $bad_alive"

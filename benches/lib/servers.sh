@@ -386,6 +386,31 @@ EOF
 }
 
 # rss_kib PID...: VmRSS summed over PIDS, in KiB.
+# The report's last part: what the edge logged (it runs at RUST_LOG=warn), grouped by message
+# with timestamps and client ports dropped; a line saying so when it logged nothing.
+edge_log_section() {
+    local log_file=$1 lines
+    lines=$(grep -cvE '^\s*$' "$log_file" || true)
+    if ((lines > 0)); then
+        echo "Edge log (RUST_LOG=warn): $lines lines, by message (timestamps and client ports dropped):"
+        echo
+        echo '```'
+        sed -E 's/^[0-9T:.-]+Z +//; s/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g' "$log_file" | sort | uniq -c | sort -rn | head -n 20
+        echo '```'
+    else
+        echo "Edge log (RUST_LOG=warn): empty: no warnings or errors."
+    fi
+}
+
+# Prints the report $1 and copies it to $2 when one is given.
+publish_report() {
+    cat "$1"
+    if [[ -n ${2:-} ]]; then
+        cp "$1" "$2"
+        log "report written to $2"
+    fi
+}
+
 rss_kib() {
     local pid total=0 kb
     for pid in "$@"; do

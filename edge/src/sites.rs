@@ -155,9 +155,11 @@ impl Sites {
         &self.sites
     }
 
-    /// Resolves every site's origin names (before the table serves).
+    /// Resolves the origin names of every pool not kept yet (before the table serves): a pool
+    /// a reload carried over is resolved by its keeper already.
     pub async fn resolve(&self) {
-        futures::future::join_all(self.sites.iter().map(|s| s.origins.resolve())).await;
+        let new = self.sites.iter().filter(|s| !s.origins.is_kept());
+        futures::future::join_all(new.map(|s| s.origins.resolve())).await;
     }
 
     /// Drops the health series of `self`'s pools (the table a reload replaced) that `next`

@@ -307,6 +307,11 @@ impl Origins {
         });
     }
 
+    /// Whether a keeper task runs for it (it is resolved and checked in the background).
+    pub fn is_kept(&self) -> bool {
+        self.kept.load(Ordering::Acquire)
+    }
+
     /// The origin for the next request: a healthy address in turn, or, when none passes its
     /// check, any (the check may be behind; trying beats refusing). An error when no address is
     /// known at all (every name has failed to resolve since start).

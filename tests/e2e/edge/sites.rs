@@ -67,6 +67,25 @@ fn site(name: &str, hosts: &[&str], addresses: &[String], origin_extra: &str) ->
     )
 }
 
+/// Waits until a new edge started with `--upgrade` has bound its hand-off socket `path`. (Not
+/// by connecting: the first connection it accepts there is taken for the hand-off itself.)
+async fn listening_for_sockets(path: &std::path::Path) -> anyhow::Result<()> {
+    eventually(
+        Duration::from_secs(10),
+        "the new edge on the hand-off socket",
+        || {
+            let bound = path.exists();
+            async move { bound.then_some(()) }
+        },
+    )
+    .await
+}
+
+/// The site most tests use: `a` for `a.test`, in front of `origin`.
+fn site_a(origin: SocketAddr) -> String {
+    site("a", &["a.test"], &[origin.to_string()], "")
+}
+
 fn cache_status(r: &reqwest::Response) -> String {
     r.headers()
         .get("cache-status")
@@ -345,7 +364,7 @@ async fn sighup_swaps_a_certificate_and_adds_a_site_under_load() -> anyhow::Resu
     let origin = ScriptedOrigin::start().await?;
     origin.route("/page", Reply::ok("max-age=600", "page"));
     let ports = Ports::new()?;
-    let sites_a = site("a", &["a.test"], &[origin.addr.to_string()], "");
+    let sites_a = site_a(origin.addr);
     let edge = EdgeProcess::start_with(
         &(ports.config(&[&first], "") + &sites_a),
         ports.plain,
@@ -455,7 +474,7 @@ async fn upgrade_hands_the_listeners_over_under_load() -> anyhow::Result<()> {
         socket.path().join("upgrade.sock").display()
     );
     let config = ports.config(&[&cert], &extra)
-        + &site("a", &["a.test"], &[origin.addr.to_string()], "")
+        + &site_a(origin.addr)
         + &format!("[l2]\nservers = [\"{}\"]\n", memcached.addr);
     let mut old = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
     let client = http_client();
@@ -487,9 +506,8 @@ async fn upgrade_hands_the_listeners_over_under_load() -> anyhow::Result<()> {
         let (plain, admin) = (ports.plain, ports.admin);
         move || EdgeProcess::start_with(&config, plain, admin, &["--upgrade"])
     });
-    // The order does not matter within 5 s: each side retries the hand-off socket; this is
-    // the operator's order (start the new one, then tell the old one).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The operator's order: the new one listens on the hand-off socket, then the old one is told.
+    listening_for_sockets(&socket.path().join("upgrade.sock")).await?;
     old.signal(Signal::SIGQUIT)?;
     let new = new
         .join()
@@ -639,8 +657,7 @@ async fn http2_answers_as_http1_does() -> anyhow::Result<()> {
         Reply::ok("max-age=600", "bonjour").header("Vary", "Accept-Language"),
     );
     let ports = Ports::new()?;
-    let config =
-        ports.config(&[&cert], "") + &site("a", &["a.test"], &[origin.addr.to_string()], "");
+    let config = ports.config(&[&cert], "") + &site_a(origin.addr);
     let _edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
     let resolve = [("a.test", ports.tls)];
     let h1 = https_client(&ca.ca_pem(), &resolve, HttpVersion::Http1);
@@ -776,8 +793,7 @@ async fn tls_clients_that_give_up_leave_the_error_log_quiet() -> anyhow::Result<
     let origin = ScriptedOrigin::start().await?;
     origin.route("/page", Reply::ok("max-age=600", "page"));
     let ports = Ports::new()?;
-    let config =
-        ports.config(&[&cert], "") + &site("a", &["a.test"], &[origin.addr.to_string()], "");
+    let config = ports.config(&[&cert], "") + &site_a(origin.addr);
     let edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
     let resolve = [("a.test", ports.tls)];
     let url = format!("https://a.test:{}/page", ports.tls.port());
@@ -827,7 +843,7 @@ async fn an_upgrade_that_drops_a_listener_closes_it() -> anyhow::Result<()> {
         "upgrade_socket = \"{}\"\n",
         socket.path().join("upgrade.sock").display()
     );
-    let sites = site("a", &["a.test"], &[origin.addr.to_string()], "");
+    let sites = site_a(origin.addr);
     let with_tls = ports.config(&[&cert], &extra) + &sites;
     let mut old = EdgeProcess::start_with(&with_tls, ports.plain, ports.admin, &[])?;
     // The new config has no TLS listener.
@@ -838,7 +854,7 @@ async fn an_upgrade_that_drops_a_listener_closes_it() -> anyhow::Result<()> {
         let (plain, admin) = (ports.plain, ports.admin);
         move || EdgeProcess::start_with(&plain_only, plain, admin, &["--upgrade"])
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    listening_for_sockets(&socket.path().join("upgrade.sock")).await?;
     old.signal(Signal::SIGQUIT)?;
     let new = new
         .join()
@@ -941,9 +957,7 @@ async fn a_reload_that_moves_a_site_to_other_origins_leaves_no_ghost_series() ->
     let ports = Ports::new()?;
     let ca = TestCa::new();
     let cert = ca.leaf("a", &["a.test"]);
-    let config = |origin: &ScriptedOrigin| {
-        ports.config(&[&cert], "") + &site("a", &["a.test"], &[origin.addr.to_string()], "")
-    };
+    let config = |origin: &ScriptedOrigin| ports.config(&[&cert], "") + &site_a(origin.addr);
     let edge = EdgeProcess::start_with(&config(&before), ports.plain, ports.admin, &[])?;
     let page = || async {
         http_client()
