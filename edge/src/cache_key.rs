@@ -60,12 +60,18 @@ impl KeyBuilder {
 /// A cache key for `primary`, its hash (BLAKE3, truncated to 128 bits) computed once here:
 /// Pingora would otherwise rehash it with Blake2b each time it is asked.
 pub fn key(primary: String) -> CacheKey {
-    let hash = blake3::hash(primary.as_bytes());
-    let mut bin = [0u8; 16];
-    bin.copy_from_slice(&hash.as_bytes()[..16]);
+    let bin = primary_bin(&primary);
     let mut key = CacheKey::new(primary, "");
     key.set_primary_bin_override(bin);
     key
+}
+
+/// The hash of a primary key's text: where its object (or its first variant) is stored.
+pub fn primary_bin(primary: &str) -> pingora_cache::key::HashBinary {
+    let hash = blake3::hash(primary.as_bytes());
+    let mut bin = [0u8; 16];
+    bin.copy_from_slice(&hash.as_bytes()[..16]);
+    bin
 }
 
 /// A cache key known only by its primary hash (32 hex characters), as invalidations travel in

@@ -24,6 +24,7 @@ use pingora_cache::{CacheMeta, CachePhase};
 
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
 use crate::metrics::Outcome;
+use crate::storage::Tier;
 
 /// What the outcome is called in metrics and logs.
 pub fn outcome(phase: CachePhase, ctx: &RequestCtx) -> Outcome {
@@ -40,7 +41,12 @@ pub fn outcome(phase: CachePhase, ctx: &RequestCtx) -> Outcome {
 
 /// Seconds of freshness left (negative when stale).
 pub fn ttl(meta: &CacheMeta, now: SystemTime) -> i64 {
-    match meta.fresh_until().duration_since(now) {
+    ttl_until(meta.fresh_until(), now)
+}
+
+/// Seconds from `now` to `fresh_until` (negative when past).
+pub fn ttl_until(fresh_until: SystemTime, now: SystemTime) -> i64 {
+    match fresh_until.duration_since(now) {
         Ok(left) => i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
@@ -59,13 +65,7 @@ pub fn value(
     let mut s = String::from(name);
     let ttl_of = |m: Option<&CacheMeta>| m.map(|m| ttl(m, now));
     match phase {
-        CachePhase::Hit => {
-            s.push_str("; hit");
-            push_ttl(&mut s, ttl_of(meta));
-            if let Some(tier) = ctx.tier {
-                let _ = write!(s, "; detail={}", tier.as_str());
-            }
-        }
+        CachePhase::Hit => push_hit(&mut s, ttl_of(meta), ctx.tier),
         CachePhase::StaleUpdating => {
             s.push_str("; hit");
             push_ttl(&mut s, ttl_of(meta));
@@ -109,7 +109,16 @@ pub fn value(
     s
 }
 
-fn push_ttl(s: &mut String, ttl: Option<i64>) {
+/// What follows the node's name for a hit served as stored: `; hit; ttl=42; detail=l1`.
+pub fn push_hit(s: &mut impl Write, ttl: Option<i64>, tier: Option<Tier>) {
+    let _ = s.write_str("; hit");
+    push_ttl(s, ttl);
+    if let Some(tier) = tier {
+        let _ = write!(s, "; detail={}", tier.as_str());
+    }
+}
+
+fn push_ttl(s: &mut impl Write, ttl: Option<i64>) {
     if let Some(ttl) = ttl {
         let _ = write!(s, "; ttl={ttl}");
     }
@@ -118,7 +127,6 @@ fn push_ttl(s: &mut String, ttl: Option<i64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Tier;
     use pingora_http::ResponseHeader;
     use std::time::Duration;
 

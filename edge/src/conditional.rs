@@ -12,19 +12,24 @@ use crate::policy::http_date;
 
 /// True when the request should get `304 Not Modified` instead of `stored`.
 pub fn not_modified(req: &RequestHeader, stored: &ResponseHeader) -> bool {
-    if stored.status != http::StatusCode::OK || !matches!(req.method, Method::GET | Method::HEAD) {
+    not_modified_by(&req.method, &req.headers, stored)
+}
+
+/// [`not_modified`] for a request's method and fields.
+pub fn not_modified_by(method: &Method, fields: &http::HeaderMap, stored: &ResponseHeader) -> bool {
+    if stored.status != http::StatusCode::OK || !matches!(*method, Method::GET | Method::HEAD) {
         return false;
     }
-    if req.headers.contains_key(IF_NONE_MATCH) {
+    if fields.contains_key(IF_NONE_MATCH) {
         let etag = stored.headers.get(ETAG);
         // A recipient ignores If-Modified-Since when If-None-Match is present (§13.1.3).
-        return req.headers.get_all(IF_NONE_MATCH).iter().any(|inm| {
+        return fields.get_all(IF_NONE_MATCH).iter().any(|inm| {
             inm.as_bytes().trim_ascii() == b"*"
                 || etag.is_some_and(|etag| weak_validate_etag(inm.as_bytes(), etag.as_bytes()))
         });
     }
     // One valid HTTP-date, or the condition is ignored (§13.1.3).
-    let mut since = req.headers.get_all(IF_MODIFIED_SINCE).iter();
+    let mut since = fields.get_all(IF_MODIFIED_SINCE).iter();
     let (Some(value), None) = (since.next(), since.next()) else {
         return false;
     };

@@ -176,6 +176,9 @@ pub struct ServerConfig {
     /// Also speak HTTP/2 without TLS on the plain listeners (prior knowledge, "h2c": the client
     /// opens with the HTTP/2 preface; HTTP/1.1 clients are unaffected).
     pub h2c: bool,
+    /// Answer fresh L1 hits on HTTP/1 connections on the hit path (the same answers, without a
+    /// proxy session per request); off: every request goes through the proxy.
+    pub hit_path: bool,
     /// The status for a request whose host no site claims: 421 (Misdirected Request) or 404.
     pub unknown_host_status: u16,
     /// Where a new process started with `--upgrade` waits for this one's listening sockets
@@ -252,6 +255,7 @@ impl Default for ServerConfig {
             get_with_body: GetWithBody::Forward,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             h2c: false,
+            hit_path: true,
             unknown_host_status: 421,
             upgrade_socket: String::new(),
             tls: None,

@@ -77,6 +77,39 @@ pub fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
     HOP_BY_HOP.contains(&name) || listed.iter().any(|l| l == name)
 }
 
+/// A response made ready for the client, whether it comes from the origin or the cache: what
+/// it must not see removed, and this node added to `Via` (`via`; `via_value` is the same, ready
+/// to insert when the response has no `Via` of its own).
+pub fn for_client(
+    resp: &mut ResponseHeader,
+    via: &str,
+    via_value: &http::HeaderValue,
+) -> pingora_error::Result<()> {
+    strip_for_client(resp);
+    match resp
+        .headers
+        .get(http::header::VIA)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(existing) => {
+            let via = format!("{existing}, {via}");
+            resp.insert_header(http::header::VIA, via)
+        }
+        None => resp.insert_header(http::header::VIA, via_value.clone()),
+    }
+}
+
+/// A whole `200` of known length without `Accept-Ranges` says it serves byte ranges (stored
+/// objects already do; this covers what comes straight from the origin).
+pub fn advertise_ranges(resp: &mut ResponseHeader) {
+    if resp.status == http::StatusCode::OK
+        && !resp.headers.contains_key(http::header::ACCEPT_RANGES)
+        && resp.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        let _ = resp.insert_header(http::header::ACCEPT_RANGES, ACCEPT_BYTES);
+    }
+}
+
 /// Removes hop-by-hop fields. `Upgrade` stays on a 101, where it is the point.
 pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     strip(resp, false);

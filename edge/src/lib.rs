@@ -17,6 +17,7 @@ pub mod config;
 pub(crate) mod connection;
 pub(crate) mod ctx;
 pub(crate) mod headers;
+pub(crate) mod hit_path;
 pub(crate) mod metrics;
 mod names;
 mod origin_fault;
@@ -50,6 +51,7 @@ use crate::config::EdgeConfig;
 use crate::connection::EdgeApp;
 use crate::connection::limits::{Limits, Refusal};
 use crate::connection::stream::{Counters, Deadlines};
+use crate::hit_path::HitPath;
 use crate::metrics::{ClientErrorKind, Metrics};
 use crate::policy::Policy;
 use crate::proxy::EdgeProxy;
@@ -232,11 +234,16 @@ pub(crate) fn build(
         certificates,
     };
 
+    let hits = config
+        .server
+        .hit_path
+        .then(|| hit_path(config, &shared))
+        .transpose()?;
     let proxy = proxy(config, &shared)?;
     let proxy = Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy));
     let mut proxy_service = Service::new(
         "edge proxy".to_owned(),
-        clients(config, proxy, &shared.metrics, file_limit),
+        clients(config, proxy, hits, &shared.metrics, file_limit),
     );
     // Every client connection holds its read buffer for as long as it is open.
     let buffers = L4BufferSettings::default().read(config.server.read_buffer_bytes);
@@ -374,9 +381,38 @@ fn proxy(config: &Settings, shared: &Shared) -> anyhow::Result<EdgeProxy> {
     })
 }
 
+/// The hit path: the proxy's settings it needs to answer a hit exactly as the proxy would.
+fn hit_path(config: &Settings, shared: &Shared) -> anyhow::Result<Arc<HitPath>> {
+    let (server, cache) = (&config.server, &config.cache);
+    Ok(Arc::new(HitPath {
+        name: server.name.clone(),
+        via: format!("1.1 {}", server.name),
+        via_value: http::HeaderValue::from_str(&format!("1.1 {}", server.name))
+            .context("server.name as a header value")?,
+        cache_enabled: cache.enabled,
+        policy: Policy::new(&server.name, cache),
+        sites: Arc::clone(&shared.sites),
+        storage: shared.storage,
+        metrics: Arc::clone(&shared.metrics),
+        trusted_proxies: server.trusted_proxies.clone(),
+        strip_request_headers: server.strip_request_headers.clone(),
+        drop_underscored_headers: server.drop_underscored_headers,
+        max_request_header_bytes: server.max_request_header_bytes,
+        closing: Arc::clone(&shared.lifecycle.closing),
+        keepalive: server.keepalive_timeout,
+        send_timeout: server.send_timeout,
+    }))
+}
+
 /// The client listeners' application: connection limits and watched streams in front of
-/// `proxy`.
-fn clients<A>(config: &Settings, proxy: Arc<A>, metrics: &Metrics, file_limit: u64) -> EdgeApp<A> {
+/// `proxy`, with the hit path when it is on.
+fn clients<A>(
+    config: &Settings,
+    proxy: Arc<A>,
+    hits: Option<Arc<HitPath>>,
+    metrics: &Metrics,
+    file_limit: u64,
+) -> EdgeApp<A> {
     let server = &config.server;
     let max_connections = connection::max_connections(server.max_connections, file_limit);
     tracing::info!(max_connections, file_limit, "client connection limit");
@@ -406,6 +442,7 @@ fn clients<A>(config: &Settings, proxy: Arc<A>, metrics: &Metrics, file_limit: u
         refused: [refused(Refusal::Full), refused(Refusal::PerClient)],
         name: server.name.clone(),
         h2c: server.h2c,
+        hits,
     }
 }
 

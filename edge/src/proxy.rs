@@ -30,8 +30,7 @@ use crate::config::GetWithBody;
 use crate::connection::date;
 use crate::connection::stream::{acknowledge, restore_date, switching_protocols, violation_of};
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
-use crate::headers::strip_for_client;
-use crate::headers::{ACCEPT_BYTES, connection_listed};
+use crate::headers::{advertise_ranges, connection_listed, for_client};
 use crate::metrics::{ClientErrorKind, Metrics, Outcome};
 use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
@@ -40,8 +39,7 @@ use crate::purge::{PurgeRequest, PurgeService};
 use crate::sites::LiveSites;
 use crate::storage::TieredStorage;
 use crate::target::{self, Scheme};
-use crate::tls::certs::covers;
-use crate::tls::resolver::TlsSession;
+use crate::tls::resolver::misdirected;
 use crate::upstream;
 
 /// RFC 9211's field, as a ready name (the hit path adds it to every response).
@@ -301,23 +299,6 @@ impl EdgeProxy {
     }
 }
 
-/// On TLS, a request for a host other than the one the client named in its handshake (SNI)
-/// that the connection's certificate does not serve (RFC 9110 §15.5.20): a client may reuse a
-/// connection for another host only when the certificate covers it, so anything else is
-/// misdirected (or domain fronting). A client that named no host (by IP, old clients, load
-/// balancer probes) made no claim to check.
-fn misdirected(session: &Session, host: &str) -> bool {
-    let Some(tls) = session.digest().and_then(|d| d.ssl_digest.as_ref()) else {
-        return false;
-    };
-    let Some(tls) = tls.extension.get::<TlsSession>() else {
-        return false;
-    };
-    tls.server_name
-        .as_deref()
-        .is_some_and(|sni| sni != host && !covers(&tls.cert_names, host))
-}
-
 /// Bytes of the request line and header fields, as received.
 fn request_head_size(req: &RequestHeader) -> usize {
     let fields: usize = req
@@ -468,7 +449,8 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         };
         drop(sites);
-        if misdirected(session, target::host_of(&target.authority)) {
+        let tls = session.digest().and_then(|d| d.ssl_digest.as_deref());
+        if misdirected(tls, target::host_of(&target.authority)) {
             let why = "the host is not one the connection's certificate serves";
             self.refuse(session, ctx, 421, "misdirected", why).await?;
             return Ok(true);
@@ -586,12 +568,7 @@ impl ProxyHttp for EdgeProxy {
             .headers
             .contains_key(http::header::RANGE)
         {
-            if resp.status == http::StatusCode::OK
-                && !resp.headers.contains_key(http::header::ACCEPT_RANGES)
-                && resp.headers.contains_key(http::header::CONTENT_LENGTH)
-            {
-                let _ = resp.insert_header(http::header::ACCEPT_RANGES, ACCEPT_BYTES);
-            }
+            advertise_ranges(resp);
             return pingora_proxy::RangeType::None;
         }
         pingora_proxy::range_header_filter(session.req_header(), resp, Some(MAX_RANGES))
@@ -816,18 +793,7 @@ impl ProxyHttp for EdgeProxy {
         {
             restore_date(session.stream(), date);
         }
-        strip_for_client(resp);
-        match resp
-            .headers
-            .get(http::header::VIA)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(existing) => {
-                let via = format!("{existing}, {}", self.via);
-                resp.insert_header(http::header::VIA, via)?;
-            }
-            None => resp.insert_header(http::header::VIA, self.via_value.clone())?,
-        }
+        for_client(resp, &self.via, &self.via_value)?;
         let phase = session.cache.phase();
         let collapsed = session.cache.lock_duration().is_some();
         let method_cacheable = matches!(session.req_header().method, Method::GET | Method::HEAD);

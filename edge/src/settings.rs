@@ -29,6 +29,7 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     pub read_buffer_bytes: usize,
     pub h2c: bool,
+    pub hit_path: bool,
     pub unknown_host_status: u16,
     /// `None`: SIGQUIT stops gracefully without handing the listeners over.
     pub upgrade_socket: Option<String>,
@@ -254,6 +255,7 @@ impl Settings {
                 listen: s.listen.clone(),
                 read_buffer_bytes: s.read_buffer_bytes,
                 h2c: s.h2c,
+                hit_path: s.hit_path,
                 unknown_host_status: s.unknown_host_status,
                 upgrade_socket: (!s.upgrade_socket.is_empty()).then(|| s.upgrade_socket.clone()),
                 threads: match s.threads {

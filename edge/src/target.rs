@@ -243,9 +243,7 @@ pub fn parse_with<'r>(
         });
     }
     if raw.starts_with('/') {
-        let authority = canonical_authority(host_field, scheme)?;
-        let rules = rules_for(&authority);
-        return Ok(origin_form(scheme, authority, raw, rules));
+        return parse_origin_form(raw, host_field, scheme, rules_for);
     }
     // Absolute-form: its authority wins over Host (RFC 9112 §3.2.2); Pingora has already refused
     // a Host that differs from it.
@@ -256,6 +254,18 @@ pub fn parse_with<'r>(
         ));
     }
     Ok(target)
+}
+
+/// An origin-form target (`raw`: `/path?query`, visible ASCII) with the `Host` it came with.
+pub fn parse_origin_form<'r>(
+    raw: &str,
+    host: &[u8],
+    scheme: Scheme,
+    rules_for: impl FnOnce(&str) -> &'r QueryRules,
+) -> Result<Target, Rejected> {
+    let authority = canonical_authority(host, scheme)?;
+    let rules = rules_for(&authority);
+    Ok(origin_form(scheme, authority, raw, rules))
 }
 
 /// Parses an absolute `http://` or `https://` URL as if it were a request's target (purges name

@@ -427,7 +427,6 @@ pub fn sanitize_request(
             .headers
             .get(http::header::UPGRADE)
             .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let stripped = |name: &str| strip.binary_search_by(|s| s.as_str().cmp(name)).is_ok();
     let doomed: Vec<HeaderName> = req
         .headers
         .keys()
@@ -436,11 +435,8 @@ pub fn sanitize_request(
             if FRAMING.contains(&n) || n == "upgrade" && websocket {
                 return false;
             }
-            (n.contains('_') && (drop_underscored || stripped(&n.replace('_', "-"))))
-                || stripped(n)
-                || HOP_BY_HOP.contains(&n)
+            removed_before_the_cache(n, client.trusted, strip, drop_underscored)
                 || listed.iter().any(|l| l == n)
-                || (!client.trusted && FORWARDING.contains(&n))
         })
         .cloned()
         .collect();
@@ -454,6 +450,22 @@ pub fn sanitize_request(
         req.insert_header(http::header::UPGRADE, "websocket")?;
     }
     Ok(())
+}
+
+/// Whether [`sanitize_request`] removes the field `name` (lower case) whatever `Connection`
+/// lists: hop-by-hop, configured to be stripped, underscored when those are dropped, or a
+/// forwarding field from a client that is not a trusted proxy.
+pub fn removed_before_the_cache(
+    name: &str,
+    trusted: bool,
+    strip: &[String],
+    drop_underscored: bool,
+) -> bool {
+    let stripped = |name: &str| strip.binary_search_by(|s| s.as_str().cmp(name)).is_ok();
+    (name.contains('_') && (drop_underscored || stripped(&name.replace('_', "-"))))
+        || stripped(name)
+        || HOP_BY_HOP.contains(&name)
+        || (!trusted && FORWARDING.contains(&name))
 }
 
 /// `X-Forwarded-For/-Host/-Proto` and `Forwarded` (RFC 7239) on the request sent to the origin:

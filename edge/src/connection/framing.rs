@@ -120,19 +120,43 @@ impl Framing {
         self.heads.drain(..)
     }
 
+    /// Request boundaries are still known (not stopped, see [`Framing::stop`]).
+    pub fn following(&self) -> bool {
+        self.state != State::Opaque
+    }
+
     /// The proxy switched the connection to another protocol (it answered `101`): nothing
     /// after this is HTTP/1 framing.
     pub fn stop(&mut self) {
         self.state = State::Opaque;
     }
 
+    /// True between requests: the last request followed has ended and the next has not begun.
+    pub fn idle(&self) -> bool {
+        self.state == State::Idle
+    }
+
     /// Follows `bytes`, the next ones read from the client.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Stopped> {
         let mut pos = 0;
         while pos < bytes.len() {
+            pos += self.feed_request(&bytes[pos..]).map_err(|s| Stopped {
+                at: pos + s.at,
+                ..s
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Follows `bytes` up to the end of the request they continue: returns how many it used,
+    /// fewer than all when the request ended before them (then [`Framing::idle`] is true).
+    pub fn feed_request(&mut self, bytes: &[u8]) -> Result<usize, Stopped> {
+        let mut pos = 0;
+        while pos < bytes.len() {
             let rest = &bytes[pos..];
+            let was_idle = self.state == State::Idle;
             pos += match self.state {
-                State::Opaque => return Ok(()),
+                State::Opaque => return Ok(bytes.len()),
                 State::Idle => {
                     self.state = State::Head {
                         begun: false,
@@ -168,8 +192,11 @@ impl Framing {
                     1
                 }
             };
+            if !was_idle && self.state == State::Idle {
+                break;
+            }
         }
-        Ok(())
+        Ok(pos)
     }
 
     /// Takes head bytes up to the end of the head (an empty line: RFC 9112 §2.2 lets a bare LF
@@ -384,6 +411,28 @@ mod tests {
         f.feed(b"\nGET /2 HTTP/1.1\nHost: a\n\n")
             .expect("bare LF line ends are HTTP's own");
         assert!(!f.in_head(), "two pipelined heads, both complete");
+    }
+
+    #[test]
+    fn feeding_one_request_stops_at_its_end() {
+        let mut f = Framing::default();
+        let two = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let first = f.feed_request(two).expect("valid");
+        assert_eq!(&two[..first], b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(f.idle(), "the first request has ended");
+        assert_eq!(
+            f.feed_request(&two[first..]).expect("valid"),
+            two.len() - first
+        );
+        assert!(f.idle());
+        let post = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET";
+        let used = f.feed_request(post).expect("valid");
+        assert_eq!(&post[used..], b"GET", "a body belongs to its request");
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nG";
+        let used = f.feed_request(chunked).expect("valid");
+        assert_eq!(chunked.len() - used, 1);
+        assert_eq!(f.feed_request(b"ET / HT").expect("valid"), 7);
+        assert!(!f.idle(), "inside the next head");
     }
 
     #[test]

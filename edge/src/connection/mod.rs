@@ -1,9 +1,12 @@
 //! Client connections before they reach the proxy: [`EdgeApp`] is the listener's application. It
 //! admits a connection within the limits ([`limits`]: in all, per client address) or refuses it
-//! with a short 503, then hands it to the Pingora proxy wrapped as a [`stream::Watched`]
-//! stream: request framing followed ([`framing`]), every request head on a deadline. An HTTP/2
+//! with a short 503, then wraps it as a [`stream::Watched`] stream: request framing followed
+//! ([`framing`]), every request head on a deadline. An HTTP/1 connection runs the loop of
+//! [`http1`], where the hit path answers what it can and the Pingora proxy the rest (with
+//! `server.hit_path = false`, Pingora's own loop and proxy answer everything). An HTTP/2
 //! connection (TLS with ALPN `h2`, or with `server.h2c` a plain one that opens with the HTTP/2
-//! preface) is watched only until its first bytes: its frames are not HTTP/1 framing.
+//! preface) goes to the proxy, watched only until its first bytes: its frames are not HTTP/1
+//! framing.
 //!
 //! Slow clients cannot hold the node: a head must arrive whole within
 //! `server.request_head_timeout_ms`, a body must keep up `server.request_body_min_rate`, an idle
@@ -13,6 +16,7 @@
 
 pub mod date;
 pub mod framing;
+pub mod http1;
 pub mod limits;
 pub mod stream;
 
@@ -20,11 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::{ALPN, Stream};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::hit_path::HitPath;
 use limits::{Limits, Refusal};
 use stream::{Counters, Deadlines, Watched};
 
@@ -48,10 +53,12 @@ pub struct EdgeApp<A> {
     pub name: String,
     /// `server.h2c`: plain connections that open with the HTTP/2 preface speak HTTP/2.
     pub h2c: bool,
+    /// The hit path, unless `server.hit_path = false`.
+    pub hits: Option<Arc<HitPath>>,
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -89,6 +96,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             watched = watched.h2c();
         } else if h2 {
             watched = watched.http2();
+        } else if let Some(hits) = &self.hits {
+            http1::serve(&self.proxy, hits, watched.one_request_at_a_time(), shutdown).await;
+            return None;
         }
         self.proxy.process_new(Box::new(watched), shutdown).await
     }

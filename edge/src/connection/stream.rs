@@ -18,6 +18,11 @@
 //!
 //! The next response head gets the `Date` the proxy asked for ([`restore_date`], see
 //! [`super::date`]). Everything else passes straight through to the underlying stream.
+//!
+//! Read [`Watched::one_request_at_a_time`] (the HTTP/1 loop of [`super::http1`]), a read never
+//! goes past the end of the current request: what the client pipelined behind it waits here
+//! until [`Watched::next_request`], so whoever reads the request (the hit path or Pingora) cannot
+//! swallow the next one.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -27,6 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -95,6 +101,12 @@ pub struct Watched {
     date: Mutex<Option<HttpDate>>,
     /// That date, being written over the head's.
     date_patch: Option<Patch>,
+    /// Reads stop at the end of each request (see [`Watched::one_request_at_a_time`]).
+    bounded: bool,
+    /// Bounded: the current request has been read whole.
+    ended: bool,
+    /// Bounded: bytes read past the end of the current request, not followed yet.
+    surplus: BytesMut,
     counters: Counters,
     /// Holds this connection's place in the connection limits until it closes.
     _slot: Slot,
@@ -128,6 +140,9 @@ impl Watched {
             last_answer_4xx: false,
             date: Mutex::new(None),
             date_patch: None,
+            bounded: false,
+            ended: false,
+            surplus: BytesMut::new(),
             counters,
             _slot: slot,
         }
@@ -147,6 +162,60 @@ impl Watched {
     pub fn h2c(mut self) -> Self {
         self.h2c = true;
         self.http2()
+    }
+
+    /// Reads stop at the end of each request until [`Watched::next_request`]. Once a request
+    /// has been read whole, a read reports the client's hang-up (end of stream) but keeps
+    /// whatever else it sent for the next request and stays pending.
+    #[must_use]
+    pub fn one_request_at_a_time(mut self) -> Self {
+        self.bounded = true;
+        self
+    }
+
+    /// The current request has been read whole (bounded reads only).
+    pub fn request_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The connection's framing is still followed: false after a `101`, a `CONNECT`, or a head
+    /// too odd to follow, when request boundaries are no longer known.
+    pub fn following(&self) -> bool {
+        self.framing.following()
+    }
+
+    /// Done with the current request: reads go on with the next one.
+    pub fn next_request(&mut self) {
+        self.ended = false;
+    }
+
+    /// What the follower saw of the oldest head nobody has taken yet.
+    pub fn peek_head(&self) -> Option<Head> {
+        self.unacknowledged.lock().front().copied()
+    }
+
+    /// Takes that head: its request is being answered outside the proxy.
+    pub fn take_head(&mut self) -> Option<Head> {
+        self.unacknowledged.get_mut().pop_front()
+    }
+
+    /// Writes a whole answer (a head, then a body) straight to the client, in as few writes as
+    /// the socket takes, and flushes it.
+    pub async fn write_answer(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.last_answer_4xx = status_line(head).is_some_and(|s| (400..500).contains(&s));
+        let (mut head, mut body) = (head, body);
+        while !head.is_empty() || !body.is_empty() {
+            let parts = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
+            let n = self.inner.write_vectored(&parts).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let from_head = n.min(head.len());
+            head = &head[from_head..];
+            body = &body[n - from_head..];
+        }
+        self.inner.flush().await
     }
 
     fn condemn(&mut self, fault: Fault) {
@@ -190,20 +259,31 @@ impl Watched {
         Some((started + d.body + earned, Fault::BodyTimeout))
     }
 
-    /// Follows what was just read and moves the deadlines with it. On a fault, says how many of
-    /// the bytes came before it: only those are handed on.
-    fn follow(&mut self, bytes: &[u8]) -> Result<(), usize> {
+    /// Follows what was just read and moves the deadlines with it: how many of the bytes belong
+    /// to the current request (bounded reads), or all of them. On a fault, says how many of the
+    /// bytes came before it: only those are handed on.
+    fn follow(&mut self, bytes: &[u8]) -> Result<usize, usize> {
         let now = Instant::now();
-        let fed = self.framing.feed(bytes);
+        let fed = if self.bounded {
+            self.framing.feed_request(bytes)
+        } else {
+            self.framing.feed(bytes).map(|()| bytes.len())
+        };
         {
             let mut heads = self.framing.take_heads().peekable();
             if heads.peek().is_some() {
                 self.unacknowledged.get_mut().extend(heads);
             }
         }
-        if let Err(stopped) = fed {
-            self.condemn(Fault::Framing(stopped.violation));
-            return Err(stopped.at);
+        let used = match fed {
+            Ok(used) => used,
+            Err(stopped) => {
+                self.condemn(Fault::Framing(stopped.violation));
+                return Err(stopped.at);
+            }
+        };
+        if self.bounded && self.framing.idle() {
+            self.ended = true;
         }
         if self.framing.in_head() {
             let started = *self.head_started.get_or_insert(now);
@@ -220,7 +300,50 @@ impl Watched {
             true => Some(self.body_started.unwrap_or(now)),
             false => None,
         };
-        Ok(())
+        Ok(used)
+    }
+
+    /// A bounded read once the request has been read whole: the client's hang-up is reported
+    /// (end of stream), anything else it sends is kept for the next request and the read stays
+    /// pending.
+    fn poll_after_end(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.surplus.is_empty() {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.surplus.extend_from_slice(&buf.filled()[before..]);
+                buf.set_filled(before);
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    /// A read from what was read past the previous request.
+    fn read_surplus(&mut self, buf: &mut ReadBuf<'_>) -> std::io::Result<()> {
+        let mut surplus = std::mem::take(&mut self.surplus);
+        let n = surplus.len().min(buf.remaining());
+        let result = match self.follow(&surplus[..n]) {
+            Ok(used) => {
+                buf.put_slice(&surplus[..used]);
+                surplus.advance(used);
+                Ok(())
+            }
+            Err(good) if good > 0 => {
+                buf.put_slice(&surplus[..good]);
+                surplus.clear();
+                Ok(())
+            }
+            Err(_) => Err(self.error()),
+        };
+        self.surplus = surplus;
+        result
     }
 }
 
@@ -283,6 +406,16 @@ impl AsyncRead for Watched {
             this.framing.stop();
             this.head_started = None;
             this.body_started = None;
+            // No more requests: what the client sent after the upgrade request is the new
+            // protocol's, and goes to the proxy.
+            this.bounded = false;
+            this.ended = false;
+        }
+        if this.bounded && this.ended {
+            return this.poll_after_end(cx, buf);
+        }
+        if !this.surplus.is_empty() {
+            return Poll::Ready(this.read_surplus(buf));
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -292,7 +425,13 @@ impl AsyncRead for Watched {
                     return Poll::Ready(Ok(()));
                 }
                 match this.follow(read) {
-                    Ok(()) => Poll::Ready(Ok(())),
+                    Ok(used) => {
+                        if used < read.len() {
+                            this.surplus.extend_from_slice(&read[used..]);
+                            buf.set_filled(before + used);
+                        }
+                        Poll::Ready(Ok(()))
+                    }
                     // What came before the fault is handed on (a head in it gets its answer:
                     // 400); the next read fails.
                     Err(good) if good > 0 => {

@@ -182,6 +182,26 @@ impl Policy {
         Verdict::Store(meta)
     }
 
+    /// Whether the client's directives (`no-cache`, `max-age`, `min-fresh`) make a stored
+    /// response of this `age` and freshness `lifetime` unusable without revalidation.
+    pub fn forces_revalidation(
+        &self,
+        req_dirs: &Directives,
+        age: Duration,
+        lifetime: Duration,
+    ) -> bool {
+        if !self.honor_client_no_cache {
+            return false;
+        }
+        let too_old = req_dirs
+            .max_age
+            .is_some_and(|max| age > Duration::from_secs(max));
+        let not_fresh_enough = req_dirs
+            .min_fresh
+            .is_some_and(|min| lifetime.saturating_sub(age) < Duration::from_secs(min));
+        req_dirs.no_cache.is_some() || too_old || not_fresh_enough
+    }
+
     /// Applies the client's request directives to a stored response (§5.2.1): `None` to use the
     /// stored response as its own freshness says, or a forced decision.
     pub fn on_hit(
@@ -190,22 +210,13 @@ impl Policy {
         meta: &CacheMeta,
         now: SystemTime,
     ) -> Option<ForcedFreshness> {
-        let age = meta.age();
         let lifetime = meta
             .fresh_until()
             .duration_since(meta.epoch())
             .unwrap_or_default();
-        if self.honor_client_no_cache {
-            let too_old = req_dirs
-                .max_age
-                .is_some_and(|max| age > Duration::from_secs(max));
-            let not_fresh_enough = req_dirs
-                .min_fresh
-                .is_some_and(|min| lifetime.saturating_sub(age) < Duration::from_secs(min));
-            if req_dirs.no_cache.is_some() || too_old || not_fresh_enough {
-                // The client wants a validated response: no stale serving either.
-                return Some(ForcedFreshness::ForceExpired);
-            }
+        if self.forces_revalidation(req_dirs, meta.age(), lifetime) {
+            // The client wants a validated response: no stale serving either.
+            return Some(ForcedFreshness::ForceExpired);
         }
         if let Some(max_stale) = req_dirs.max_stale
             && !meta.is_fresh(now)

@@ -3,7 +3,8 @@
 //! (`Bytes` clones), and moka's TinyLFU admission keeps one-hit wonders from flushing the
 //! working set.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -18,6 +19,9 @@ pub struct L1Entry {
     pub body: Bytes,
     /// When moka may drop the entry (see [`StoredMeta::retain_until`]).
     pub retain_until: SystemTime,
+    /// What a reader derived from the entry once for all its hits (the hit path's serialised
+    /// response heads): the entry never changes, a refresh replaces it.
+    pub prepared: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl L1Entry {

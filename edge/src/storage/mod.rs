@@ -226,6 +226,35 @@ impl TieredStorage {
         &self.l1
     }
 
+    /// The L1 object stored under `primary` (its primary slot), if the purge filter lets it be
+    /// served as it is and it is fresh at `now`: what a hit may answer with no further lookup.
+    /// Anything else (absent, stale, purged) is left for the full lookup, which counts it.
+    pub fn fresh_in_l1(
+        &self,
+        primary: &HashBinary,
+        primary_text: &str,
+        now: SystemTime,
+    ) -> Option<Arc<L1Entry>> {
+        let entry = self.l1.get(primary)?;
+        let meta = &entry.meta;
+        // Pingora's own test (`CacheMeta::is_fresh`): fresh up to and including `fresh_until`.
+        if meta.fresh_until < now {
+            return None;
+        }
+        let object = StoredObject {
+            primary,
+            primary_text,
+            tags: &meta.tags,
+            stored: meta.stored,
+        };
+        (self.filter.check(&object, now) == HitVerdict::Serve).then_some(entry)
+    }
+
+    /// Counts an L1 hit served from [`TieredStorage::fresh_in_l1`]'s answer.
+    pub fn count_l1_hit(&self) {
+        self.l1_hits.inc();
+    }
+
     /// Largest object any tier stores: the per-request limit to give Pingora.
     pub fn max_object(&self) -> usize {
         let l2 = self.l2.as_ref().map_or(0, |l2| l2.max_object());
@@ -390,6 +419,7 @@ impl TieredStorage {
                 meta,
                 body,
                 retain_until,
+                prepared: std::sync::OnceLock::new(),
             },
         );
     }

@@ -132,6 +132,20 @@ pub struct TlsSession {
     pub cert_names: Arc<[String]>,
 }
 
+/// On TLS, a request for a host other than the one the client named in its handshake (SNI)
+/// that the connection's certificate does not serve (RFC 9110 §15.5.20): a client may reuse a
+/// connection for another host only when the certificate covers it, so anything else is
+/// misdirected (or domain fronting). A client that named no host (by IP, old clients, load
+/// balancer probes) made no claim to check.
+pub fn misdirected(tls: Option<&pingora_core::protocols::tls::SslDigest>, host: &str) -> bool {
+    let Some(tls) = tls.and_then(|d| d.extension.get::<TlsSession>()) else {
+        return false;
+    };
+    tls.server_name
+        .as_deref()
+        .is_some_and(|sni| sni != host && !super::certs::covers(&tls.cert_names, host))
+}
+
 /// Counts handshakes per certificate and records the [`TlsSession`].
 pub struct Handshakes {
     pub certificates: Arc<Certificates>,

@@ -1,0 +1,175 @@
+//! The HTTP/1 loop of a client connection when the hit path is on: each request head is read
+//! here and offered to the [`HitPath`]; what it declines goes to the proxy as a Pingora session
+//! of one request (the bytes already read handed over as its pipelined prefix), and the
+//! connection comes back here for the next request.
+//!
+//! The stream reads one request at a time ([`Watched::one_request_at_a_time`]), so neither side
+//! can swallow a request the client pipelined behind the current one, and answers go out in
+//! order. Deadlines are the ones the proxy keeps: the first head within
+//! `server.request_head_timeout_ms` of the accept (the stream's), later ones within
+//! `server.keepalive_timeout_secs` of the previous answer, answers written within
+//! `server.send_timeout_ms`.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pingora_core::apps::HttpServerApp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{GetSocketDigest, Shutdown, Ssl};
+use pingora_core::server::ShutdownWatch;
+use pingora_error::Error;
+use pingora_error::ErrorType::{WriteError, WriteTimedout};
+use tokio::io::AsyncReadExt;
+
+use super::stream::Watched;
+use crate::hit_path::{Head, HitPath};
+
+/// Most fields in a head the hit path parses (a head with more goes to the proxy, whose limit
+/// is Pingora's 256).
+const MAX_FIELDS: usize = 64;
+
+/// What to do with the head in the buffer.
+enum Next {
+    /// Answered: its head is in the output buffer; the request's target is at this place in the
+    /// read buffer.
+    Answered(crate::hit_path::Answer, std::ops::Range<usize>),
+    /// The proxy's to answer.
+    Decline,
+    /// More bytes are needed.
+    Read,
+    /// The framing follower and the parser disagree on where the head ends: close.
+    Close,
+}
+
+/// Serves a plain-HTTP/1 or HTTP/1-over-TLS connection until it closes.
+pub async fn serve<A>(
+    proxy: &Arc<A>,
+    hits: &HitPath,
+    mut watched: Watched,
+    shutdown: &ShutdownWatch,
+) where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    let peer = watched
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+    let conn = hits.conn(watched.get_ssl_digest(), peer);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut idle_wait = shutdown.clone();
+    let mut reused = false;
+    loop {
+        if reused {
+            // Between requests: the keep-alive timeout, and shutdown closes idle connections.
+            if *idle_wait.borrow() {
+                break;
+            }
+            let next = tokio::select! {
+                biased;
+                read = tokio::time::timeout(hits.keepalive, watched.read_buf(&mut buf)) => read,
+                _ = idle_wait.changed() => break,
+            };
+            if !matches!(next, Ok(Ok(n)) if n > 0) {
+                break;
+            }
+        }
+        reused = true;
+        let next = loop {
+            let next = decide(hits, &conn, &watched, &buf, &mut out, *shutdown.borrow());
+            if !matches!(next, Next::Read) {
+                break next;
+            }
+            match watched.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        };
+        match next {
+            Next::Answered(answer, target) => {
+                watched.take_head();
+                let written = tokio::time::timeout(
+                    hits.send_timeout,
+                    watched.write_answer(&out, &answer.body),
+                )
+                .await;
+                // As Pingora names the same failures in the proxy's access lines.
+                let error = match written {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(Error::because(WriteError, "writing response", e)),
+                    Err(_) => Some(Error::explain(WriteTimedout, "writing response")),
+                }
+                .map(Error::into_down);
+                let target = std::str::from_utf8(&buf[target]).unwrap_or("");
+                hits.log(&answer, target, error.as_deref());
+                if error.is_some() || !answer.keep_alive {
+                    break;
+                }
+                buf.clear();
+            }
+            Next::Decline => {
+                let mut session = ServerSession::new_http1(Box::new(watched));
+                // As Pingora's own loop starts each session; the proxy sets its own per request.
+                session.set_keepalive((!*shutdown.borrow()).then_some(60));
+                session.set_pipelined_prefix(buf.split());
+                let Some(back) = proxy.process_new_http(session, shutdown).await else {
+                    return;
+                };
+                let (stream, _) = back.consume();
+                let Ok(stream) = stream.into_any().downcast::<Watched>() else {
+                    return;
+                };
+                watched = *stream;
+                if !watched.following() {
+                    // Past a `101` or a head the follower gave up on: where the next request
+                    // starts is no longer known.
+                    break;
+                }
+            }
+            Next::Close | Next::Read => break,
+        }
+        watched.next_request();
+    }
+    watched.shutdown().await;
+}
+
+/// Parses the head in `buf` (as Pingora does: `httparse` with its defaults) and offers it to the
+/// hit path once it is whole.
+fn decide(
+    hits: &HitPath,
+    conn: &crate::hit_path::Conn,
+    watched: &Watched,
+    buf: &[u8],
+    out: &mut Vec<u8>,
+    shutting_down: bool,
+) -> Next {
+    if buf.is_empty() {
+        return Next::Read;
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            // A head with anything after it (a body) is not a plain GET.
+            if len != buf.len() || !watched.request_ended() {
+                return Next::Decline;
+            }
+            let head = Head {
+                method: req.method.unwrap_or(""),
+                target: req.path.unwrap_or(""),
+                version: req.version.unwrap_or(0),
+                fields: req.headers,
+                line_ok: watched.peek_head().is_some_and(|h| h.request_line_ok),
+                shutting_down,
+            };
+            let at = head.target.as_ptr() as usize - buf.as_ptr() as usize;
+            match hits.answer(&head, conn, out) {
+                Some(answer) => Next::Answered(answer, at..at + head.target.len()),
+                None => Next::Decline,
+            }
+        }
+        Ok(httparse::Status::Partial) if watched.request_ended() => Next::Close,
+        Ok(httparse::Status::Partial) => Next::Read,
+        // Malformed, or more fields than parsed here: the proxy answers (or refuses) it.
+        Err(_) => Next::Decline,
+    }
+}

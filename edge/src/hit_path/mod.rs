@@ -1,0 +1,323 @@
+//! The hit path: answers an HTTP/1.1 request on the spot when it is a GET or HEAD of a fresh
+//! object in L1 that nothing about the request or a purge keeps from being served as stored,
+//! byte for byte as the proxy would answer it, without building a Pingora session. Everything
+//! else is declined and goes to the proxy (see [`crate::connection::http1`]).
+//!
+//! What it answers is decided by the same code the proxy runs: the target and site
+//! ([`target::parse_origin_form`], [`crate::sites`]), the key ([`cache_key::primary_bin`]), the
+//! purge filter ([`TieredStorage::fresh_in_l1`]), `Vary` ([`vary::variance`]), the client's
+//! directives ([`Policy::forces_revalidation`]), conditionals ([`conditional::not_modified_by`]);
+//! the head comes from [`wire`]. Whatever it does not follow exactly is declined: request
+//! bodies, ranges, `Expect`, `Upgrade`, `Connection` beyond `close`/`keep-alive`, a field the
+//! proxy would remove before the cache sees the request, HTTP/1.0, targets other than
+//! origin-form, objects in a secondary `Vary` slot or stale or only in L2.
+
+pub mod wire;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use pingora_core::protocols::tls::SslDigest;
+
+use crate::cache_key;
+use crate::cache_status;
+use crate::conditional;
+use crate::headers::list_members;
+use crate::metrics::{Metrics, Outcome};
+use crate::policy::{Policy, directives, vary};
+use crate::sites::{LiveSites, Site};
+use crate::storage::{Tier, TieredStorage};
+use crate::target::{self, Scheme};
+use crate::tls::resolver::misdirected;
+use crate::upstream::removed_before_the_cache;
+use wire::{Prepared, Slot};
+
+/// Longest field name the hit path looks at (longer ones are declined): the length of its
+/// lower-casing buffer.
+const MAX_NAME: usize = 64;
+
+/// What the hit path needs of the proxy's configuration.
+pub struct HitPath {
+    pub name: String,
+    pub via: String,
+    pub via_value: HeaderValue,
+    pub cache_enabled: bool,
+    pub policy: Policy,
+    pub sites: Arc<LiveSites>,
+    pub storage: &'static TieredStorage,
+    pub metrics: Arc<Metrics>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// As the proxy has them (see `EdgeProxy`).
+    pub strip_request_headers: Vec<String>,
+    pub drop_underscored_headers: bool,
+    pub max_request_header_bytes: usize,
+    /// Set on SIGTERM: answers close their connection.
+    pub closing: Arc<AtomicBool>,
+    /// `server.keepalive_timeout_secs` and `server.send_timeout_ms`.
+    pub keepalive: Duration,
+    pub send_timeout: Duration,
+}
+
+/// The connection a request came on.
+pub struct Conn {
+    pub scheme: Scheme,
+    pub tls: Option<Arc<SslDigest>>,
+    /// The peer is a trusted proxy (its forwarding fields reach the cache).
+    pub trusted: bool,
+}
+
+/// An answer whose head is in the caller's buffer.
+pub struct Answer {
+    /// What follows the head (nothing for HEAD and 304).
+    pub body: Bytes,
+    /// The connection stays open for another request.
+    pub keep_alive: bool,
+    /// For the access log line, written once the answer has been sent ([`HitPath::log`]).
+    site: Arc<Site>,
+    method: Method,
+    status: u16,
+    cache_status: String,
+    started: Instant,
+}
+
+/// A parsed request head (`httparse`'s, borrowed from the read buffer).
+pub struct Head<'b, 'h> {
+    pub method: &'b str,
+    pub target: &'b str,
+    /// `1` for HTTP/1.1.
+    pub version: u8,
+    pub fields: &'h [httparse::Header<'b>],
+    /// The framing follower found the request line well formed.
+    pub line_ok: bool,
+    /// The connection is shutting down: the answer closes it.
+    pub shutting_down: bool,
+}
+
+/// What a scan of the request's fields found.
+#[derive(Default)]
+struct Scan<'b> {
+    host: Option<&'b [u8]>,
+    close: bool,
+    keep_alive: bool,
+    /// Conditionals or cache directives: the fields are needed as a map.
+    needs_map: bool,
+    /// Bytes of the head as the proxy counts them against `server.max_request_header_bytes`.
+    size: usize,
+}
+
+impl HitPath {
+    /// What is known of a connection for all its requests.
+    pub fn conn(&self, tls: Option<Arc<SslDigest>>, peer: Option<IpAddr>) -> Conn {
+        Conn {
+            scheme: if tls.is_some() {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            },
+            tls,
+            trusted: peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip))),
+        }
+    }
+
+    /// Answers `head` if it is a hit this path serves exactly as the proxy would: the head goes
+    /// into `out`, counted and logged. `None`: the proxy answers it.
+    pub fn answer(&self, head: &Head<'_, '_>, conn: &Conn, out: &mut Vec<u8>) -> Option<Answer> {
+        let started = Instant::now();
+        if !self.cache_enabled || !head.line_ok || head.version != 1 {
+            return None;
+        }
+        let method = match head.method {
+            "GET" => Method::GET,
+            "HEAD" => Method::HEAD,
+            _ => return None,
+        };
+        let raw = head.target;
+        if !raw.starts_with('/') || !raw.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return None;
+        }
+        let scan = self.scan(head, conn.trusted)?;
+        let size = scan.size + head.method.len() + raw.len() + 12;
+        if size > self.max_request_header_bytes {
+            return None;
+        }
+        let sites = self.sites.current();
+        let mut site = None;
+        let parsed = target::parse_origin_form(raw, scan.host?, conn.scheme, |authority| {
+            site = sites.route(target::host_of(authority));
+            site.map_or(&target::KEEP_ALL, |s| s.keys.rules())
+        });
+        let (target, site) = (parsed.ok()?, Arc::clone(site?));
+        drop(sites);
+        if site.redirect_to_https && conn.scheme == Scheme::Http
+            || misdirected(conn.tls.as_deref(), target::host_of(&target.authority))
+        {
+            return None;
+        }
+        let key = target.key_text();
+        let now = SystemTime::now();
+        let entry = self
+            .storage
+            .fresh_in_l1(&cache_key::primary_bin(&key), &key, now)?;
+        let prepared = entry
+            .prepared
+            .get_or_init(|| Box::new(Prepared::of(&entry.meta.header, &self.via, &self.via_value)))
+            .downcast_ref::<Prepared>()?;
+        let meta = &entry.meta;
+        let fields = (scan.needs_map || prepared.varies)
+            .then(|| field_map(head.fields))
+            .flatten();
+        if scan.needs_map || prepared.varies {
+            // Could not be built as the proxy builds it: let the proxy refuse it.
+            fields.as_ref()?;
+        }
+        if prepared.varies
+            && let Some(variance) = vary::variance(&meta.header.headers, fields.as_ref()?)
+            && meta.variance != Some(variance)
+        {
+            // Another variant: in a secondary slot, found by a second lookup.
+            return None;
+        }
+        let age = now.duration_since(meta.epoch).unwrap_or_default();
+        if let Some(f) = &fields
+            && (f.contains_key(http::header::CACHE_CONTROL) || f.contains_key(http::header::PRAGMA))
+        {
+            let lifetime = meta
+                .fresh_until
+                .duration_since(meta.epoch)
+                .unwrap_or_default();
+            if self
+                .policy
+                .forces_revalidation(&directives::request(f), age, lifetime)
+            {
+                return None;
+            }
+        }
+        let not_modified = fields
+            .as_ref()
+            .is_some_and(|f| conditional::not_modified_by(&method, f, &meta.header));
+        let template = match not_modified {
+            true => prepared.not_modified.as_ref()?,
+            false => prepared.full.as_ref()?,
+        };
+
+        let keep_alive = (scan.keep_alive || !scan.close)
+            && !head.shutting_down
+            && !self.closing.load(Ordering::Relaxed);
+        let mut cache_status = String::with_capacity(self.name.len() + 32);
+        cache_status.push_str(&self.name);
+        cache_status::push_hit(
+            &mut cache_status,
+            Some(cache_status::ttl_until(meta.fresh_until, now)),
+            Some(Tier::L1),
+        );
+        out.clear();
+        template.write(out, |slot, out| match slot {
+            Slot::Age => {
+                let _ = std::io::Write::write_fmt(out, format_args!("{}", age.as_secs()));
+            }
+            Slot::CacheStatus => out.extend_from_slice(cache_status.as_bytes()),
+            Slot::Connection => out.extend_from_slice(match keep_alive {
+                true => b"keep-alive",
+                false => b"close",
+            }),
+        });
+        let body = match method == Method::GET && !not_modified {
+            true => entry.body.clone(),
+            false => Bytes::new(),
+        };
+
+        self.storage.count_l1_hit();
+        self.metrics.request(Outcome::Hit);
+        site.count(Outcome::Hit);
+        Some(Answer {
+            body,
+            keep_alive,
+            site,
+            method,
+            status: if not_modified {
+                304
+            } else {
+                meta.header.status.as_u16()
+            },
+            cache_status,
+            started,
+        })
+    }
+
+    /// The access line of an answer sent (or not: `error`), as the proxy writes it for every
+    /// request. `target` is the request's.
+    pub fn log(&self, answer: &Answer, target: &str, error: Option<&pingora_error::Error>) {
+        tracing::info!(
+            target: "access",
+            site = answer.site.name.as_str(),
+            method = %answer.method,
+            uri = %target,
+            status = answer.status,
+            cache = answer.cache_status.as_str(),
+            origin_fault = "-",
+            ms = answer.started.elapsed().as_millis() as u64,
+            error = error.map(|e| e.to_string()).unwrap_or_default(),
+        );
+    }
+
+    /// One pass over the fields: the host, the keep-alive wish, and whether anything in them is
+    /// beyond this path (`None`).
+    fn scan<'b>(&self, head: &Head<'b, '_>, trusted: bool) -> Option<Scan<'b>> {
+        let mut scan = Scan::default();
+        let mut lower = [0u8; MAX_NAME];
+        for field in head.fields {
+            scan.size += field.name.len() + field.value.len() + 4;
+            let name = lower.get_mut(..field.name.len())?;
+            name.copy_from_slice(field.name.as_bytes());
+            name.make_ascii_lowercase();
+            let name = std::str::from_utf8(name).ok()?;
+            match name {
+                "host" if scan.host.is_some() => return None,
+                "host" => scan.host = Some(field.value),
+                "content-length" | "transfer-encoding" | "range" | "if-range" | "expect"
+                | "upgrade" | "close" => return None,
+                "connection" => {
+                    for member in list_members(std::str::from_utf8(field.value).ok()?) {
+                        if member.eq_ignore_ascii_case("close") {
+                            scan.close = true;
+                        } else if member.eq_ignore_ascii_case("keep-alive") {
+                            scan.keep_alive = true;
+                        } else {
+                            return None;
+                        }
+                    }
+                }
+                "if-none-match" | "if-modified-since" | "cache-control" | "pragma" => {
+                    scan.needs_map = true;
+                }
+                _ if removed_before_the_cache(
+                    name,
+                    trusted,
+                    &self.strip_request_headers,
+                    self.drop_underscored_headers,
+                ) =>
+                {
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        Some(scan)
+    }
+}
+
+/// The request's fields as the proxy holds them (Pingora builds its map the same way, in order).
+fn field_map(fields: &[httparse::Header<'_>]) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        map.append(
+            HeaderName::from_bytes(f.name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(f.value).ok()?,
+        );
+    }
+    Some(map)
+}
