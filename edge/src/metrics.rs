@@ -35,6 +35,7 @@ pub const CONNECTIONS_REFUSED: &str = "outpost_connections_refused_total";
 pub const CLIENT_ERRORS: &str = "outpost_client_errors_total";
 pub const SITE_REQUESTS: &str = "outpost_site_requests_total";
 pub const UNKNOWN_HOST_REQUESTS: &str = "outpost_unknown_host_requests_total";
+pub const HIT_PATH_ANSWERS: &str = "outpost_hit_path_answers_total";
 pub const TLS_HANDSHAKES: &str = "outpost_tls_handshakes_total";
 pub const TLS_CERTIFICATE_EXPIRY: &str = "outpost_tls_certificate_expiry_seconds";
 pub const CONFIG_RELOADS: &str = "outpost_config_reloads_total";
@@ -251,6 +252,8 @@ pub struct Metrics {
     pub site_requests: IntCounterVec,
     /// Requests for a host no site claims (answered `server.unknown_host_status`).
     pub unknown_host_requests: IntCounter,
+    /// Hits answered on the hit path (a subset of the `hit` outcome in [`REQUESTS`]).
+    pub hit_path_answers: IntCounter,
     /// Finished TLS handshakes, by the `certificate` served (its first name).
     pub tls_handshakes: IntCounterVec,
     /// Seconds until each certificate in force expires (refreshed at every scrape).
@@ -393,6 +396,11 @@ impl Metrics {
                 &r,
                 UNKNOWN_HOST_REQUESTS,
                 "Requests for a host no site claims",
+            )?,
+            hit_path_answers: counter(
+                &r,
+                HIT_PATH_ANSWERS,
+                "Hits answered on the hit path, without a proxy session",
             )?,
             tls_handshakes: counter_vec(
                 &r,

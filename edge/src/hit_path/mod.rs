@@ -232,6 +232,7 @@ impl HitPath {
 
         self.storage.count_l1_hit();
         self.metrics.request(Outcome::Hit);
+        self.metrics.hit_path_answers.inc();
         site.count(Outcome::Hit);
         Some(Answer {
             body,

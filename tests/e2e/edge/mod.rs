@@ -7,6 +7,7 @@ mod cache_key;
 mod coalescing;
 mod contract;
 mod freshness;
+mod hit_path;
 mod hostile;
 mod invalidation;
 mod lifecycle;

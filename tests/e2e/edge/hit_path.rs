@@ -1,0 +1,262 @@
+//! The hit path answers exactly as the proxy would. Two nodes of one region share a memcached
+//! pool, so they hold the same stored objects (same `Date`, same age reference): `fast` with the
+//! hit path on (the default), `full` with `server.hit_path = false`, where every request goes
+//! through the proxy. The same hit requests (plain, HEAD, conditional, `Vary` variants, request
+//! directives, `Connection: close`, pipelined) get the same bytes from both; the hit path's own
+//! counter proves it answered them. Purged and soft-purged objects are not served from the old
+//! copy by either, and become hit-path hits again once refreshed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::purge::{TOKEN, purge};
+use super::{SITE, get_site};
+use outpost_e2e::{EdgeProcess, Memcached, Reply, ScriptedOrigin, raw, wait};
+
+/// A region node's config; `extra` goes under `[server]`.
+fn node(memcached: &Memcached, server: &str) -> String {
+    format!(
+        "[server]\n{server}\n[admin]\ntoken = \"{TOKEN}\"\n\
+         [l2]\nservers = [\"{}\"]\ndeadline_ms = 200\nchunk_deadline_ms = 500\n",
+        memcached.addr
+    )
+}
+
+/// Sends `request` (ending with `Connection: close`) on a new connection; the bytes back.
+async fn send(addr: SocketAddr, request: &str) -> anyhow::Result<Vec<u8>> {
+    raw::exchange(addr, request.as_bytes()).await
+}
+
+/// The same request to `fast`, `full`, and `fast` again: when both `fast` answers are the same
+/// bytes (no `Age` or `ttl` second passed between them), `full`'s, sent between them, must be
+/// too. Returns that answer.
+async fn same_from_both(
+    fast: &EdgeProcess,
+    full: &EdgeProcess,
+    request: &str,
+) -> anyhow::Result<String> {
+    for _ in 0..10 {
+        let first = send(fast.addr, request).await?;
+        let from_full = send(full.addr, request).await?;
+        let again = send(fast.addr, request).await?;
+        if first == again {
+            let text = String::from_utf8_lossy(&first).into_owned();
+            assert_eq!(
+                String::from_utf8_lossy(&from_full),
+                text,
+                "the proxy and the hit path answer {request:?} differently"
+            );
+            return Ok(text);
+        }
+    }
+    anyhow::bail!("no two answers of the hit path within the same second for {request:?}")
+}
+
+fn request(method: &str, path: &str, fields: &[&str]) -> String {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {SITE}\r\n");
+    for f in fields {
+        r.push_str(f);
+        r.push_str("\r\n");
+    }
+    r
+}
+
+/// `request` closing its connection.
+fn closing(method: &str, path: &str, fields: &[&str]) -> String {
+    request(method, path, fields) + "Connection: close\r\n\r\n"
+}
+
+async fn answered_on_hit_path(edge: &EdgeProcess) -> anyhow::Result<f64> {
+    edge.metric("outpost_hit_path_answers_total").await
+}
+
+/// Fills `path` through `fast` (and the shared tier), then makes it an L1 entry in `full`.
+async fn stored_in_both(
+    fast: &EdgeProcess,
+    full: &EdgeProcess,
+    path: &str,
+    fields: &[(&str, &str)],
+    written: f64,
+) -> anyhow::Result<()> {
+    let first = get_site(fast, path, fields).await?;
+    anyhow::ensure!(
+        first.cache_status().contains("fwd=uri-miss") || first.cache_status().contains("vary-miss"),
+        "{path} was cached already: {}",
+        first.cache_status()
+    );
+    fast.metric_reaches("outpost_l2_writes_total{result=\"stored\"}", written)
+        .await?;
+    let promoted = get_site(full, path, fields).await?;
+    anyhow::ensure!(
+        promoted.cache_status().contains("detail=l2"),
+        "{}",
+        promoted.cache_status()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_are_the_same_bytes_with_and_without_the_hit_path() -> anyhow::Result<()> {
+    let memcached = Memcached::start()?;
+    let origin = ScriptedOrigin::start().await?;
+    origin.route(
+        "/page",
+        Reply::ok("public, max-age=3600", "the page")
+            .header("ETag", "\"v1\"")
+            .header("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")
+            .header("Content-Type", "text/html")
+            .header("Surrogate-Key", "page")
+            .header("Via", "1.1 origin-proxy"),
+    );
+    origin.route_fn("/vary", |req| {
+        let encoding = req.header("accept-encoding").unwrap_or("none").to_owned();
+        Reply::ok("max-age=3600", format!("for {encoding}"))
+            .header("Vary", "Accept-Encoding")
+            .header("ETag", &format!("\"{encoding}\""))
+    });
+    let fast = EdgeProcess::start(&[origin.addr], &node(&memcached, ""))?;
+    let full = EdgeProcess::start(&[origin.addr], &node(&memcached, "hit_path = false"))?;
+    stored_in_both(&fast, &full, "/page", &[], 1.0).await?;
+    stored_in_both(&fast, &full, "/vary", &[("Accept-Encoding", "gzip")], 2.0).await?;
+    stored_in_both(&fast, &full, "/vary", &[("Accept-Encoding", "br")], 3.0).await?;
+    let origin_requests = origin.requests().len();
+    let before = answered_on_hit_path(&fast).await?;
+
+    let cases = [
+        // What the hit path answers.
+        closing("GET", "/page", &[]),
+        closing("HEAD", "/page", &[]),
+        closing("GET", "/page", &["If-None-Match: \"v0\", W/\"v1\""]),
+        closing("GET", "/page", &["If-None-Match: \"v0\""]),
+        closing(
+            "GET",
+            "/page",
+            &["If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT"],
+        ),
+        closing("HEAD", "/page", &["If-None-Match: *"]),
+        closing(
+            "GET",
+            "/page",
+            &["Cache-Control: max-stale=60, min-fresh=5"],
+        ),
+        closing("GET", "/page?", &["User-Agent: test", "Accept: */*"]),
+        closing("GET", "/vary", &["Accept-Encoding: gzip"]),
+        closing(
+            "GET",
+            "/vary",
+            &["Accept-Encoding: gzip", "If-None-Match: \"gzip\""],
+        ),
+        // Declined: the proxy answers on either node (a secondary variant, a range).
+        closing("GET", "/vary", &["Accept-Encoding: br"]),
+        closing("GET", "/page", &["Range: bytes=0-2"]),
+        closing("GET", "http://images.example/page", &[]),
+        // Pipelined: keep-alive answers in order, hit path and proxy mixed.
+        request("GET", "/page", &[])
+            + "\r\n"
+            + &request("HEAD", "/vary", &["Accept-Encoding: br"])
+            + "\r\n"
+            + &request("GET", "/page", &["If-None-Match: \"v1\""])
+            + "\r\n"
+            + &closing("GET", "/vary", &["Accept-Encoding: gzip"]),
+    ];
+    for case in &cases {
+        let answer = same_from_both(&fast, &full, case).await?;
+        assert!(
+            answer.contains("cache-status: outpost; hit"),
+            "{case:?}: {answer}"
+        );
+    }
+    let answers = same_from_both(&fast, &full, &cases[0]).await?;
+    assert!(answers.starts_with("HTTP/1.1 200 OK\r\n") && answers.ends_with("the page"));
+    let pipelined = same_from_both(&fast, &full, &cases[cases.len() - 1]).await?;
+    assert_eq!(
+        raw::heads(pipelined.as_bytes()).len(),
+        1,
+        "heads() stops at the first final answer"
+    );
+    assert_eq!(pipelined.matches("HTTP/1.1 ").count(), 4, "{pipelined}");
+    let kept = pipelined
+        .to_ascii_lowercase()
+        .matches("connection: keep-alive")
+        .count();
+    assert_eq!(kept, 3, "{pipelined}");
+
+    let on_hit_path = answered_on_hit_path(&fast).await? - before;
+    // `fast` got each case at least twice: 10 answered on the hit path, and 3 of the 4
+    // pipelined requests; then the first case and the pipelined ones twice more.
+    assert!(on_hit_path >= 34.0, "the hit path answered {on_hit_path}");
+    assert_eq!(
+        answered_on_hit_path(&full).await?,
+        0.0,
+        "the switch turns it off"
+    );
+    assert_eq!(
+        origin.requests().len(),
+        origin_requests,
+        "every answer came from the cache"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_objects_are_not_served_from_the_hit_path() -> anyhow::Result<()> {
+    let memcached = Memcached::start()?;
+    let origin = ScriptedOrigin::start().await?;
+    origin.route(
+        "/p",
+        Reply::ok("max-age=3600", "p body")
+            .header("ETag", "\"p\"")
+            .header("Surrogate-Key", "p"),
+    );
+    let edge = EdgeProcess::start(&[origin.addr], &node(&memcached, ""))?;
+    get_site(&edge, "/p", &[]).await?;
+    let hit = get_site(&edge, "/p", &[]).await?;
+    assert!(hit.is_hit());
+    let on_hit_path = answered_on_hit_path(&edge).await?;
+    assert!(on_hit_path >= 1.0);
+
+    // A soft purge: the next request revalidates with the origin (one request), then hits.
+    let (status, receipt) = purge(
+        &edge,
+        TOKEN,
+        r#"{"tags": ["p"], "soft": true, "wait": true}"#,
+    )
+    .await?;
+    assert_eq!(status, 200, "{receipt}");
+    let count = origin.count("/p");
+    let revalidated = get_site(&edge, "/p", &[]).await?;
+    assert!(
+        revalidated.cache_status().contains("fwd=stale"),
+        "{}",
+        revalidated.cache_status()
+    );
+    assert_eq!(origin.count("/p"), count + 1);
+    assert_eq!(answered_on_hit_path(&edge).await?, on_hit_path);
+    assert!(get_site(&edge, "/p", &[]).await?.is_hit());
+    assert_eq!(
+        answered_on_hit_path(&edge).await?,
+        on_hit_path + 1.0,
+        "the refreshed object is a hit-path hit again"
+    );
+
+    // A hard purge: the next request is a miss.
+    let (status, receipt) = purge(&edge, TOKEN, r#"{"tags": ["p"], "wait": true}"#).await?;
+    assert_eq!(status, 200, "{receipt}");
+    let refetched = get_site(&edge, "/p", &[]).await?;
+    assert!(
+        refetched.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        refetched.cache_status()
+    );
+    assert_eq!(origin.count("/p"), count + 2);
+    wait::eventually(Duration::from_secs(5), "a hit again", || async {
+        get_site(&edge, "/p", &[])
+            .await
+            .ok()
+            .filter(|r| r.is_hit())
+            .map(|_| ())
+    })
+    .await?;
+    assert_eq!(origin.count("/p"), count + 2);
+    Ok(())
+}
