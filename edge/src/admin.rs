@@ -279,6 +279,9 @@ impl ServeHttp for AdminApp {
                 self.metrics
                     .l1_bytes
                     .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                self.metrics
+                    .l1_body_files
+                    .set(i64::try_from(self.storage.body_files()).unwrap_or(i64::MAX));
                 text(
                     StatusCode::OK,
                     self.metrics.render(),

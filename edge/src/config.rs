@@ -13,6 +13,8 @@ use crate::tls::certs::{self, CertProblem, LoadedCert};
 pub const DEFAULT_L1_CAPACITY: u64 = 256 * 1024 * 1024;
 /// 8 MiB: photos and pages fit; video segments and archives stream through uncached.
 pub const DEFAULT_L1_MAX_OBJECT: u64 = 8 * 1024 * 1024;
+/// Bodies this large and larger are kept in memory files and sent by the kernel (sendfile).
+pub const DEFAULT_L1_SENDFILE_MIN: u64 = 32 * 1024;
 /// 16 KiB per client connection's read buffer: one TLS record, nginx's `client_body_buffer_size`
 /// on 64-bit; Pingora's 64 KiB default made an idle keep-alive connection cost ~109 KiB of RSS
 /// (benches/memory.sh).
@@ -384,6 +386,9 @@ pub struct L1Config {
     pub capacity_bytes: u64,
     /// Largest object the in-process tier stores; larger responses stream through uncached.
     pub max_object_bytes: u64,
+    /// Bodies at least this large are kept in memory files that the hit path hands to the
+    /// kernel to send (`sendfile`) on plain-HTTP connections; 0: every body on the heap.
+    pub sendfile_min_bytes: u64,
 }
 
 impl Default for L1Config {
@@ -391,6 +396,7 @@ impl Default for L1Config {
         Self {
             capacity_bytes: DEFAULT_L1_CAPACITY,
             max_object_bytes: DEFAULT_L1_MAX_OBJECT,
+            sendfile_min_bytes: DEFAULT_L1_SENDFILE_MIN,
         }
     }
 }

@@ -10,6 +10,9 @@ use pingora_http::ResponseHeader;
 /// object, so a hit never adds it.
 pub const ACCEPT_BYTES: http::HeaderValue = http::HeaderValue::from_static("bytes");
 
+/// RFC 9211's field, as a ready name (every response carries it).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
 /// Standard hop-by-hop fields. `Transfer-Encoding` is left to Pingora, which frames the message.
 const HOP_BY_HOP: [&str; 6] = [
     "connection",

@@ -179,11 +179,16 @@ pub(crate) fn build(
         config.purge.clock_skew,
         config.cache.longest_life(),
     ));
+    // A quarter of the open files may hold L1 bodies (memory files); the rest is for
+    // connections.
+    let body_files = usize::try_from(file_limit / 4).unwrap_or(usize::MAX);
+    let file_limit = file_limit - file_limit / 4;
     let storage = storage(
         config,
         &metrics,
         l2,
         Arc::clone(&filter) as Arc<dyn HitFilter>,
+        body_files,
     );
     let sites = Sites::new(&config.sites, &metrics)?;
     runtime.block_on(sites.resolve());
@@ -330,6 +335,7 @@ fn storage(
     metrics: &Arc<Metrics>,
     l2: Option<Arc<L2>>,
     filter: Arc<dyn HitFilter>,
+    max_body_files: usize,
 ) -> &'static TieredStorage {
     let cache = &config.cache;
     TieredStorage::new(
@@ -338,6 +344,8 @@ fn storage(
             l1_max_object: cache.l1_max_object,
             grace: cache.grace,
             max_retain: cache.max_ttl.saturating_add(cache.max_stale),
+            sendfile_min: cache.l1_sendfile_min,
+            max_body_files,
         },
         cache.max_variants,
         Arc::clone(metrics),
@@ -412,7 +420,7 @@ fn clients<A>(
     hits: Option<Arc<HitPath>>,
     metrics: &Metrics,
     file_limit: u64,
-) -> EdgeApp<A> {
+) -> EdgeApp<A, HitPath> {
     let server = &config.server;
     let max_connections = connection::max_connections(server.max_connections, file_limit);
     tracing::info!(max_connections, file_limit, "client connection limit");

@@ -30,7 +30,7 @@ use crate::config::GetWithBody;
 use crate::connection::date;
 use crate::connection::stream::{acknowledge, restore_date, switching_protocols, violation_of};
 use crate::ctx::{Lookup, RequestCtx, StaleServed};
-use crate::headers::{advertise_ranges, connection_listed, for_client};
+use crate::headers::{CACHE_STATUS, advertise_ranges, connection_listed, for_client};
 use crate::metrics::{ClientErrorKind, Metrics, Outcome};
 use crate::origin_fault::OriginFault;
 use crate::policy::freshness::Exchange;
@@ -41,9 +41,6 @@ use crate::storage::TieredStorage;
 use crate::target::{self, Scheme};
 use crate::tls::resolver::misdirected;
 use crate::upstream;
-
-/// RFC 9211's field, as a ready name (the hit path adds it to every response).
-pub const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
 
 /// Most ranges served in one multipart response (Pingora's default).
 const MAX_RANGES: usize = 200;

@@ -139,6 +139,7 @@ pub struct CacheSettings {
     pub heuristics_with_credentials: bool,
     pub l1_capacity_bytes: u64,
     pub l1_max_object: usize,
+    pub l1_sendfile_min: usize,
 }
 
 impl CacheSettings {
@@ -294,6 +295,7 @@ impl Settings {
                 heuristics_with_credentials: c.heuristics_with_credentials,
                 l1_capacity_bytes: c.l1.capacity_bytes,
                 l1_max_object: to_usize(c.l1.max_object_bytes),
+                l1_sendfile_min: to_usize(c.l1.sendfile_min_bytes),
             },
             l2: (!l2.servers.is_empty()).then(|| SharedTierSettings {
                 servers: l2.servers.clone(),

@@ -10,11 +10,14 @@
 //! `server.keepalive_timeout_secs` of the previous answer, answers written within
 //! `server.send_timeout_ms`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{GetSocketDigest, Shutdown, Ssl};
 use pingora_core::server::ShutdownWatch;
 use pingora_error::Error;
@@ -22,17 +25,60 @@ use pingora_error::ErrorType::{WriteError, WriteTimedout};
 use tokio::io::AsyncReadExt;
 
 use super::stream::Watched;
-use crate::hit_path::{Head, HitPath};
+use crate::storage::body::Body;
 
 /// Most fields in a head the hit path parses (a head with more goes to the proxy, whose limit
 /// is Pingora's 256).
 const MAX_FIELDS: usize = 64;
 
+/// A parsed request head (`httparse`'s, borrowed from the read buffer).
+pub struct Head<'b, 'h> {
+    pub method: &'b str,
+    pub target: &'b str,
+    /// `1` for HTTP/1.1.
+    pub version: u8,
+    pub fields: &'h [httparse::Header<'b>],
+    /// The framing follower found the request line well formed.
+    pub line_ok: bool,
+    /// The connection is shutting down: the answer closes it.
+    pub shutting_down: bool,
+}
+
+/// An answer whose head is in the loop's output buffer.
+pub trait Answer {
+    /// What follows the head (nothing for HEAD and 304).
+    fn body(&self) -> Option<&Body>;
+    /// The connection stays open for another request.
+    fn keep_alive(&self) -> bool;
+}
+
+/// What answers requests before the proxy (the hit path), as this loop knows it.
+pub trait Answers: Send + Sync {
+    /// What is known of a connection for all its requests.
+    type Conn: Send + Sync;
+    type Answer: Answer + Send + Sync;
+
+    fn conn(&self, tls: Option<Arc<SslDigest>>, peer: Option<IpAddr>) -> Self::Conn;
+    /// Answers `head` into `out`, or declines it (`None`): the proxy answers it.
+    fn answer(
+        &self,
+        head: &Head<'_, '_>,
+        conn: &Self::Conn,
+        out: &mut Vec<u8>,
+    ) -> Option<Self::Answer>;
+    /// Logs an answer once it is sent (or not: `error`); `target` is the request's.
+    fn log(&self, answer: &Self::Answer, target: &str, error: Option<&Error>);
+    /// How long an idle connection waits for its next request.
+    fn keepalive(&self) -> Duration;
+    /// How long an answer may take to write.
+    fn send_timeout(&self) -> Duration;
+}
+
 /// What to do with the head in the buffer.
-enum Next {
+enum Next<A> {
     /// Answered: its head is in the output buffer; the request's target is at this place in the
     /// read buffer.
-    Answered(crate::hit_path::Answer, std::ops::Range<usize>),
+    Answered(A, std::ops::Range<usize>),
     /// The proxy's to answer.
     Decline,
     /// More bytes are needed.
@@ -42,13 +88,10 @@ enum Next {
 }
 
 /// Serves a plain-HTTP/1 or HTTP/1-over-TLS connection until it closes.
-pub async fn serve<A>(
-    proxy: &Arc<A>,
-    hits: &HitPath,
-    mut watched: Watched,
-    shutdown: &ShutdownWatch,
-) where
+pub async fn serve<A, H>(proxy: &Arc<A>, hits: &H, mut watched: Watched, shutdown: &ShutdownWatch)
+where
     A: HttpServerApp + Send + Sync + 'static,
+    H: Answers,
 {
     let peer = watched
         .get_socket_digest()
@@ -66,7 +109,7 @@ pub async fn serve<A>(
             }
             let next = tokio::select! {
                 biased;
-                read = tokio::time::timeout(hits.keepalive, watched.read_buf(&mut buf)) => read,
+                read = tokio::time::timeout(hits.keepalive(), watched.read_buf(&mut buf)) => read,
                 _ = idle_wait.changed() => break,
             };
             if !matches!(next, Ok(Ok(n)) if n > 0) {
@@ -87,11 +130,14 @@ pub async fn serve<A>(
         match next {
             Next::Answered(answer, target) => {
                 watched.take_head();
-                let written = tokio::time::timeout(
-                    hits.send_timeout,
-                    watched.write_answer(&out, &answer.body),
-                )
-                .await;
+                let write = async {
+                    match answer.body() {
+                        None => watched.write_answer(&out, &[]).await,
+                        Some(Body::Heap(bytes)) => watched.write_answer(&out, bytes).await,
+                        Some(Body::File(file)) => watched.send_answer(&out, file).await,
+                    }
+                };
+                let written = tokio::time::timeout(hits.send_timeout(), write).await;
                 // As Pingora names the same failures in the proxy's access lines.
                 let error = match written {
                     Ok(Ok(())) => None,
@@ -101,7 +147,7 @@ pub async fn serve<A>(
                 .map(Error::into_down);
                 let target = std::str::from_utf8(&buf[target]).unwrap_or("");
                 hits.log(&answer, target, error.as_deref());
-                if error.is_some() || !answer.keep_alive {
+                if error.is_some() || !answer.keep_alive() {
                     break;
                 }
                 buf.clear();
@@ -134,14 +180,14 @@ pub async fn serve<A>(
 
 /// Parses the head in `buf` (as Pingora does: `httparse` with its defaults) and offers it to the
 /// hit path once it is whole.
-fn decide(
-    hits: &HitPath,
-    conn: &crate::hit_path::Conn,
+fn decide<H: Answers>(
+    hits: &H,
+    conn: &H::Conn,
     watched: &Watched,
     buf: &[u8],
     out: &mut Vec<u8>,
     shutting_down: bool,
-) -> Next {
+) -> Next<H::Answer> {
     if buf.is_empty() {
         return Next::Read;
     }

@@ -29,7 +29,7 @@ use pingora_core::protocols::{ALPN, Stream};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::hit_path::HitPath;
+use http1::Answers;
 use limits::{Limits, Refusal};
 use stream::{Counters, Deadlines, Watched};
 
@@ -41,8 +41,9 @@ const REFUSAL_LINGER: Duration = Duration::from_millis(200);
 const RESERVED_FDS: u64 = 2048;
 
 /// The connection layer in front of `A` (the Pingora proxy), which it knows only as an
-/// application that takes connections.
-pub struct EdgeApp<A> {
+/// application that takes connections, and of `H` (the hit path), which it knows only as
+/// something that may answer a request head.
+pub struct EdgeApp<A, H> {
     pub proxy: Arc<A>,
     pub limits: Arc<Limits>,
     pub deadlines: Deadlines,
@@ -54,11 +55,15 @@ pub struct EdgeApp<A> {
     /// `server.h2c`: plain connections that open with the HTTP/2 preface speak HTTP/2.
     pub h2c: bool,
     /// The hit path, unless `server.hit_path = false`.
-    pub hits: Option<Arc<HitPath>>,
+    pub hits: Option<Arc<H>>,
 }
 
 #[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
+impl<A, H> ServerApp for EdgeApp<A, H>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+    H: Answers + 'static,
+{
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -97,7 +102,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         } else if h2 {
             watched = watched.http2();
         } else if let Some(hits) = &self.hits {
-            http1::serve(&self.proxy, hits, watched.one_request_at_a_time(), shutdown).await;
+            http1::serve(
+                &self.proxy,
+                hits.as_ref(),
+                watched.one_request_at_a_time(),
+                shutdown,
+            )
+            .await;
             return None;
         }
         self.proxy.process_new(Box::new(watched), shutdown).await

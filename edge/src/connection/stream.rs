@@ -47,6 +47,7 @@ use tokio::time::{Instant, Sleep};
 use super::date::{HttpDate, Patch};
 use super::framing::{Framing, Head, Violation};
 use super::limits::Slot;
+use crate::storage::body::BodyFile;
 
 /// Counters a watched connection bumps (resolved once, not per read).
 #[derive(Clone, Debug)]
@@ -216,6 +217,55 @@ impl Watched {
             body = &body[n - from_head..];
         }
         self.inner.flush().await
+    }
+
+    /// Writes a head, then a body kept in a memory file: on a plain TCP connection the kernel
+    /// sends the body from the file (`sendfile`), without copying it through user space; on
+    /// TLS it is read and written. When the socket is full, the next piece is written the
+    /// ordinary way, which waits for room.
+    pub async fn send_answer(&mut self, head: &[u8], body: &BodyFile) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        /// What is read and written the ordinary way at once.
+        const PIECE: usize = 64 * 1024;
+        self.write_answer(head, &[]).await?;
+        let mut at = 0;
+        while at < body.len() {
+            if let Some(sent) = self.sendfile(body, at) {
+                match sent {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        at += n;
+                        continue;
+                    }
+                    Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            let piece = body.read(at, body.len().min(at + PIECE))?;
+            self.inner.write_all(&piece).await?;
+            at += piece.len();
+        }
+        self.inner.flush().await
+    }
+
+    /// One non-blocking `sendfile` of `body` from `at` to the client socket; `None` when the
+    /// connection is not plain TCP.
+    fn sendfile(&self, body: &BodyFile, at: usize) -> Option<std::io::Result<usize>> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        let tcp = self
+            .inner
+            .as_any()
+            .downcast_ref::<pingora_core::protocols::l4::stream::Stream>()?;
+        // SAFETY: the descriptor is the socket of `tcp`, which `self` owns and keeps open for
+        // the whole borrow (Pingora's stream offers `AsRawFd` but not `AsFd`).
+        #[allow(unsafe_code)]
+        let socket = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+        let mut offset = i64::try_from(at).ok()?;
+        let count = body.len() - at;
+        Some(
+            nix::sys::sendfile::sendfile(socket, body.file(), Some(&mut offset), count)
+                .map_err(std::io::Error::from),
+        )
     }
 
     fn condemn(&mut self, fault: Fault) {

@@ -19,17 +19,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora_core::protocols::tls::SslDigest;
 
 use crate::cache_key;
 use crate::cache_status;
 use crate::conditional;
+use crate::connection::http1::{self, Answers, Head};
 use crate::headers::list_members;
 use crate::metrics::{Metrics, Outcome};
 use crate::policy::{Policy, directives, vary};
 use crate::sites::{LiveSites, Site};
+use crate::storage::body::Body;
 use crate::storage::{Tier, TieredStorage};
 use crate::target::{self, Scheme};
 use crate::tls::resolver::misdirected;
@@ -72,29 +73,14 @@ pub struct Conn {
 
 /// An answer whose head is in the caller's buffer.
 pub struct Answer {
-    /// What follows the head (nothing for HEAD and 304).
-    pub body: Bytes,
-    /// The connection stays open for another request.
-    pub keep_alive: bool,
-    /// For the access log line, written once the answer has been sent ([`HitPath::log`]).
+    body: Option<Body>,
+    keep_alive: bool,
+    /// For the access log line, written once the answer has been sent.
     site: Arc<Site>,
     method: Method,
     status: u16,
     cache_status: String,
     started: Instant,
-}
-
-/// A parsed request head (`httparse`'s, borrowed from the read buffer).
-pub struct Head<'b, 'h> {
-    pub method: &'b str,
-    pub target: &'b str,
-    /// `1` for HTTP/1.1.
-    pub version: u8,
-    pub fields: &'h [httparse::Header<'b>],
-    /// The framing follower found the request line well formed.
-    pub line_ok: bool,
-    /// The connection is shutting down: the answer closes it.
-    pub shutting_down: bool,
 }
 
 /// What a scan of the request's fields found.
@@ -109,9 +95,21 @@ struct Scan<'b> {
     size: usize,
 }
 
-impl HitPath {
-    /// What is known of a connection for all its requests.
-    pub fn conn(&self, tls: Option<Arc<SslDigest>>, peer: Option<IpAddr>) -> Conn {
+impl http1::Answer for Answer {
+    fn body(&self) -> Option<&Body> {
+        self.body.as_ref()
+    }
+
+    fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+}
+
+impl Answers for HitPath {
+    type Conn = Conn;
+    type Answer = Answer;
+
+    fn conn(&self, tls: Option<Arc<SslDigest>>, peer: Option<IpAddr>) -> Conn {
         Conn {
             scheme: if tls.is_some() {
                 Scheme::Https
@@ -125,7 +123,7 @@ impl HitPath {
 
     /// Answers `head` if it is a hit this path serves exactly as the proxy would: the head goes
     /// into `out`, counted and logged. `None`: the proxy answers it.
-    pub fn answer(&self, head: &Head<'_, '_>, conn: &Conn, out: &mut Vec<u8>) -> Option<Answer> {
+    fn answer(&self, head: &Head<'_, '_>, conn: &Conn, out: &mut Vec<u8>) -> Option<Answer> {
         let started = Instant::now();
         if !self.cache_enabled || !head.line_ok || head.version != 1 {
             return None;
@@ -225,10 +223,7 @@ impl HitPath {
                 false => b"close",
             }),
         });
-        let body = match method == Method::GET && !not_modified {
-            true => entry.body.clone(),
-            false => Bytes::new(),
-        };
+        let body = (method == Method::GET && !not_modified).then(|| entry.body.clone());
 
         self.storage.count_l1_hit();
         self.metrics.request(Outcome::Hit);
@@ -251,7 +246,7 @@ impl HitPath {
 
     /// The access line of an answer sent (or not: `error`), as the proxy writes it for every
     /// request. `target` is the request's.
-    pub fn log(&self, answer: &Answer, target: &str, error: Option<&pingora_error::Error>) {
+    fn log(&self, answer: &Answer, target: &str, error: Option<&pingora_error::Error>) {
         tracing::info!(
             target: "access",
             site = answer.site.name.as_str(),
@@ -265,6 +260,16 @@ impl HitPath {
         );
     }
 
+    fn keepalive(&self) -> Duration {
+        self.keepalive
+    }
+
+    fn send_timeout(&self) -> Duration {
+        self.send_timeout
+    }
+}
+
+impl HitPath {
     /// One pass over the fields: the host, the keep-alive wish, and whether anything in them is
     /// beyond this path (`None`).
     fn scan<'b>(&self, head: &Head<'b, '_>, trusted: bool) -> Option<Scan<'b>> {

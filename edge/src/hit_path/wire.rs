@@ -19,9 +19,8 @@ use pingora_core::protocols::http::conditional_filter::to_304;
 use pingora_http::ResponseHeader;
 
 use crate::connection::date;
-use crate::headers::{advertise_ranges, for_client};
+use crate::headers::{CACHE_STATUS, advertise_ranges, for_client};
 use crate::policy::vary;
-use crate::proxy::CACHE_STATUS;
 
 /// A per-hit value in a serialised head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,15 +197,17 @@ mod tests {
         assert!(!p.varies);
         assert_eq!(
             written(p.full.as_ref().expect("servable")),
+            // As Pingora's header map orders them: removing `Surrogate-Key` moved the last
+            // field (`Age`) into its place.
             "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 5\r\n\
-             Content-Type: text/plain\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nage: 7\r\n\
-             via: 1.1 edge\r\ncache-status: edge; hit\r\nconnection: keep-alive\r\n\r\n"
+             Content-Type: text/plain\r\nETag: \"v1\"\r\nAge: 7\r\nAccept-Ranges: bytes\r\n\
+             via: 1.1 edge\r\ncache-status: edge; hit\r\nConnection: keep-alive\r\n\r\n"
         );
         assert_eq!(
             written(p.not_modified.as_ref().expect("servable")),
-            "HTTP/1.1 304 Not Modified\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
-             ETag: \"v1\"\r\nage: 7\r\nvia: 1.1 edge\r\ncache-status: edge; hit\r\n\
-             connection: keep-alive\r\n\r\n"
+            "HTTP/1.1 304 Not Modified\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nAge: 7\r\n\
+             ETag: \"v1\"\r\nvia: 1.1 edge\r\ncache-status: edge; hit\r\n\
+             Connection: keep-alive\r\n\r\n"
         );
     }
 

@@ -1,22 +1,22 @@
 //! The in-process tier: whole objects in a moka cache bounded by bytes (a weigher over body and
 //! header sizes), each entry expiring when it is no longer of any use. Hits are zero-copy
-//! (`Bytes` clones), and moka's TinyLFU admission keeps one-hit wonders from flushing the
-//! working set.
+//! (`Bytes` clones, or a memory file the kernel sends from: [`super::body`]), and moka's TinyLFU
+//! admission keeps one-hit wonders from flushing the working set.
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use moka::notification::RemovalCause;
 use pingora_cache::key::HashBinary;
 
 use super::StoredMeta;
+use super::body::Body;
 use crate::metrics::{Eviction, Metrics};
 
 pub struct L1Entry {
     pub meta: StoredMeta,
-    pub body: Bytes,
+    pub body: Body,
     /// When moka may drop the entry (see [`StoredMeta::retain_until`]).
     pub retain_until: SystemTime,
     /// What a reader derived from the entry once for all its hits (the hit path's serialised

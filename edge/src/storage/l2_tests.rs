@@ -38,6 +38,8 @@ fn node(tier: Arc<dyn SharedTier>, settings: L2Settings) -> (&'static TieredStor
         l1_max_object: 4 << 20,
         grace: Duration::from_secs(60),
         max_retain: Duration::from_secs(3600),
+        sendfile_min: 64 * 1024,
+        max_body_files: 16,
     };
     (
         TieredStorage::new(

@@ -6,6 +6,7 @@
 //! Freshness lives only in the [`CacheMeta`] (fresh-until, epoch, stale windows); a tier's own
 //! expiry just reclaims memory once an object can no longer be used even to revalidate.
 
+pub mod body;
 pub mod breaker;
 pub mod codec;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use pingora_http::ResponseHeader;
 use prometheus::IntCounter;
 
 use crate::metrics::{Lookup, Metrics};
+use body::{Bodies, Body};
 use hit_filter::{HitFilter, HitVerdict, StoredObject};
 use l1::{L1Entry, MokaTier};
 use l2::L2;
@@ -170,10 +172,16 @@ pub struct TierConfig {
     pub grace: Duration,
     /// No object outlives this in a tier, whatever its headers say.
     pub max_retain: Duration,
+    /// Smallest L1 body kept in a memory file (see [`body`]); 0: none.
+    pub sendfile_min: usize,
+    /// Most memory files at once.
+    pub max_body_files: usize,
 }
 
 pub struct TieredStorage {
     l1: MokaTier,
+    /// Where L1 bodies are kept.
+    bodies: Bodies,
     /// The region's shared tier, when configured.
     l2: Option<Arc<L2>>,
     variants: VariantRegistry,
@@ -205,6 +213,7 @@ impl TieredStorage {
                 .l1_lookups
                 .with_label_values(&[Lookup::Miss.label()]),
             l1: MokaTier::new(config.l1_capacity_bytes, Arc::clone(&metrics)),
+            bodies: Bodies::new(config.sendfile_min, config.max_body_files),
             variants: VariantRegistry::new(
                 max_variants,
                 config.max_retain.min(Duration::from_secs(24 * 3600)),
@@ -276,7 +285,12 @@ impl TieredStorage {
         }
     }
 
-    fn hit(meta: &StoredMeta, body: &Bytes, tier: Tier) -> (CacheMeta, HitHandler) {
+    /// L1 bodies kept in memory files now.
+    pub fn body_files(&self) -> usize {
+        self.bodies.files()
+    }
+
+    fn hit(meta: &StoredMeta, body: &Body, tier: Tier) -> (CacheMeta, HitHandler) {
         let hit = BodyHit {
             body: body.clone(),
             next: Some(0..body.len()),
@@ -392,7 +406,7 @@ impl TieredStorage {
         }
         self.promote(bin, &found);
         let meta = restaled.as_ref().unwrap_or(&found.meta);
-        Some(Self::hit(meta, &found.body, Tier::L2))
+        Some(Self::hit(meta, &Body::Heap(found.body), Tier::L2))
     }
 
     /// Removes every stored variant of the URL behind `key` (its primary slot and every
@@ -410,6 +424,10 @@ impl TieredStorage {
     }
 
     fn insert(&self, key: HashBinary, meta: StoredMeta, body: Bytes) {
+        self.insert_body(key, meta, self.bodies.keep(body));
+    }
+
+    fn insert_body(&self, key: HashBinary, meta: StoredMeta, body: Body) {
         let retain_until = meta
             .retain_until(self.config.grace)
             .min(SystemTime::now() + self.config.max_retain);
@@ -461,7 +479,11 @@ impl Storage for TieredStorage {
             && found.meta.fresh_until > meta.fresh_until
         {
             self.promote(bin, &found);
-            return Ok(Some(Self::hit(&found.meta, &found.body, Tier::L2)));
+            return Ok(Some(Self::hit(
+                &found.meta,
+                &Body::Heap(found.body),
+                Tier::L2,
+            )));
         }
         Ok(Some(Self::hit(meta, &entry.body, Tier::L1)))
     }
@@ -509,7 +531,7 @@ impl Storage for TieredStorage {
         let meta = StoredMeta::from_meta(meta);
         let in_l1 = self.l1.get(&key);
         if let Some(old) = &in_l1 {
-            self.insert(key, meta.clone(), old.body.clone());
+            self.insert_body(key, meta.clone(), old.body.clone());
         }
         if let Some(l2) = &self.l2 {
             l2.refresh_meta(key, &meta, self.retain_for(&meta)).await;
@@ -522,9 +544,12 @@ impl Storage for TieredStorage {
     }
 }
 
+/// Most of a file body read into memory at once by a hit the kernel does not send.
+const FILE_READ: usize = 256 * 1024;
+
 /// A hit on a whole object held in memory: zero-copy, seekable for ranges.
 struct BodyHit {
-    body: Bytes,
+    body: Body,
     /// The part still to be read; `None` once read.
     next: Option<std::ops::Range<usize>>,
     tier: Tier,
@@ -538,11 +563,23 @@ pub fn tier_of(hit: &(dyn HandleHit + Send + Sync)) -> Option<Tier> {
 #[async_trait]
 impl HandleHit for BodyHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        Ok(self
-            .next
-            .take()
-            .filter(|r| !r.is_empty())
-            .map(|r| self.body.slice(r)))
+        let Some(range) = self.next.take().filter(|r| !r.is_empty()) else {
+            return Ok(None);
+        };
+        let end = match self.body {
+            Body::Heap(_) => range.end,
+            Body::File(_) => range.end.min(range.start + FILE_READ),
+        };
+        if end < range.end {
+            self.next = Some(end..range.end);
+        }
+        self.body
+            .read(range.start, end)
+            .or_err(
+                ErrorType::InternalError,
+                "reading a stored body from its file",
+            )
+            .map(Some)
     }
 
     async fn finish(
@@ -665,6 +702,8 @@ mod tests {
             l1_max_object: 1 << 20,
             grace: Duration::from_secs(60),
             max_retain: Duration::from_secs(3600),
+            sendfile_min: 64 * 1024,
+            max_body_files: 16,
         };
         TieredStorage::new(config, 4, metrics, None, Arc::new(hit_filter::ServeAll)).leak()
     }

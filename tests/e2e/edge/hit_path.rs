@@ -114,11 +114,15 @@ async fn hits_are_the_same_bytes_with_and_without_the_hit_path() -> anyhow::Resu
             .header("Vary", "Accept-Encoding")
             .header("ETag", &format!("\"{encoding}\""))
     });
+    // Kept in a memory file (over `cache.l1.sendfile_min_bytes`): sent by the kernel.
+    let large: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    origin.route("/large", Reply::ok("max-age=3600", large.clone()));
     let fast = EdgeProcess::start(&[origin.addr], &node(&memcached, ""))?;
     let full = EdgeProcess::start(&[origin.addr], &node(&memcached, "hit_path = false"))?;
     stored_in_both(&fast, &full, "/page", &[], 1.0).await?;
     stored_in_both(&fast, &full, "/vary", &[("Accept-Encoding", "gzip")], 2.0).await?;
     stored_in_both(&fast, &full, "/vary", &[("Accept-Encoding", "br")], 3.0).await?;
+    stored_in_both(&fast, &full, "/large", &[], 4.0).await?;
     let origin_requests = origin.requests().len();
     let before = answered_on_hit_path(&fast).await?;
 
@@ -146,9 +150,12 @@ async fn hits_are_the_same_bytes_with_and_without_the_hit_path() -> anyhow::Resu
             "/vary",
             &["Accept-Encoding: gzip", "If-None-Match: \"gzip\""],
         ),
-        // Declined: the proxy answers on either node (a secondary variant, a range).
+        closing("GET", "/large", &[]),
+        closing("HEAD", "/large", &[]),
+        // Declined: the proxy answers on either node (a secondary variant, ranges).
         closing("GET", "/vary", &["Accept-Encoding: br"]),
         closing("GET", "/page", &["Range: bytes=0-2"]),
+        closing("GET", "/large", &["Range: bytes=100-199999"]),
         closing("GET", "http://images.example/page", &[]),
         // Pipelined: keep-alive answers in order, hit path and proxy mixed.
         request("GET", "/page", &[])
@@ -156,6 +163,8 @@ async fn hits_are_the_same_bytes_with_and_without_the_hit_path() -> anyhow::Resu
             + &request("HEAD", "/vary", &["Accept-Encoding: br"])
             + "\r\n"
             + &request("GET", "/page", &["If-None-Match: \"v1\""])
+            + "\r\n"
+            + &request("GET", "/large", &[])
             + "\r\n"
             + &closing("GET", "/vary", &["Accept-Encoding: gzip"]),
     ];
@@ -174,17 +183,27 @@ async fn hits_are_the_same_bytes_with_and_without_the_hit_path() -> anyhow::Resu
         1,
         "heads() stops at the first final answer"
     );
-    assert_eq!(pipelined.matches("HTTP/1.1 ").count(), 4, "{pipelined}");
+    assert_eq!(pipelined.matches("HTTP/1.1 ").count(), 5, "{pipelined}");
     let kept = pipelined
         .to_ascii_lowercase()
         .matches("connection: keep-alive")
         .count();
-    assert_eq!(kept, 3, "{pipelined}");
+    assert_eq!(kept, 4, "{pipelined}");
+    let whole = send(fast.addr, &cases[10]).await?;
+    assert!(whole.ends_with(&large), "the large body, byte for byte");
+    assert_eq!(
+        fast.metric("outpost_l1_body_files").await?,
+        1.0,
+        "the large body is kept in a memory file"
+    );
 
     let on_hit_path = answered_on_hit_path(&fast).await? - before;
-    // `fast` got each case at least twice: 10 answered on the hit path, and 3 of the 4
-    // pipelined requests; then the first case and the pipelined ones twice more.
-    assert!(on_hit_path >= 34.0, "the hit path answered {on_hit_path}");
+    // `fast` got each case at least twice: 12 answered on the hit path, and 4 of the 5
+    // pipelined requests; then the first case and the pipelined ones twice more, and one more.
+    assert!(
+        on_hit_path >= 2.0 * 12.0 + 2.0 * 4.0 + 2.0 + 2.0 * 4.0 + 1.0,
+        "the hit path answered {on_hit_path}"
+    );
     assert_eq!(
         answered_on_hit_path(&full).await?,
         0.0,
