@@ -279,9 +279,13 @@ impl ServeHttp for AdminApp {
                 self.metrics
                     .l1_bytes
                     .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                let (files, file_bytes) = self.storage.body_files();
                 self.metrics
                     .l1_body_files
-                    .set(i64::try_from(self.storage.body_files()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(files).unwrap_or(i64::MAX));
+                self.metrics
+                    .l1_body_file_bytes
+                    .set(i64::try_from(file_bytes).unwrap_or(i64::MAX));
                 text(
                     StatusCode::OK,
                     self.metrics.render(),

@@ -250,8 +250,12 @@ pub(crate) fn build(
         "edge proxy".to_owned(),
         clients(config, proxy, hits, &shared.metrics, file_limit),
     );
-    // Every client connection holds its read buffer for as long as it is open.
-    let buffers = L4BufferSettings::default().read(config.server.read_buffer_bytes);
+    // Every client connection holds Pingora's read buffer for as long as it is open; the hit
+    // path's loop reads into buffers of its own, held only while a request is being read.
+    let buffers = L4BufferSettings::default().read(match config.server.hit_path {
+        true => 0,
+        false => config.server.read_buffer_bytes,
+    });
     for addr in &config.server.listen {
         proxy_service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }

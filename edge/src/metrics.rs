@@ -16,6 +16,7 @@ pub const L1_EVICTIONS: &str = "outpost_l1_evictions_total";
 pub const L1_BYTES: &str = "outpost_l1_bytes";
 pub const L1_ENTRIES: &str = "outpost_l1_entries";
 pub const L1_BODY_FILES: &str = "outpost_l1_body_files";
+pub const L1_BODY_FILE_BYTES: &str = "outpost_l1_body_file_bytes";
 pub const INVALIDATIONS: &str = "outpost_invalidations_total";
 pub const L2_LOOKUPS: &str = "outpost_l2_lookups_total";
 pub const L2_OP_SECONDS: &str = "outpost_l2_op_seconds";
@@ -267,6 +268,8 @@ pub struct Metrics {
     pub l1_entries: IntGauge,
     /// L1 bodies kept in memory files (each an open file).
     pub l1_body_files: IntGauge,
+    /// Bytes in those files (memory outside the heap: shared memory, in no RSS).
+    pub l1_body_file_bytes: IntGauge,
     /// Objects removed because an unsafe method changed their URL (RFC 9111 §4.4).
     pub invalidations: IntCounter,
     /// Shared-tier lookups: `hit`, `miss`, `error` (an error or timeout is served as a miss).
@@ -436,6 +439,11 @@ impl Metrics {
                 &r,
                 L1_BODY_FILES,
                 "L1 bodies kept in memory files, sent by the kernel",
+            )?,
+            l1_body_file_bytes: gauge(
+                &r,
+                L1_BODY_FILE_BYTES,
+                "Bytes of the L1 bodies kept in memory files",
             )?,
             invalidations: counter(&r, INVALIDATIONS, "Objects invalidated by unsafe methods")?,
             l2_lookups: counter_vec(&r, L2_LOOKUPS, "Shared-tier lookups by result", &["result"])?,

@@ -120,6 +120,14 @@ impl Framing {
         self.heads.drain(..)
     }
 
+    /// Gives back the memory kept for heads, between requests.
+    pub fn release(&mut self) {
+        if self.state == State::Idle {
+            self.head = Vec::new();
+        }
+        self.heads.shrink_to_fit();
+    }
+
     /// Request boundaries are still known (not stopped, see [`Framing::stop`]).
     pub fn following(&self) -> bool {
         self.state != State::Opaque

@@ -190,6 +190,25 @@ impl Watched {
         self.ended = false;
     }
 
+    /// Gives back the memory kept for the next request (an idle connection holds none).
+    pub fn release_buffers(&mut self) {
+        if self.surplus.is_empty() {
+            self.surplus = BytesMut::new();
+        }
+        self.framing.release();
+        self.unacknowledged.get_mut().shrink_to_fit();
+    }
+
+    /// Waits until the client sends something (or hangs up: an error), holding no buffer where
+    /// the stream allows (plain TCP; on TLS it returns at once, and the read that follows waits).
+    pub async fn wait_for_bytes(&mut self) -> std::io::Result<()> {
+        if !self.surplus.is_empty() {
+            return Ok(());
+        }
+        let mut probe = [0u8; 1];
+        self.inner.try_peek(&mut probe).await.map(drop)
+    }
+
     /// What the follower saw of the oldest head nobody has taken yet.
     pub fn peek_head(&self) -> Option<Head> {
         self.unacknowledged.lock().front().copied()
@@ -220,14 +239,29 @@ impl Watched {
     }
 
     /// Writes a head, then a body kept in a memory file: on a plain TCP connection the kernel
-    /// sends the body from the file (`sendfile`), without copying it through user space; on
-    /// TLS it is read and written. When the socket is full, the next piece is written the
+    /// sends the body from the file (`sendfile`), without copying it through user space, and
+    /// holds the head back to send it with the body's first bytes (`MSG_MORE`); on TLS the
+    /// body is read and written. When the socket is full, the next piece is written the
     /// ordinary way, which waits for room.
     pub async fn send_answer(&mut self, head: &[u8], body: &BodyFile) -> std::io::Result<()> {
+        use nix::sys::socket::MsgFlags;
         use tokio::io::AsyncWriteExt;
-        /// What is read and written the ordinary way at once.
-        const PIECE: usize = 64 * 1024;
-        self.write_answer(head, &[]).await?;
+        /// What is read and written the ordinary way when the socket is full: small, since it
+        /// is copied twice; the kernel sends the rest once there is room again.
+        const PIECE: usize = 4096;
+        self.last_answer_4xx = status_line(head).is_some_and(|s| (400..500).contains(&s));
+        let mut head = head;
+        if let Some(fd) = self.tcp_fd() {
+            // nix names no MSG_MORE: "more is coming", hold this back for it.
+            let more = MsgFlags::from_bits_retain(libc::MSG_MORE);
+            let flags = more | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            // Nothing sent (the socket is full, or failed): the ordinary write below waits or
+            // reports it.
+            if let Ok(n) = nix::sys::socket::send(fd, head, flags) {
+                head = &head[n..];
+            }
+        }
+        self.inner.write_all(head).await?;
         let mut at = 0;
         while at < body.len() {
             if let Some(sent) = self.sendfile(body, at) {
@@ -248,18 +282,24 @@ impl Watched {
         self.inner.flush().await
     }
 
-    /// One non-blocking `sendfile` of `body` from `at` to the client socket; `None` when the
-    /// connection is not plain TCP.
-    fn sendfile(&self, body: &BodyFile, at: usize) -> Option<std::io::Result<usize>> {
-        use std::os::fd::{AsRawFd, BorrowedFd};
+    /// The client socket's descriptor, when the connection is plain TCP.
+    fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
         let tcp = self
             .inner
             .as_any()
             .downcast_ref::<pingora_core::protocols::l4::stream::Stream>()?;
-        // SAFETY: the descriptor is the socket of `tcp`, which `self` owns and keeps open for
-        // the whole borrow (Pingora's stream offers `AsRawFd` but not `AsFd`).
+        Some(tcp.as_raw_fd())
+    }
+
+    /// One non-blocking `sendfile` of `body` from `at` to the client socket; `None` when the
+    /// connection is not plain TCP.
+    fn sendfile(&self, body: &BodyFile, at: usize) -> Option<std::io::Result<usize>> {
+        let fd = self.tcp_fd()?;
+        // SAFETY: the descriptor is the socket of the stream `self` owns, open for as long as
+        // `self` is borrowed here (Pingora's stream offers `AsRawFd` but not `AsFd`).
         #[allow(unsafe_code)]
-        let socket = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let mut offset = i64::try_from(at).ok()?;
         let count = body.len() - at;
         Some(

@@ -45,7 +45,14 @@ pub struct BodyFile {
     file: File,
     len: usize,
     /// Counted in the live files while this exists.
-    live: Arc<AtomicUsize>,
+    live: Arc<Live>,
+}
+
+/// The memory files in existence, and their bytes.
+#[derive(Debug, Default)]
+struct Live {
+    files: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 impl BodyFile {
@@ -68,7 +75,8 @@ impl BodyFile {
 
 impl Drop for BodyFile {
     fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.live.files.fetch_sub(1, Ordering::Relaxed);
+        self.live.bytes.fetch_sub(self.len, Ordering::Relaxed);
     }
 }
 
@@ -78,7 +86,7 @@ pub struct Bodies {
     /// Smallest body kept in a file; 0: none are.
     min: usize,
     max_files: usize,
-    live: Arc<AtomicUsize>,
+    live: Arc<Live>,
 }
 
 impl Bodies {
@@ -90,9 +98,12 @@ impl Bodies {
         }
     }
 
-    /// Memory files in existence.
-    pub fn files(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+    /// Memory files in existence, and the bytes they hold.
+    pub fn files(&self) -> (usize, usize) {
+        (
+            self.live.files.load(Ordering::Relaxed),
+            self.live.bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// `bytes` as a body to keep: in a memory file when it is large enough and one is to be
@@ -101,18 +112,21 @@ impl Bodies {
         if self.min == 0 || bytes.len() < self.min {
             return Body::Heap(bytes);
         }
-        if self.live.fetch_add(1, Ordering::Relaxed) >= self.max_files {
-            self.live.fetch_sub(1, Ordering::Relaxed);
+        if self.live.files.fetch_add(1, Ordering::Relaxed) >= self.max_files {
+            self.live.files.fetch_sub(1, Ordering::Relaxed);
             return Body::Heap(bytes);
         }
         match write_file(&bytes) {
-            Ok(file) => Body::File(Arc::new(BodyFile {
-                file,
-                len: bytes.len(),
-                live: Arc::clone(&self.live),
-            })),
+            Ok(file) => {
+                self.live.bytes.fetch_add(bytes.len(), Ordering::Relaxed);
+                Body::File(Arc::new(BodyFile {
+                    file,
+                    len: bytes.len(),
+                    live: Arc::clone(&self.live),
+                }))
+            }
             Err(e) => {
-                self.live.fetch_sub(1, Ordering::Relaxed);
+                self.live.files.fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "could not keep a body in a memory file: kept on the heap");
                 Body::Heap(bytes)
             }
@@ -141,11 +155,11 @@ mod tests {
         };
         assert_eq!(file.len(), 11);
         assert_eq!(large.read(6, 11).expect("read"), &b"world"[..]);
-        assert_eq!(bodies.files(), 1);
+        assert_eq!(bodies.files(), (1, 11));
         let over_cap = bodies.keep(Bytes::from_static(b"another one"));
         assert!(matches!(over_cap, Body::Heap(_)), "one file at most");
         drop(large);
-        assert_eq!(bodies.files(), 0, "a dropped body gives its file back");
+        assert_eq!(bodies.files(), (0, 0), "a dropped body gives its file back");
         assert!(matches!(
             bodies.keep(Bytes::from_static(b"another one")),
             Body::File(_)

@@ -285,8 +285,8 @@ impl TieredStorage {
         }
     }
 
-    /// L1 bodies kept in memory files now.
-    pub fn body_files(&self) -> usize {
+    /// L1 bodies kept in memory files now, and their bytes.
+    pub fn body_files(&self) -> (usize, usize) {
         self.bodies.files()
     }
 
