@@ -305,9 +305,16 @@ cache_dir() {
     *) echo "" ;;
     esac
 }
-# disk_kib PROXY: blocks its cache files take (du; Traffic Server's cache file is sparse).
+# disk_kib PROXY: blocks its cache files take (du; Traffic Server's cache file is sparse). For
+# Outpost: its L1 bodies in memory files (memfd, from cache.l1.sendfile_min_bytes up), which
+# are shared memory in no process's RSS, from its own gauge.
 disk_kib() {
     local dir
+    if [[ $1 == outpost ]]; then
+        curl -fsS --max-time 5 "http://127.0.0.1:$EDGE_ADMIN_PORT/metrics" |
+            awk '$1 == "outpost_l1_body_file_bytes" { printf "%d\n", $2 / 1024; f = 1 } END { if (!f) print 0 }'
+        return
+    fi
     dir=$(cache_dir "$1")
     if [[ -n $dir ]]; then du -sk "$dir" | awk '{ print $1 }'; else echo 0; fi
 }
@@ -473,7 +480,7 @@ REPORT="$D/report.md"
     echo
     echo "$OBJECTS distinct 100 KiB objects (/obj/1 … /obj/$OBJECTS, $(bc_mib "$stored_kib") MiB of bodies), fetched once through the proxy (all misses), then twice more (all hits), one request at a time."
     echo
-    echo "| proxy | RSS before MiB | after the fill MiB | after the hits MiB | RSS growth per GiB stored | cache files on disk, growth MiB | objects held (the proxy's count) | origin requests, fill / hits |"
+    echo "| proxy | RSS before MiB | after the fill MiB | after the hits MiB | RSS growth per GiB stored | cache files (disk; Outpost: memory files), growth MiB | objects held (the proxy's count) | origin requests, fill / hits |"
     echo "|---|---:|---:|---:|---:|---:|---:|---|"
     for proxy in "${PROXIES[@]}"; do
         awk -F'\t' -v p="$proxy" -v label="$(proxy_label "$proxy")" -v s="$stored_kib" '$1 == p {
@@ -482,7 +489,7 @@ REPORT="$D/report.md"
         }' "$FILL"
     done
     echo
-    echo "RSS growth per GiB stored = (RSS after the hits − RSS before) / bodies stored: 1.00 would be the bodies alone. nginx and Traffic Server write bodies to files: the page cache holds those (memory the machine pays for, but in no process's RSS, and the kernel may drop it), so their RSS growth is mostly their index (and, for Traffic Server, what its RAM cache kept)."
+    echo "RSS growth per GiB stored = (RSS after the hits − RSS before) / bodies stored: 1.00 would be the bodies alone. nginx and Traffic Server write bodies to files: the page cache holds those (memory the machine pays for, but in no process's RSS, and the kernel may drop it), so their RSS growth is mostly their index (and, for Traffic Server, what its RAM cache kept). Outpost keeps bodies from \`cache.l1.sendfile_min_bytes\` (32 KiB) up in memory files (memfd) for the kernel to send: shared memory, in no RSS either but never dropped while cached (its column gives their size from \`outpost_l1_body_file_bytes\`); what it pays per cached GiB is RSS growth plus those files."
     echo
     echo "## RSS per open client connection"
     echo

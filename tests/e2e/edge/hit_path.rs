@@ -279,3 +279,45 @@ async fn purged_objects_are_not_served_from_the_hit_path() -> anyhow::Result<()>
     assert_eq!(origin.count("/p"), count + 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_reaches_a_slow_reader_whole() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = ScriptedOrigin::start().await?;
+    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i % 253) as u8).collect();
+    origin.route("/huge", Reply::ok("max-age=3600", body.clone()));
+    let edge = EdgeProcess::start(&[origin.addr], "")?;
+    get_site(&edge, "/huge", &[]).await?;
+    let before = answered_on_hit_path(&edge).await?;
+    // A small receive window and a reader that starts late: the edge's socket fills, the kernel
+    // refuses more, and the edge goes on piece by piece as room comes back.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut stream = socket.connect(edge.addr).await?;
+    stream
+        .write_all(closing("GET", "/huge", &[]).as_bytes())
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut answer = Vec::new();
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk)).await??;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let head_end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no head"))?;
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(answer.len() - head_end - 4, body.len());
+    assert!(
+        answer[head_end + 4..] == body[..],
+        "the body, byte for byte"
+    );
+    assert_eq!(answered_on_hit_path(&edge).await?, before + 1.0);
+    assert_eq!(edge.metric("outpost_l1_body_files").await?, 1.0);
+    Ok(())
+}
