@@ -994,3 +994,31 @@ async fn a_reload_that_moves_a_site_to_other_origins_leaves_no_ghost_series() ->
     assert!(!text.contains(&series(&before)), "a ghost origin: {text}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_in_a_memory_file_is_served_over_tls() -> anyhow::Result<()> {
+    let ca = TestCa::new();
+    let cert = ca.leaf("a", &["a.test"]);
+    let origin = ScriptedOrigin::start().await?;
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    origin.route("/big", Reply::ok("max-age=600", body.clone()));
+    let ports = Ports::new()?;
+    let config = ports.config(&[&cert], "") + &site_a(origin.addr);
+    let edge = EdgeProcess::start_with(&config, ports.plain, ports.admin, &[])?;
+    let resolve = [("a.test", ports.tls)];
+    let url = format!("https://a.test:{}/big", ports.tls.port());
+    for version in [HttpVersion::Http1, HttpVersion::Http2, HttpVersion::Http1] {
+        let res = https_client(&ca.ca_pem(), &resolve, version)
+            .get(&url)
+            .send()
+            .await?;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.bytes().await?.as_ref(), &body[..], "{version:?}");
+    }
+    assert_eq!(origin.count("/big"), 1);
+    // Kept in a memory file; HTTP/1.1 hits on the hit path read it from there (no sendfile on
+    // TLS), HTTP/2 ones through the proxy.
+    assert_eq!(edge.metric("outpost_l1_body_files").await?, 1.0);
+    assert_eq!(edge.metric("outpost_hit_path_answers_total").await?, 1.0);
+    Ok(())
+}
