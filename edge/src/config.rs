@@ -173,7 +173,8 @@ pub struct ServerConfig {
     /// or `reject` it with 400.
     pub get_with_body: GetWithBody,
     /// Bytes each client connection reads from its socket at a time (its read buffer, held
-    /// while the connection is open). Request heads are small; larger bodies take more reads.
+    /// while the connection is open) when the hit path is off; the hit path's loop has its
+    /// own. Request heads are small; larger bodies take more reads.
     pub read_buffer_bytes: usize,
     /// Also speak HTTP/2 without TLS on the plain listeners (prior knowledge, "h2c": the client
     /// opens with the HTTP/2 preface; HTTP/1.1 clients are unaffected).
