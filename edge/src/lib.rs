@@ -239,12 +239,8 @@ pub(crate) fn build(
         certificates,
     };
 
-    let hits = config
-        .server
-        .hit_path
-        .then(|| hit_path(config, &shared))
-        .transpose()?;
     let proxy = proxy(config, &shared)?;
+    let hits = config.server.hit_path.then(|| hit_path(&proxy));
     let proxy = Arc::new(pingora_proxy::http_proxy(&server.configuration, proxy));
     let mut proxy_service = Service::new(
         "edge proxy".to_owned(),
@@ -393,27 +389,25 @@ fn proxy(config: &Settings, shared: &Shared) -> anyhow::Result<EdgeProxy> {
     })
 }
 
-/// The hit path: the proxy's settings it needs to answer a hit exactly as the proxy would.
-fn hit_path(config: &Settings, shared: &Shared) -> anyhow::Result<Arc<HitPath>> {
-    let (server, cache) = (&config.server, &config.cache);
-    Ok(Arc::new(HitPath {
-        name: server.name.clone(),
-        via: format!("1.1 {}", server.name),
-        via_value: http::HeaderValue::from_str(&format!("1.1 {}", server.name))
-            .context("server.name as a header value")?,
-        cache_enabled: cache.enabled,
-        policy: Policy::new(&server.name, cache),
-        sites: Arc::clone(&shared.sites),
-        storage: shared.storage,
-        metrics: Arc::clone(&shared.metrics),
-        trusted_proxies: server.trusted_proxies.clone(),
-        strip_request_headers: server.strip_request_headers.clone(),
-        drop_underscored_headers: server.drop_underscored_headers,
-        max_request_header_bytes: server.max_request_header_bytes,
-        closing: Arc::clone(&shared.lifecycle.closing),
-        keepalive: server.keepalive_timeout,
-        send_timeout: server.send_timeout,
-    }))
+/// The hit path, with the proxy's own settings (it answers a hit exactly as the proxy would).
+fn hit_path(proxy: &EdgeProxy) -> Arc<HitPath> {
+    Arc::new(HitPath {
+        name: proxy.name.clone(),
+        via: proxy.via.clone(),
+        via_value: proxy.via_value.clone(),
+        cache_enabled: proxy.cache_enabled,
+        policy: proxy.policy.clone(),
+        sites: Arc::clone(&proxy.sites),
+        storage: proxy.storage,
+        metrics: Arc::clone(&proxy.metrics),
+        trusted_proxies: proxy.trusted_proxies.clone(),
+        strip_request_headers: proxy.strip_request_headers.clone(),
+        drop_underscored_headers: proxy.drop_underscored_headers,
+        max_request_header_bytes: proxy.max_request_header_bytes,
+        closing: Arc::clone(&proxy.draining),
+        keepalive: Duration::from_secs(proxy.keepalive_secs),
+        send_timeout: proxy.send_timeout,
+    })
 }
 
 /// The client listeners' application: connection limits and watched streams in front of
