@@ -1,7 +1,8 @@
 //! The HTTP/1 loop of a client connection when the hit path is on: each request head is read
-//! here and offered to the [`HitPath`]; what it declines goes to the proxy as a Pingora session
-//! of one request (the bytes already read handed over as its pipelined prefix), and the
-//! connection comes back here for the next request.
+//! here and offered to the hit path (what implements [`Answers`]); what it declines goes to the
+//! proxy as a Pingora session of one request (the bytes already read handed over as its
+//! pipelined prefix), and the connection comes back here for the next request. An idle
+//! connection waits for its next request holding no buffers after a second.
 //!
 //! The stream reads one request at a time ([`Watched::one_request_at_a_time`]), so neither side
 //! can swallow a request the client pipelined behind the current one, and answers go out in
