@@ -246,12 +246,13 @@ pub(crate) fn build(
         "edge proxy".to_owned(),
         clients(config, proxy, hits, &shared.metrics, file_limit),
     );
-    // Every client connection holds Pingora's read buffer for as long as it is open; the hit
-    // path's loop reads into buffers of its own, held only while a request is being read.
-    let buffers = L4BufferSettings::default().read(match config.server.hit_path {
-        true => 0,
-        false => config.server.read_buffer_bytes,
-    });
+    // Every client connection holds Pingora's buffers for as long as it is open. The hit path's
+    // loop reads into a buffer of its own, held only while a request is being read, and writes
+    // each answer whole: with it, neither is wanted.
+    let buffers = match config.server.hit_path {
+        true => L4BufferSettings::unbuffered(),
+        false => L4BufferSettings::default().read(config.server.read_buffer_bytes),
+    };
     for addr in &config.server.listen {
         proxy_service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }
