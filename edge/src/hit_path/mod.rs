@@ -10,7 +10,8 @@
 //! the head comes from [`wire`]. Whatever it does not follow exactly is declined: request
 //! bodies, ranges, `Expect`, `Upgrade`, `Connection` beyond `close`/`keep-alive`, a field the
 //! proxy would remove before the cache sees the request, HTTP/1.0, targets other than
-//! origin-form, objects in a secondary `Vary` slot or stale or only in L2.
+//! origin-form, objects stale or only in L2. A `Vary` variant in a secondary slot is served when
+//! the proxy's second lookup would serve it (see [`HitPath::variant`]).
 
 pub mod wire;
 
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_core::protocols::tls::SslDigest;
 
 use crate::cache_key;
@@ -31,6 +33,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::policy::{Policy, directives, vary};
 use crate::sites::{LiveSites, Site};
 use crate::storage::body::Body;
+use crate::storage::l1::L1Entry;
 use crate::storage::{Tier, TieredStorage};
 use crate::target::{self, Scheme};
 use crate::tls::resolver::misdirected;
@@ -157,14 +160,10 @@ impl Answers for HitPath {
         }
         let key = target.key_text();
         let now = SystemTime::now();
-        let entry = self
+        let mut entry = self
             .storage
             .fresh_in_l1(&cache_key::primary_bin(&key), &key, now)?;
-        let prepared = entry
-            .prepared
-            .get_or_init(|| Box::new(Prepared::of(&entry.meta.header, &self.via, &self.via_value)))
-            .downcast_ref::<Prepared>()?;
-        let meta = &entry.meta;
+        let mut prepared = self.prepared(&entry)?;
         let fields = (scan.needs_map || prepared.varies)
             .then(|| field_map(head.fields))
             .flatten();
@@ -172,13 +171,18 @@ impl Answers for HitPath {
             // Could not be built as the proxy builds it: let the proxy refuse it.
             fields.as_ref()?;
         }
+        // The L1 lookups the proxy would make: one, or two for a variant in a secondary slot.
+        let mut lookups = 1;
         if prepared.varies
-            && let Some(variance) = vary::variance(&meta.header.headers, fields.as_ref()?)
-            && meta.variance != Some(variance)
+            && let Some(variance) = vary::variance(&entry.meta.header.headers, fields.as_ref()?)
+            && entry.meta.variance != Some(variance)
         {
-            // Another variant: in a secondary slot, found by a second lookup.
-            return None;
+            let variant = self.variant(&key, variance, &entry, fields.as_ref()?, now)?;
+            entry = variant;
+            prepared = self.prepared(&entry)?;
+            lookups = 2;
         }
+        let meta = &entry.meta;
         let age = now.duration_since(meta.epoch).unwrap_or_default();
         if let Some(f) = &fields
             && (f.contains_key(http::header::CACHE_CONTROL) || f.contains_key(http::header::PRAGMA))
@@ -225,7 +229,9 @@ impl Answers for HitPath {
         });
         let body = (method == Method::GET && !not_modified).then(|| entry.body.clone());
 
-        self.storage.count_l1_hit();
+        for _ in 0..lookups {
+            self.storage.count_l1_hit();
+        }
         self.metrics.request(Outcome::Hit);
         self.metrics.hit_path_answers.inc();
         site.count(Outcome::Hit);
@@ -270,6 +276,37 @@ impl Answers for HitPath {
 }
 
 impl HitPath {
+    /// The heads serialised for `entry`, once for all its hits.
+    fn prepared<'e>(&self, entry: &'e L1Entry) -> Option<&'e Prepared> {
+        entry
+            .prepared
+            .get_or_init(|| Box::new(Prepared::of(&entry.meta.header, &self.via, &self.via_value)))
+            .downcast_ref::<Prepared>()
+    }
+
+    /// The variant `variance` of the URL whose primary slot holds `primary` (another variant),
+    /// when the proxy's second lookup would serve it as stored: fresh in L1, let through by the
+    /// purge filter, stored no earlier than the primary slot's object (Pingora's rule: a purge of
+    /// the URL removes the primary slot only, and its successor outdates every older variant),
+    /// and naming the same variance by its own `Vary`.
+    fn variant(
+        &self,
+        key: &str,
+        variance: HashBinary,
+        primary: &L1Entry,
+        fields: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Arc<L1Entry>> {
+        let mut slot = cache_key::key(key.to_owned());
+        slot.set_variance_key(variance);
+        let variant = self.storage.fresh_in_l1(&slot.combined_bin(), key, now)?;
+        let meta = &variant.meta;
+        (meta.variance == Some(variance)
+            && meta.stored >= primary.meta.stored
+            && vary::variance(&meta.header.headers, fields) == Some(variance))
+        .then_some(variant)
+    }
+
     /// One pass over the fields: the host, the keep-alive wish, and whether anything in them is
     /// beyond this path (`None`).
     fn scan<'b>(&self, head: &Head<'b, '_>, trusted: bool) -> Option<Scan<'b>> {
