@@ -125,7 +125,8 @@ impl Answers for HitPath {
     }
 
     /// Answers `head` if it is a hit this path serves exactly as the proxy would: the head goes
-    /// into `out`, counted and logged. `None`: the proxy answers it.
+    /// into `out` and the hit is counted (its access line is written once it is sent: `log`).
+    /// `None`: the proxy answers it.
     fn answer(&self, head: &Head<'_, '_>, conn: &Conn, out: &mut Vec<u8>) -> Option<Answer> {
         let started = Instant::now();
         if !self.cache_enabled || !head.line_ok || head.version != 1 {
