@@ -53,6 +53,8 @@ ensure_rust() {
 # dependencies), memcached (the edge's shared tier), curl (health checks in these scripts).
 ensure_build_packages() {
   apt_install build-essential pkg-config cmake curl ca-certificates memcached
+  # systemd-analyze, for the test that verifies deploy/systemd/.
+  command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 }
 
 # The openssl command line, for scripts/dev-certs.

@@ -2,6 +2,7 @@
 //! One test binary with a module per area (as linkerd and sozu do); `docs/testing.md` maps them.
 
 mod config_files;
+mod deploy;
 mod edge;
 mod local_stack;
 mod origin_bad_input;
