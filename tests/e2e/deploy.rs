@@ -78,8 +78,8 @@ fn the_container_files_build_what_the_units_run_as_a_non_root_user() {
         assert!(text.contains(&build), "{file}: builds with `{build}`");
         let user = text
             .lines()
-            .filter_map(|l| l.strip_prefix("USER "))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("USER "))
             .expect("a USER line");
         assert!(
             !user.starts_with("root") && !user.starts_with("0"),
