@@ -24,6 +24,7 @@ mod origin_fault;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub mod purge;
+pub mod purge_cli;
 mod reload;
 pub(crate) mod settings;
 pub(crate) mod sites;

@@ -1,5 +1,6 @@
-//! `edge --config FILE [--validate] [--upgrade]`: load the config (every bad key reported, exit
-//! 64), then run until a signal.
+//! `edge --config FILE [--validate] [--upgrade] [purge …]`: load the config (every bad key
+//! reported, exit 64), then run until a signal; or, with `purge`, purge through the admin API of
+//! the node the config describes (`purge_cli`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,15 @@ struct Args {
     /// then send the running one SIGQUIT (within 5 s). Needs `server.upgrade_socket`.
     #[arg(long)]
     upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Purge through a node's admin API and print the receipt per region and node. Exit 0:
+    /// complete; 2: accepted, nodes still pending; 1: refused or unreachable; 64: usage.
+    Purge(edge::purge_cli::PurgeArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +79,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(exit) => return exit,
     };
+    if let Some(Command::Purge(purge)) = &args.command {
+        return edge::purge_cli::run(purge, &config);
+    }
     let start = edge::Start {
         config_path: args.config,
         upgrade: args.upgrade,

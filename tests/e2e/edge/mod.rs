@@ -14,6 +14,7 @@ mod lifecycle;
 mod log_noise;
 mod passthrough;
 mod purge;
+mod purge_cli;
 mod purge_origin;
 mod ranges;
 mod requests;
