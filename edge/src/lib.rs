@@ -171,6 +171,10 @@ pub(crate) fn build(
     drop(hangups);
 
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    // Present at zero from the start, like the rest (`Metrics::vivify`).
+    for fault in origin_fault::OriginFault::ALL {
+        metrics.origin_errors.with_label_values(&[fault.label()]);
+    }
     let (l2, pool) = match shared_tier(config, &metrics, &runtime)? {
         Some((l2, pool)) => (Some(l2), Some(pool)),
         None => (None, None),
@@ -227,6 +231,7 @@ pub(crate) fn build(
             let table = tls::load_table(&tls.certificates).context("server.tls.certificates")?;
             let certificates = Arc::new(Certificates::new(table));
             certificates.export_expiry(&metrics.tls_certificate_expiry);
+            certificates.count_from_zero(&metrics.tls_handshakes);
             Some(certificates)
         }
         None => None,

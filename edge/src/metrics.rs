@@ -530,6 +530,27 @@ impl Metrics {
             self.invalidations_shared
                 .with_label_values(&[result.label()]);
         }
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            self.origin_responses.with_label_values(&[class]);
+        }
+        for result in [Lookup::Hit, Lookup::Miss] {
+            self.l1_lookups.with_label_values(&[result.label()]);
+        }
+        for result in [Lookup::Hit, Lookup::Miss, Lookup::Error] {
+            self.l2_lookups.with_label_values(&[result.label()]);
+        }
+        for result in [Write::Stored, Write::Dropped, Write::Failed] {
+            self.l2_writes.with_label_values(&[result.label()]);
+        }
+        for cause in [Eviction::Size, Eviction::Expired] {
+            self.l1_evictions.with_label_values(&[cause.label()]);
+        }
+        for kind in [PurgeKind::Hard, PurgeKind::Soft] {
+            self.purges.with_label_values(&[kind.label()]);
+        }
+        // `outpost_origin_errors_total{kind}` is vivified where the kinds are known
+        // (`origin_fault`, from `lib.rs`), `outpost_purge_filtered_total{verdict}` by the
+        // storage, and the per-site, per-server and per-region series when those are built.
         // `outpost_connections_refused_total{reason}`: resolved per reason when the client
         // listeners are built (`lib.rs`), so present from the start too.
     }

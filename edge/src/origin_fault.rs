@@ -26,6 +26,17 @@ pub enum OriginFault {
 }
 
 impl OriginFault {
+    pub const ALL: [OriginFault; 8] = [
+        Self::ConnectRefused,
+        Self::ConnectTimeout,
+        Self::ConnectFailed,
+        Self::Tls,
+        Self::Timeout,
+        Self::Closed,
+        Self::Invalid,
+        Self::Other,
+    ];
+
     pub fn of(e: &Error) -> Self {
         match e.etype() {
             ErrorType::ConnectRefused => Self::ConnectRefused,

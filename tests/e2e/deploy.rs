@@ -91,3 +91,94 @@ fn the_container_files_build_what_the_units_run_as_a_non_root_user() {
         );
     }
 }
+
+/// Every `outpost_…` metric a file names.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("outpost_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        // `outpost-edge` (the dashboard's uid) and file names are not metrics.
+        if name.len() > "outpost_".len() {
+            names.insert(name);
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_alerts_name_only_metrics_a_new_edge_exports() -> anyhow::Result<()> {
+    use outpost_e2e::process::free_port;
+    use outpost_e2e::tls::TestCa;
+    use outpost_e2e::{EdgeProcess, Memcached, ScriptedOrigin};
+
+    let rules = std::fs::read_to_string(deploy().join("prometheus/outpost-alerts.yml"))?;
+    let dashboard = std::fs::read_to_string(deploy().join("grafana/outpost-edge.json"))?;
+    // The rules' shape: every rule an alert with an expression, a severity and a summary.
+    let alerts = rules.matches("- alert: ").count();
+    assert!(alerts >= 8, "{alerts} alerts");
+    for part in [
+        "        expr: ",
+        "          severity: ",
+        "          summary: ",
+    ] {
+        assert_eq!(
+            rules.matches(part).count(),
+            alerts,
+            "every alert has `{}`",
+            part.trim()
+        );
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard)?;
+    let panels = dashboard["panels"].as_array().map_or(0, Vec::len);
+    assert!(panels >= 12, "{panels} panels");
+    let mut named = metric_names(&rules);
+    named.extend(metric_names(&dashboard.to_string()));
+
+    // A new node with everything the files speak of configured (a shared tier, TLS, another
+    // region to forward purges to), before any traffic.
+    let memcached = Memcached::start()?;
+    let origin = ScriptedOrigin::start().await?;
+    let ca = TestCa::new();
+    let leaf = ca.leaf("a", &["a.test"]);
+    let (tls, other_region) = (free_port()?, free_port()?);
+    let edge = EdgeProcess::start(
+        &[origin.addr],
+        &format!(
+            "[server.tls]\nlisten = [\"127.0.0.1:{tls}\"]\n\
+             [[server.tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+             [l2]\nservers = [\"{}\"]\n\
+             [admin]\ntoken = \"t0ken\"\n\
+             [purge]\nregion = \"eu\"\n\
+             [[purge.regions]]\nname = \"us\"\nadmin_url = \"http://127.0.0.1:{other_region}\"\n\
+             token = \"other\"\n",
+            leaf.cert_path.display(),
+            leaf.key_path.display(),
+            memcached.addr
+        ),
+    )?;
+    let exported = outpost_e2e::http_client()
+        .get(edge.admin_url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let present: std::collections::BTreeSet<&str> = exported
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|n| !present.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "named by the dashboard or the alerts but not exported by a new edge: {missing:?}\n{exported}"
+    );
+    Ok(())
+}

@@ -172,6 +172,18 @@ impl PurgeService {
         let per_sec =
             NonZeroU32::new(s.config.invalidations_per_client_per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(s.config.invalidation_burst).unwrap_or(NonZeroU32::MIN);
+        // Present at zero from the start, per region and result, for dashboards and alerts.
+        for region in &s.config.regions {
+            for result in [
+                ForwardResult::Ok,
+                ForwardResult::Retry,
+                ForwardResult::Failed,
+            ] {
+                metrics
+                    .purge_forwards
+                    .with_label_values(&[&region.name, result.label()]);
+            }
+        }
         Ok(Self {
             invalidated: Mutex::new(HashMap::new()),
             invalidation_rate: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),

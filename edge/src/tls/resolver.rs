@@ -94,6 +94,14 @@ impl Certificates {
 
     /// Sets `gauge{certificate}` to the seconds each certificate in force has left (negative
     /// once expired), and drops the series of certificates no longer in force.
+    /// Makes `counter` (handshakes per certificate) show every certificate in force, at zero
+    /// until its first handshake.
+    pub fn count_from_zero(&self, counter: &prometheus::IntCounterVec) {
+        for cert in self.current().certs() {
+            counter.with_label_values(&[&cert.label]);
+        }
+    }
+
     pub fn export_expiry(&self, gauge: &prometheus::IntGaugeVec) {
         let now = std::time::SystemTime::now();
         gauge.reset();
