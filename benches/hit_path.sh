@@ -181,6 +181,41 @@ core_ticks() {
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
+# sample_before PROXY PID / sample_after PROXY PID: what a measured run is judged by, read just
+# before and just after it: the proxy's processes (pids_before: they must not change), their CPU
+# ticks (t0/t1), the proxy core's busy and total ticks (busy0 total0 / busy1 total1), the wall
+# clock (w0/w1), the origin's request count (o0/o1) and, for the edge over TLS, its handshake
+# count (h0/h1). Globals, as the run functions read them.
+sample_before() {
+    pids_before=$(server_pids "$2")
+    if [[ $1 == outpost-tls ]]; then h0=$(edge_handshakes); fi
+    o0=$(origin_requests)
+    # shellcheck disable=SC2086
+    t0=$(cpu_ticks $pids_before)
+    read -r busy0 total0 < <(core_ticks "$PROXY_CPU")
+    w0=$(date +%s%N)
+}
+sample_after() {
+    local pids_after
+    # shellcheck disable=SC2086
+    t1=$(cpu_ticks $pids_before)
+    w1=$(date +%s%N)
+    read -r busy1 total1 < <(core_ticks "$PROXY_CPU")
+    o1=$(origin_requests)
+    if [[ $1 == outpost-tls ]]; then h1=$(edge_handshakes); fi
+    pids_after=$(server_pids "$2")
+    [[ $pids_before == "$pids_after" ]] ||
+        die "$1's processes changed during the run (a crash/restart?): ${pids_before//$'\n'/ } -> ${pids_after//$'\n'/ }"
+}
+
+# other_busy_pct: busy time on the proxy's core not charged to the proxy's processes, in % of
+# the run (from the samples above): other programs, and interrupt time the kernel charges to no
+# process. High = noisy run.
+other_busy_pct() {
+    awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" -v p="$((t1 - t0))" \
+        'BEGIN { v = (t > 0) ? 100 * (b - p) / t : 0; printf "%.1f\n", (v < 0) ? 0 : v }'
+}
+
 # ---------------------------------------------------------------------------------------------
 # Origin: its own nginx, serving /1k.bin and /100k.bin with Cache-Control and an ETag
 # ---------------------------------------------------------------------------------------------
@@ -578,30 +613,14 @@ run_one() {
         cat "$out.warmup" >&2
         die "wrk warm-up against $proxy failed"
     }
-    pids_before=$(server_pids "$pid")
-    if [[ $proxy == outpost-tls ]]; then h0=$(edge_handshakes); fi
-    o0=$(origin_requests)
-    # shellcheck disable=SC2086
-    t0=$(cpu_ticks $pids_before)
-    read -r busy0 total0 < <(core_ticks "$PROXY_CPU")
-    w0=$(date +%s%N)
+    sample_before "$proxy" "$pid"
     # `time`: wrk's own CPU time, to tell which side was the limit.
     { time "${WRK[@]}" "${extra[@]}" -d"${DURATION}s" --latency "$url" >"$out" 2>&1; } 2>"$out.time" || {
         cat "$out" >&2
         die "wrk against $proxy failed"
     }
-    # shellcheck disable=SC2086
-    t1=$(cpu_ticks $pids_before)
-    w1=$(date +%s%N)
-    read -r busy1 total1 < <(core_ticks "$PROXY_CPU")
-    o1=$(origin_requests)
-    if [[ $proxy == outpost-tls ]]; then
-        h1=$(edge_handshakes)
-        hs=$((h1 - h0))
-    fi
-    pids_after=$(server_pids "$pid")
-    [[ $pids_before == "$pids_after" ]] ||
-        die "$proxy's processes changed during the run (a crash/restart?): ${pids_before//$'\n'/ } -> ${pids_after//$'\n'/ }"
+    sample_after "$proxy" "$pid"
+    if [[ $proxy == outpost-tls ]]; then hs=$((h1 - h0)); fi
     parsed=$(parse_wrk "$out") || {
         cat "$out" >&2
         die "could not parse wrk's output (above)"
@@ -611,10 +630,7 @@ run_one() {
     # server CPU % = CPU time over the wall time between the two samples.
     read -r cpu_s cpu_pct per_cpu < <(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v req="$req" \
         -v wall_ns="$((w1 - w0))" 'BEGIN { s = d / hz; printf "%.2f %.1f %.0f\n", s, 100 * s / (wall_ns / 1e9), req / s }')
-    # Busy time on the proxy's core not charged to the proxy's processes: other programs on the
-    # machine, plus interrupt time the kernel does not charge to any process. High = noisy run.
-    other_pct=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" -v p="$((t1 - t0))" \
-        'BEGIN { v = (t > 0) ? 100 * (b - p) / t : 0; printf "%.1f\n", (v < 0) ? 0 : v }')
+    other_pct=$(other_busy_pct)
     # wrk's CPU % (user+system over the same wall time; 100% = its core saturated).
     wrk_pct=$(awk -v wall_ns="$((w1 - w0))" '{ printf "%.1f\n", 100 * ($1 + $2) / (wall_ns / 1e9) }' "$out.time")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$size" \
@@ -671,26 +687,12 @@ run_full() {
             die "s_time warm-up against $proxy failed"
         }
     fi
-    pids_before=$(server_pids "$pid")
-    if [[ $proxy == outpost-tls ]]; then h0=$(edge_handshakes); fi
-    o0=$(origin_requests)
-    # shellcheck disable=SC2086
-    t0=$(cpu_ticks $pids_before)
-    read -r busy0 total0 < <(core_ticks "$PROXY_CPU")
-    w0=$(date +%s%N)
+    sample_before "$proxy" "$pid"
     { time s_time_group "$DURATION" "$port" "$out"; } 2>"$out.time" || {
         cat "$out".[0-9]* >&2
         die "s_time against $proxy failed"
     }
-    # shellcheck disable=SC2086
-    t1=$(cpu_ticks $pids_before)
-    w1=$(date +%s%N)
-    read -r busy1 total1 < <(core_ticks "$PROXY_CPU")
-    o1=$(origin_requests)
-    if [[ $proxy == outpost-tls ]]; then h1=$(edge_handshakes); fi
-    pids_after=$(server_pids "$pid")
-    [[ $pids_before == "$pids_after" ]] ||
-        die "$proxy's processes changed during the run (a crash/restart?): ${pids_before//$'\n'/ } -> ${pids_after//$'\n'/ }"
+    sample_after "$proxy" "$pid"
     for ((i = 0; i < FULL_CLIENTS; i++)); do
         parsed=$(parse_s_time "$out.$i") || {
             cat "$out.$i" >&2
@@ -716,8 +718,7 @@ run_full() {
             die "the edge counted $hs TLS handshakes for $conns s_time connections"
     fi
     ((t1 > t0)) || die "$proxy used no CPU time during the run?"
-    other_pct=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" -v p="$((t1 - t0))" \
-        'BEGIN { v = (t > 0) ? 100 * (b - p) / t : 0; printf "%.1f\n", (v < 0) ? 0 : v }')
+    other_pct=$(other_busy_pct)
     read -r wall hps cpu_s cpu_pct per_cpu us client_pct < <(awk -v d="$((t1 - t0))" \
         -v hz="$CLK_TCK" -v c="$conns" -v wall_ns="$((w1 - w0))" '{
             wall = wall_ns / 1e9; s = d / hz

@@ -15,7 +15,7 @@ use pingora_core::protocols::http::ServerSession;
 
 use crate::answers::{json, json_error, purge_outcome, text};
 use crate::auth::token_matches;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, set_count};
 use crate::purge::{PurgeRequest, PurgeService};
 use crate::sites::LiveSites;
 use crate::storage::TieredStorage;
@@ -273,19 +273,12 @@ impl ServeHttp for AdminApp {
                     certificates.export_expiry(&self.metrics.tls_certificate_expiry);
                 }
                 let (entries, bytes) = self.storage.l1().usage();
-                self.metrics
-                    .l1_entries
-                    .set(i64::try_from(entries).unwrap_or(i64::MAX));
-                self.metrics
-                    .l1_bytes
-                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
                 let (files, file_bytes) = self.storage.body_files();
-                self.metrics
-                    .l1_body_files
-                    .set(i64::try_from(files).unwrap_or(i64::MAX));
-                self.metrics
-                    .l1_body_file_bytes
-                    .set(i64::try_from(file_bytes).unwrap_or(i64::MAX));
+                let m = &self.metrics;
+                set_count(&m.l1_entries, entries);
+                set_count(&m.l1_bytes, bytes);
+                set_count(&m.l1_body_files, files);
+                set_count(&m.l1_body_file_bytes, file_bytes);
                 text(
                     StatusCode::OK,
                     self.metrics.render(),

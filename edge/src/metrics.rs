@@ -42,6 +42,11 @@ pub const TLS_HANDSHAKES: &str = "outpost_tls_handshakes_total";
 pub const TLS_CERTIFICATE_EXPIRY: &str = "outpost_tls_certificate_expiry_seconds";
 pub const CONFIG_RELOADS: &str = "outpost_config_reloads_total";
 
+/// Sets `gauge` to a count, saturating where the count outgrows the gauge.
+pub fn set_count(gauge: &IntGauge, n: impl TryInto<i64>) {
+    gauge.set(n.try_into().unwrap_or(i64::MAX));
+}
+
 /// What became of a client request: the `cache` label of [`REQUESTS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

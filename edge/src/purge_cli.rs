@@ -15,9 +15,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::EdgeConfig;
+use crate::purge::{PurgeRequest, Receipt};
 
 /// What to purge, and where.
 #[derive(Debug, Default, clap::Args)]
@@ -77,14 +78,20 @@ pub fn run(args: &PurgeArgs, config: &EdgeConfig) -> ExitCode {
         );
         return ExitCode::from(USAGE);
     }
-    let body = json!({
-        "urls": args.urls,
-        "prefixes": args.prefixes,
-        "tags": args.tags,
-        "all": args.all,
-        "soft": args.soft,
-        "wait": args.wait,
-    });
+    let request = PurgeRequest {
+        urls: args.urls.clone(),
+        prefixes: args.prefixes.clone(),
+        tags: args.tags.clone(),
+        all: args.all,
+        soft: args.soft,
+        ..PurgeRequest::default()
+    };
+    // The request type leaves `wait` out of its wire form (it is never forwarded between
+    // regions); from here it is the caller's own wish.
+    let mut body = serde_json::to_value(&request).unwrap_or_default();
+    if args.wait {
+        body["wait"] = Value::Bool(true);
+    }
     let url = format!("{}/purge", admin.trim_end_matches('/'));
     let answer = match send(&url, &token, &body) {
         Ok(answer) => answer,
@@ -94,11 +101,18 @@ pub fn run(args: &PurgeArgs, config: &EdgeConfig) -> ExitCode {
         }
     };
     match answer {
-        (200, receipt) => {
+        (200, answer) => {
+            let receipt: Receipt = match serde_json::from_value(answer) {
+                Ok(receipt) => receipt,
+                Err(e) => {
+                    eprintln!("edge purge: {url}: the answer is not a receipt: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             // The receipt is this command's output (the lint is for stray prints).
             let _ =
                 std::io::Write::write_all(&mut std::io::stdout(), describe(&receipt).as_bytes());
-            if receipt["complete"] == Value::Bool(true) {
+            if receipt.complete {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(INCOMPLETE)
@@ -152,49 +166,39 @@ fn send(url: &str, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
 }
 
 /// The receipt as lines: the purge, then each region with its nodes.
-fn describe(receipt: &Value) -> String {
-    let names = |v: &Value| {
-        let list: Vec<&str> = v
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if list.is_empty() {
-            "-".to_owned()
-        } else {
-            list.join(", ")
-        }
+fn describe(receipt: &Receipt) -> String {
+    let names = |list: &[String]| match list.is_empty() {
+        true => "-".to_owned(),
+        false => list.join(", "),
     };
-    let kind = if receipt["soft"] == Value::Bool(true) {
-        "soft"
-    } else {
-        "hard"
-    };
-    let state = if receipt["complete"] == Value::Bool(true) {
+    let kind = if receipt.soft { "soft" } else { "hard" };
+    let state = if receipt.complete {
         "complete"
     } else {
         "not complete"
     };
     let mut out = format!(
         "purge {} ({kind}): {state}\n  {}: applied {}; pending {}\n",
-        receipt["id"].as_str().unwrap_or("?"),
-        receipt["region"].as_str().unwrap_or("?"),
-        names(&receipt["applied"]),
-        names(&receipt["pending"]),
+        receipt.id,
+        receipt.region,
+        names(&receipt.applied),
+        names(&receipt.pending),
     );
-    if let Some(regions) = receipt["regions"].as_object() {
-        for (name, region) in regions {
-            out.push_str(&format!(
-                "  {name}: {} after {} attempt(s): applied {}; pending {}{}\n",
-                region["state"].as_str().unwrap_or("?"),
-                region["attempts"].as_u64().unwrap_or(0),
-                names(&region["applied"]),
-                names(&region["pending"]),
-                region["error"]
-                    .as_str()
-                    .map(|e| format!("; last error: {e}"))
-                    .unwrap_or_default(),
-            ));
-        }
+    for (name, region) in &receipt.regions {
+        // The state as the API spells it.
+        let state = serde_json::to_value(region.state).unwrap_or_default();
+        out.push_str(&format!(
+            "  {name}: {} after {} attempt(s): applied {}; pending {}{}\n",
+            state.as_str().unwrap_or("?"),
+            region.attempts,
+            names(&region.applied),
+            names(&region.pending),
+            region
+                .error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default(),
+        ));
     }
     out
 }
@@ -205,12 +209,13 @@ mod tests {
 
     #[test]
     fn a_receipt_reads_as_one_line_per_region() {
-        let receipt = json!({
-            "id": "eu-1", "region": "eu", "soft": true, "complete": false,
+        let receipt: Receipt = serde_json::from_value(serde_json::json!({
+            "id": "eu-1", "region": "eu", "soft": true, "accepted_at_ms": 1, "complete": false,
             "applied": ["edge-a"], "pending": ["edge-b"],
             "regions": {"us": {"state": "failed", "attempts": 8, "applied": [], "pending": [],
                                "error": "connection refused"}}
-        });
+        }))
+        .expect("a receipt");
         assert_eq!(
             describe(&receipt),
             "purge eu-1 (soft): not complete\n  eu: applied edge-a; pending edge-b\n  \

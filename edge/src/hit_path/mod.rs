@@ -161,9 +161,8 @@ impl Answers for HitPath {
         }
         let key = target.key_text();
         let now = SystemTime::now();
-        let mut entry = self
-            .storage
-            .fresh_in_l1(&cache_key::primary_bin(&key), &key, now)?;
+        let primary = cache_key::primary_bin(&key);
+        let mut entry = self.storage.fresh_in_l1(&primary, &primary, &key, now)?;
         let mut prepared = self.prepared(&entry)?;
         let fields = (scan.needs_map || prepared.varies)
             .then(|| field_map(head.fields))
@@ -300,7 +299,10 @@ impl HitPath {
     ) -> Option<Arc<L1Entry>> {
         let mut slot = cache_key::key(key.to_owned());
         slot.set_variance_key(variance);
-        let variant = self.storage.fresh_in_l1(&slot.combined_bin(), key, now)?;
+        // Judged as its URL: purges mark the primary key, whichever slot a variant is in.
+        let variant =
+            self.storage
+                .fresh_in_l1(&slot.combined_bin(), &slot.primary_bin(), key, now)?;
         let meta = &variant.meta;
         (meta.variance == Some(variance)
             && meta.stored >= primary.meta.stored

@@ -235,28 +235,42 @@ impl TieredStorage {
         &self.l1
     }
 
-    /// The L1 object stored under `primary` (its primary slot), if the purge filter lets it be
-    /// served as it is and it is fresh at `now`: what a hit may answer with no further lookup.
-    /// Anything else (absent, stale, purged) is left for the full lookup, which counts it.
+    /// The L1 object stored in `slot` (the primary slot, or a variant's) of the URL whose key is
+    /// `primary` / `primary_text`, if the purge filter lets it be served as it is and it is
+    /// fresh at `now`: what a hit may answer with no further lookup. Anything else (absent,
+    /// stale, purged) is left for the full lookup, which counts it.
     pub fn fresh_in_l1(
         &self,
+        slot: &HashBinary,
         primary: &HashBinary,
         primary_text: &str,
         now: SystemTime,
     ) -> Option<Arc<L1Entry>> {
-        let entry = self.l1.get(primary)?;
-        let meta = &entry.meta;
+        let entry = self.l1.get(slot)?;
         // Pingora's own test (`CacheMeta::is_fresh`): fresh up to and including `fresh_until`.
-        if meta.fresh_until < now {
+        if entry.meta.fresh_until < now {
             return None;
         }
+        (self.verdict(primary, primary_text, &entry.meta, now) == HitVerdict::Serve)
+            .then_some(entry)
+    }
+
+    /// The purge filter's verdict on an object of the URL `primary` / `primary_text` (whichever
+    /// slot it is in: URL purges are marked by the primary key).
+    fn verdict(
+        &self,
+        primary: &HashBinary,
+        primary_text: &str,
+        meta: &StoredMeta,
+        now: SystemTime,
+    ) -> HitVerdict {
         let object = StoredObject {
             primary,
             primary_text,
             tags: &meta.tags,
             stored: meta.stored,
         };
-        (self.filter.check(&object, now) == HitVerdict::Serve).then_some(entry)
+        self.filter.check(&object, now)
     }
 
     /// Counts an L1 hit served from [`TieredStorage::fresh_in_l1`]'s answer.
@@ -351,13 +365,10 @@ impl TieredStorage {
         meta: &StoredMeta,
         now: SystemTime,
     ) -> (HitVerdict, Option<StoredMeta>) {
-        let verdict = self.filter.check(
-            &StoredObject {
-                primary: &key.primary_bin(),
-                primary_text: key.primary_key_str().unwrap_or(""),
-                tags: &meta.tags,
-                stored: meta.stored,
-            },
+        let verdict = self.verdict(
+            &key.primary_bin(),
+            key.primary_key_str().unwrap_or(""),
+            meta,
             now,
         );
         let stale_now = |keep_windows: bool| {

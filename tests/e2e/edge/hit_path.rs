@@ -290,15 +290,15 @@ async fn a_large_body_reaches_a_slow_reader_whole() -> anyhow::Result<()> {
     let edge = EdgeProcess::start(&[origin.addr], "")?;
     get_site(&edge, "/huge", &[]).await?;
     let before = answered_on_hit_path(&edge).await?;
-    // A small receive window and a reader that starts late: the edge's socket fills, the kernel
-    // refuses more, and the edge goes on piece by piece as room comes back.
+    // A small receive window: 6 MB is more than loopback buffers between the two sockets (the
+    // sender's is at most 4 MiB), so the edge's socket fills, the kernel refuses more, and the
+    // edge goes on piece by piece as room comes back.
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_recv_buffer_size(4096)?;
     let mut stream = socket.connect(edge.addr).await?;
     stream
         .write_all(closing("GET", "/huge", &[]).as_bytes())
         .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut answer = Vec::new();
     let mut chunk = vec![0u8; 8192];
     loop {
@@ -320,5 +320,49 @@ async fn a_large_body_reaches_a_slow_reader_whole() -> anyhow::Result<()> {
     );
     assert_eq!(answered_on_hit_path(&edge).await?, before + 1.0);
     assert_eq!(edge.metric("outpost_l1_body_files").await?, 1.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_purge_reaches_every_variant_on_the_hit_path() -> anyhow::Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    origin.route_fn("/v", |req| {
+        let encoding = req.header("accept-encoding").unwrap_or("none").to_owned();
+        Reply::ok("max-age=3600", format!("for {encoding}"))
+            .header("Vary", "Accept-Encoding")
+            .header("ETag", &format!("\"{encoding}\""))
+    });
+    let edge = EdgeProcess::start(&[origin.addr], &format!("[admin]\ntoken = \"{TOKEN}\"\n"))?;
+    // The first variant in the primary slot, the second in a secondary one; both hits.
+    for encoding in ["gzip", "br"] {
+        get_site(&edge, "/v", &[("Accept-Encoding", encoding)]).await?;
+        let hit = get_site(&edge, "/v", &[("Accept-Encoding", encoding)]).await?;
+        assert!(hit.is_hit(), "{encoding}: {}", hit.cache_status());
+    }
+    assert_eq!(origin.count("/v"), 2);
+    let on_hit_path = answered_on_hit_path(&edge).await?;
+    assert!(on_hit_path >= 2.0, "both variants from the hit path");
+
+    // A soft purge of the URL marks it by its primary key: no variant is served as stored. The
+    // one in the primary slot is revalidated; then, with the primary slot refreshed and
+    // servable, the one in the secondary slot is older than it and fetched again (Pingora's
+    // rule), not answered from the hit path.
+    let (status, receipt) = purge(
+        &edge,
+        TOKEN,
+        &format!(r#"{{"urls": ["http://{SITE}/v"], "soft": true, "wait": true}}"#),
+    )
+    .await?;
+    assert_eq!(status, 200, "{receipt}");
+    for (encoding, origin_requests) in [("gzip", 3), ("br", 4)] {
+        let after = get_site(&edge, "/v", &[("Accept-Encoding", encoding)]).await?;
+        assert!(
+            !after.is_hit(),
+            "the purged {encoding} variant: {}",
+            after.cache_status()
+        );
+        assert_eq!(origin.count("/v"), origin_requests);
+    }
+    assert_eq!(answered_on_hit_path(&edge).await?, on_hit_path);
     Ok(())
 }
