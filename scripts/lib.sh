@@ -55,6 +55,8 @@ ensure_build_packages() {
   apt_install build-essential pkg-config cmake curl ca-certificates memcached
   # systemd-analyze, for the test that verifies deploy/systemd/.
   command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+  # logrotate, for the test that rotates an edge's access log with deploy/logrotate/.
+  command -v logrotate >/dev/null 2>&1 || apt_install logrotate
 }
 
 # The openssl command line, for scripts/dev-certs.

@@ -22,10 +22,7 @@ impl Client {
     /// The client behind `peer`, given the request's fields and the trusted proxies.
     pub fn of(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> Self {
         let trusted = peer.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
-        let forwarded_for = || {
-            let xff = headers.get("x-forwarded-for")?.to_str().ok()?;
-            xff.rsplit(',').next()?.trim().parse().ok()
-        };
+        let forwarded_for = || forwarded_for(headers.get("x-forwarded-for")?.as_bytes());
         Self {
             peer,
             trusted,
@@ -36,6 +33,12 @@ impl Client {
             },
         }
     }
+}
+
+/// The address an `X-Forwarded-For` value says its sender forwarded for: the last in the list.
+pub fn forwarded_for(value: &[u8]) -> Option<IpAddr> {
+    let list = std::str::from_utf8(value).ok()?;
+    list.rsplit(',').next()?.trim().parse().ok()
 }
 
 /// What counts as one client: an IPv4 address, or an IPv6 /64 (one host usually has a whole /64

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use outpost_common::access_log::AccessLogConfig;
 use outpost_common::config::{self, ConfigError, ConfigErrors, Validate};
 use serde::Deserialize;
 
@@ -102,6 +103,8 @@ pub struct EdgeConfig {
     pub purge: PurgeConfig,
     /// The sites this edge serves, each chosen by the request's host.
     pub site: Vec<SiteConfig>,
+    /// One line per request: format and destination.
+    pub access_log: AccessLogConfig,
 }
 
 /// One site: its host names, its origins and how its keys are made.
@@ -730,6 +733,7 @@ impl Validate for EdgeConfig {
         );
         self.purge.validate(v);
         self.l2.validate(v);
+        self.access_log.validate("access_log", v.0);
     }
 }
 

@@ -2,7 +2,7 @@
 //! phases, `Cache-Status`, metrics and the access log.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use pingora_http::ResponseHeader;
 
@@ -63,6 +63,15 @@ pub struct RequestCtx {
     pub response_time: Option<SystemTime>,
     pub upstream_sent_at: Option<Instant>,
     pub upstream_status: Option<u16>,
+    /// The origin asked last, and how long its response head took (for the access log).
+    pub origin_addr: Option<String>,
+    pub origin_time: Option<Duration>,
+    /// When the response head was handed to the connection (time to first byte).
+    pub head_sent_at: Option<Instant>,
+    /// When the request began, on the wall clock (the access line's time).
+    pub start_time: SystemTime,
+    /// Logged and sent to the origin as `X-Request-Id`: a trusted proxy's, or a new one.
+    pub request_id: String,
     /// A 304 received while revalidating, merged into the stored header in full (§3.2).
     pub not_modified: Option<Box<ResponseHeader>>,
     /// The response was admitted to the cache.
@@ -100,6 +109,11 @@ impl RequestCtx {
             response_time: None,
             upstream_sent_at: None,
             upstream_status: None,
+            origin_addr: None,
+            origin_time: None,
+            head_sent_at: None,
+            start_time: SystemTime::now(),
+            request_id: crate::access_log::new_request_id(),
             not_modified: None,
             stored: false,
             detail: None,

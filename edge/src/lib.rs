@@ -6,6 +6,7 @@
 //! [`run`] runs it until a signal. Everything else is one module per concern; the request path
 //! is narrated in docs/request-lifecycle.md.
 
+mod access_log;
 pub mod admin;
 mod answers;
 mod auth;
@@ -40,6 +41,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use outpost_common::access_log::AccessLog;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::protocols::ALPN;
@@ -115,6 +117,8 @@ pub struct Start {
 pub(crate) struct Edge {
     server: Server,
     lifecycle: Lifecycle,
+    /// Written out when the server stops.
+    access_log: Arc<AccessLog>,
 }
 
 /// What a stop signal sets.
@@ -163,12 +167,16 @@ pub(crate) fn build(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    // SIGHUP's default action ends the process: take it over now, before the reload service
-    // listens (a registration lasts for the process's life; one arriving in between is lost).
-    let hangups = runtime
-        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
-        .context("taking over SIGHUP")?;
-    drop(hangups);
+    // SIGHUP's and SIGUSR1's default action ends the process: take them over now, before the
+    // reload service listens (a registration lasts for the process's life; one arriving in
+    // between is lost).
+    for (kind, name) in [
+        (tokio::signal::unix::SignalKind::hangup(), "SIGHUP"),
+        (tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1"),
+    ] {
+        let taken = runtime.block_on(async { tokio::signal::unix::signal(kind) });
+        drop(taken.with_context(|| format!("taking over {name}"))?);
+    }
 
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     // Present at zero from the start, like the rest (`Metrics::vivify`).
@@ -236,7 +244,12 @@ pub(crate) fn build(
         }
         None => None,
     };
+    let dropped = metrics.access_log_dropped.clone();
+    let access_log = Arc::new(
+        AccessLog::start(&config.access_log, move || dropped.inc()).context("access_log.path")?,
+    );
     let shared = Shared {
+        access_log: Arc::clone(&access_log),
         metrics,
         storage,
         purges,
@@ -288,6 +301,7 @@ pub(crate) fn build(
             sites: Arc::clone(&shared.sites),
             certificates: shared.certificates.clone(),
             metrics: Arc::clone(&shared.metrics),
+            access_log: Arc::clone(&shared.access_log),
         },
     ));
 
@@ -304,12 +318,17 @@ pub(crate) fn build(
     let mut admin_service = Service::new("edge admin".to_owned(), admin);
     admin_service.add_tcp(&config.admin.listen.to_string());
     server.add_service(admin_service);
-    Ok(Edge { server, lifecycle })
+    Ok(Edge {
+        server,
+        lifecycle,
+        access_log,
+    })
 }
 
 /// What the proxy and the admin listener share.
 struct Shared {
     metrics: Arc<Metrics>,
+    access_log: Arc<AccessLog>,
     storage: &'static TieredStorage,
     purges: Arc<PurgeService>,
     sites: Arc<LiveSites>,
@@ -393,6 +412,7 @@ fn proxy(config: &Settings, shared: &Shared) -> anyhow::Result<EdgeProxy> {
         max_object_bytes: shared.storage.max_object(),
         max_request_header_bytes: server.max_request_header_bytes,
         metrics: Arc::clone(&shared.metrics),
+        access_log: Arc::clone(&shared.access_log),
     })
 }
 
@@ -414,6 +434,7 @@ fn hit_path(proxy: &EdgeProxy) -> Arc<HitPath> {
         closing: Arc::clone(&proxy.draining),
         keepalive: Duration::from_secs(proxy.keepalive_secs),
         send_timeout: proxy.send_timeout,
+        access_log: Arc::clone(&proxy.access_log),
     })
 }
 
@@ -557,7 +578,7 @@ fn shared_tier(
 
 /// Runs the edge until SIGTERM (graceful: drain, then stop), SIGINT (fast) or SIGQUIT (hand the
 /// listeners to a new edge started with `--upgrade`, then stop); SIGHUP reloads the config.
-/// Never returns normally: Pingora exits the process when it stops.
+/// Returns once Pingora has stopped, after the access log is written out.
 pub fn run(file: &EdgeConfig, start: Start) -> anyhow::Result<()> {
     let config = Settings::of_valid(file);
     let upgrade_socket = config.server.upgrade_socket.is_some();
@@ -577,6 +598,7 @@ pub fn run(file: &EdgeConfig, start: Start) -> anyhow::Result<()> {
     edge.server.run(RunArgs {
         shutdown_signal: signals,
     });
+    edge.access_log.close();
     Ok(())
 }
 

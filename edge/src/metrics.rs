@@ -38,6 +38,7 @@ pub const CLIENT_ERRORS: &str = "outpost_client_errors_total";
 pub const SITE_REQUESTS: &str = "outpost_site_requests_total";
 pub const UNKNOWN_HOST_REQUESTS: &str = "outpost_unknown_host_requests_total";
 pub const HIT_PATH_ANSWERS: &str = "outpost_hit_path_answers_total";
+pub const ACCESS_LOG_DROPPED: &str = "outpost_access_log_dropped_total";
 pub const TLS_HANDSHAKES: &str = "outpost_tls_handshakes_total";
 pub const TLS_CERTIFICATE_EXPIRY: &str = "outpost_tls_certificate_expiry_seconds";
 pub const CONFIG_RELOADS: &str = "outpost_config_reloads_total";
@@ -261,6 +262,7 @@ pub struct Metrics {
     pub unknown_host_requests: IntCounter,
     /// Hits answered on the hit path (a subset of the `hit` outcome in [`REQUESTS`]).
     pub hit_path_answers: IntCounter,
+    pub access_log_dropped: IntCounter,
     /// Finished TLS handshakes, by the `certificate` served (its first name).
     pub tls_handshakes: IntCounterVec,
     /// Seconds until each certificate in force expires (refreshed at every scrape).
@@ -412,6 +414,11 @@ impl Metrics {
                 &r,
                 HIT_PATH_ANSWERS,
                 "Hits answered on the hit path, without a proxy session",
+            )?,
+            access_log_dropped: counter(
+                &r,
+                ACCESS_LOG_DROPPED,
+                "Access lines dropped because the log's writer was behind (access_log.queue_lines)",
             )?,
             tls_handshakes: counter_vec(
                 &r,

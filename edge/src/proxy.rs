@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
+use outpost_common::access_log::AccessLog;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::lock::CacheKeyLockImpl;
 use pingora_cache::predictor::Predictor;
@@ -21,6 +22,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access_log;
 use crate::answers::{json_error, purge_outcome};
 use crate::auth::token_matches;
 use crate::cache_status;
@@ -85,6 +87,7 @@ pub struct EdgeProxy {
     /// (elsewhere, once `/readyz` moved the balancer) before the listeners close.
     pub draining: Arc<AtomicBool>,
     pub send_timeout: Duration,
+    pub access_log: Arc<AccessLog>,
 }
 
 /// Reasons not to store that say nothing about the URL (they depend on this request, or on a
@@ -100,7 +103,6 @@ fn says_nothing_about_the_url(reason: &'static str) -> bool {
 const ORIGIN_ERROR: &str = "origin-error-status";
 
 impl EdgeProxy {
-    /// Names and counts a failed exchange with the origin, once per failure.
     /// Names and counts one failed exchange with the origin (each connection attempt counts).
     fn origin_failed(&self, ctx: &mut RequestCtx, e: &Error) -> OriginFault {
         let fault = OriginFault::of(e);
@@ -396,6 +398,15 @@ impl ProxyHttp for EdgeProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.client = Client::of(peer, &session.req_header().headers, &self.trusted_proxies);
+        if ctx.client.trusted
+            && let Some(id) = session
+                .req_header()
+                .headers
+                .get(access_log::REQUEST_ID)
+                .and_then(|v| access_log::forwarded_request_id(v.as_bytes()))
+        {
+            ctx.request_id = id;
+        }
         let size = request_head_size(session.req_header());
         if size > self.max_request_header_bytes {
             let too_large = format!("request head of {size} bytes");
@@ -640,6 +651,20 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The address a retry ends on is the one logged.
+        ctx.origin_addr = Some(peer._address.to_string());
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -676,6 +701,7 @@ impl ProxyHttp for EdgeProxy {
         single_content_length(upstream_request)?;
         upstream::set_forwarding(upstream_request, ctx.client, target)?;
         upstream::append_via(upstream_request, &self.via)?;
+        upstream_request.insert_header(access_log::REQUEST_ID, &ctx.request_id)?;
         ctx.request_time = Some(SystemTime::now());
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())
@@ -694,9 +720,9 @@ impl ProxyHttp for EdgeProxy {
         ctx.response_time = Some(SystemTime::now());
         ctx.upstream_status = Some(status);
         if let Some(sent) = ctx.upstream_sent_at {
-            self.metrics
-                .origin_seconds
-                .observe(sent.elapsed().as_secs_f64());
+            let took = sent.elapsed();
+            ctx.origin_time = Some(took);
+            self.metrics.origin_seconds.observe(took.as_secs_f64());
         }
         let class =
             ["1xx", "2xx", "3xx", "4xx", "5xx"].get(usize::from(status / 100).saturating_sub(1));
@@ -779,6 +805,7 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.head_sent_at = Some(Instant::now());
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             switching_protocols(session.stream());
         }
@@ -899,18 +926,48 @@ impl ProxyHttp for EdgeProxy {
         if let Some(site) = &ctx.site {
             site.count(ctx.outcome);
         }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if !self.access_log.is_on() {
+            return;
+        }
         let req = session.req_header();
-        tracing::info!(
-            target: "access",
-            site = ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
-            method = %req.method,
-            uri = %req.uri,
-            status,
-            cache = ctx.cache_status.as_deref().unwrap_or("-"),
-            origin_fault = ctx.origin_fault.map_or("-", OriginFault::detail),
-            ms = ctx.started.elapsed().as_millis() as u64,
-            error = e.map(|e| e.to_string()).unwrap_or_default(),
-        );
+        let field = |name| req.headers.get(name).map_or(&b""[..], |v| v.as_bytes());
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or(&b""[..], |p| p.as_str().as_bytes());
+        let host = match &ctx.target {
+            Some(t) => t.authority.as_bytes(),
+            None => req
+                .uri
+                .host()
+                .map_or(field(http::header::HOST), str::as_bytes),
+        };
+        let error = e.map(ToString::to_string);
+        let entry = access_log::Entry {
+            start: ctx.start_time,
+            client: ctx.client.address,
+            host,
+            site: ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
+            method: req.method.as_str(),
+            target,
+            version: access_log::version(req.version),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            bytes: session.body_bytes_sent(),
+            ttfb: ctx.head_sent_at.map(|t| t.duration_since(ctx.started)),
+            total: ctx.started.elapsed(),
+            outcome: ctx.outcome,
+            cache_status: ctx.cache_status.as_deref().unwrap_or("-"),
+            tier: ctx.tier,
+            origin: ctx.origin_addr.as_deref(),
+            origin_time: ctx.origin_time,
+            origin_fault: ctx.origin_fault.map(OriginFault::detail),
+            request_id: &ctx.request_id,
+            referer: field(http::header::REFERER),
+            user_agent: field(http::header::USER_AGENT),
+            error: error.as_deref(),
+        };
+        if let Some(line) = access_log::line(self.access_log.format(), &entry) {
+            self.access_log.write(line);
+        }
     }
 }

@@ -4,12 +4,15 @@
 //! config keeps serving. Keys that only a restart can change (listeners, cache sizes, the shared
 //! tier, purge settings…) are named in a warning and left as they run.
 //!
-//! Certificate renewal is this too: the new files are loaded by the same reload.
+//! Certificate renewal is this too: the new files are loaded by the same reload. The access log
+//! file is reopened by the same signal, whether or not the config is, and by SIGUSR1 alone (as
+//! nginx does): logrotate's signal, which must not apply a config file half edited.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use outpost_common::access_log::AccessLog;
 use outpost_common::config as file;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -30,11 +33,14 @@ pub struct Reloader {
     pub sites: Arc<LiveSites>,
     pub certificates: Option<Arc<Certificates>>,
     pub metrics: Arc<Metrics>,
+    /// Reopened first on every SIGHUP, whatever becomes of the config (logrotate's signal).
+    pub access_log: Arc<AccessLog>,
 }
 
 impl Reloader {
     /// Re-reads the file and applies it, or refuses it whole.
     pub async fn reload(&self) {
+        self.reopen_access_log().await;
         let Some(path) = &self.path else {
             tracing::warn!(
                 "SIGHUP: the edge runs on built-in defaults, there is no file to reload"
@@ -61,6 +67,15 @@ impl Reloader {
                     .with_label_values(&["refused"])
                     .inc();
             }
+        }
+    }
+
+    /// Reopens the access log file (SIGUSR1, as nginx's; SIGHUP does it too).
+    async fn reopen_access_log(&self) {
+        let log = Arc::clone(&self.access_log);
+        // Waits for the writer when its queue is full: off the runtime's threads.
+        if let Err(e) = tokio::task::spawn_blocking(move || log.reopen()).await {
+            tracing::error!(error = %e, "could not reopen the access log");
         }
     }
 
@@ -139,6 +154,9 @@ fn restart_keys(running: &EdgeConfig, new: &EdgeConfig) -> Vec<&'static str> {
     if running.purge != new.purge {
         keys.push("purge");
     }
+    if running.access_log != new.access_log {
+        keys.push("access_log");
+    }
     keys
 }
 
@@ -152,6 +170,13 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
+        let mut user1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGUSR1: reloads are off");
+                return;
+            }
+        };
         loop {
             tokio::select! {
                 got = hangups.recv() => {
@@ -159,6 +184,12 @@ impl BackgroundService for Reloader {
                         return;
                     }
                     self.reload().await;
+                }
+                got = user1.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    self.reopen_access_log().await;
                 }
                 _ = shutdown.changed() => return,
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::{self, EdgeConfig, GetWithBody, OriginPoolConfig, SetCookiePolicy};
 use crate::target::QueryRules;
+use outpost_common::access_log::AccessLogConfig;
 
 pub struct Settings {
     pub server: ServerSettings,
@@ -22,6 +23,7 @@ pub struct Settings {
     pub namespace: String,
     pub admin: AdminSettings,
     pub purge: PurgeSettings,
+    pub access_log: AccessLogConfig,
 }
 
 pub struct ServerSettings {
@@ -338,6 +340,7 @@ impl Settings {
                     .collect(),
                 deadline: ms(l2.deadline_ms),
             },
+            access_log: config.access_log.clone(),
         }
     }
 }

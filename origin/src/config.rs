@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use outpost_common::access_log::AccessLogConfig;
 use outpost_common::config::{self, ConfigError, ConfigErrors, Validate};
 use serde::Deserialize;
 
@@ -31,6 +32,8 @@ pub struct OriginConfig {
     pub workers: WorkersConfig,
     pub cache: CacheConfig,
     pub purge: PurgeConfig,
+    /// One line per request: format and destination.
+    pub access_log: AccessLogConfig,
 }
 
 impl Default for OriginConfig {
@@ -43,6 +46,7 @@ impl Default for OriginConfig {
             workers: WorkersConfig::default(),
             cache: CacheConfig::default(),
             purge: PurgeConfig::default(),
+            access_log: AccessLogConfig::default(),
         }
     }
 }
@@ -301,6 +305,7 @@ impl Validate for OriginConfig {
                 "is required when purge.edge_admin_url is set",
             );
         }
+        self.access_log.validate("access_log", errors);
     }
 }
 

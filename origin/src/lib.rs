@@ -7,6 +7,7 @@
 //! for in-process tests, [`serve`] runs it on a listener the caller bound, [`run`] does both from
 //! a config file's values.
 
+pub mod access_log;
 pub mod cache_headers;
 pub mod config;
 pub mod error;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use outpost_common::access_log::AccessLog;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -47,6 +49,7 @@ pub struct Shared {
     pub page_policy: PagePolicy,
     /// `Retry-After` seconds when the worker pool is full.
     pub retry_after_secs: u32,
+    pub access_log: Arc<AccessLog>,
 }
 
 impl Deref for AppState {
@@ -57,8 +60,20 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// The state of an origin that writes no access log (in-process tests).
     pub fn new(store: Store, workers: WorkerPool, purger: Purger, config: &OriginConfig) -> Self {
+        Self::logging(store, workers, purger, config, AccessLog::off())
+    }
+
+    fn logging(
+        store: Store,
+        workers: WorkerPool,
+        purger: Purger,
+        config: &OriginConfig,
+        access_log: AccessLog,
+    ) -> Self {
         AppState(Arc::new(Shared {
+            access_log: Arc::new(access_log),
             store,
             workers,
             purger,
@@ -76,7 +91,11 @@ impl AppState {
         let workers = WorkerPool::new(config.worker_threads(), config.workers.queue)
             .context("starting image workers")?;
         let purger = Purger::start(&config.purge).context("starting the purge client")?;
-        Ok(Self::new(store, workers, purger, config))
+        let access_log = AccessLog::start(&config.access_log, || {
+            tracing::warn!("access log behind: a line was dropped");
+        })
+        .context("access_log.path")?;
+        Ok(Self::logging(store, workers, purger, config, access_log))
     }
 
     /// Runs CPU-bound image work on the worker pool; a full pool is a 503 with `Retry-After`.
@@ -103,7 +122,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    // The peer's address reaches the access log.
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -121,6 +142,7 @@ pub async fn run(config: OriginConfig) -> anyhow::Result<()> {
         workers = state.workers.threads(),
         "origin listening"
     );
+    reopen_on_hangup(Arc::clone(&state.access_log));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -140,8 +162,32 @@ pub async fn run(config: OriginConfig) -> anyhow::Result<()> {
     }
     state.purger.flush(grace).await;
     state.store.close().await;
+    let log = Arc::clone(&state.access_log);
+    let _ = tokio::task::spawn_blocking(move || log.close()).await;
     tracing::info!("origin stopped");
     Ok(())
+}
+
+/// SIGHUP or SIGUSR1 reopens the access log file (after logrotate moved it); neither ends the
+/// process any more.
+fn reopen_on_hangup(log: Arc<AccessLog>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    for kind in [SignalKind::hangup(), SignalKind::user_defined1()] {
+        let mut signals = match signal(kind) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, ?kind, "cannot listen for the signal: the access log is not reopened by it");
+                continue;
+            }
+        };
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            while signals.recv().await.is_some() {
+                let log = Arc::clone(&log);
+                let _ = tokio::task::spawn_blocking(move || log.reopen()).await;
+            }
+        });
+    }
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {

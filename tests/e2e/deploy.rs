@@ -182,3 +182,80 @@ async fn the_dashboard_and_the_alerts_name_only_metrics_a_new_edge_exports() -> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logrotate_with_the_shipped_rules_moves_an_edges_access_log_and_the_edge_follows()
+-> anyhow::Result<()> {
+    use outpost_e2e::wait::eventually;
+    use outpost_e2e::{EdgeProcess, ScriptedOrigin, http_client};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("access.log");
+    let origin = ScriptedOrigin::start().await?;
+    origin.route("/r", outpost_e2e::Reply::ok("max-age=600", "r"));
+    let edge = EdgeProcess::start(
+        &[origin.addr],
+        &format!("[access_log]\npath = \"{}\"\n", log.display()),
+    )?;
+    let get = || async {
+        let status = http_client().get(edge.url("/r")).send().await?.status();
+        anyhow::ensure!(status == 200, "{status}");
+        anyhow::Ok(())
+    };
+    let lines = |p: std::path::PathBuf| {
+        let n = std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+        async move { Some(n) }
+    };
+    get().await?;
+    eventually(Duration::from_secs(10), "the first line", || async {
+        (lines(log.clone()).await? == 1).then_some(())
+    })
+    .await?;
+
+    // The shipped rules, on this test's file, signalling this edge instead of systemd's unit.
+    let rules = std::fs::read_to_string(deploy().join("logrotate/outpost"))?;
+    let postrotate = rules
+        .lines()
+        .find(|l| l.trim_start().starts_with("systemctl kill"))
+        .expect("a postrotate command");
+    let rules = rules
+        .replace(
+            "/var/log/outpost-edge/access.log",
+            &log.display().to_string(),
+        )
+        .replace(
+            "/var/log/outpost-origin/access.log",
+            &dir.path().join("origin.log").display().to_string(),
+        )
+        .replace(postrotate, &format!("        kill -USR1 {}", edge.pid()));
+    let config = dir.path().join("logrotate.conf");
+    std::fs::write(&config, rules)?;
+    let out = Command::new("logrotate")
+        .arg("--force")
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg(&config)
+        .output()
+        .expect("logrotate (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "logrotate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(10), "the reopen", || {
+        let reopened = edge.logs().contains("access log reopened");
+        async move { reopened.then_some(()) }
+    })
+    .await?;
+    get().await?;
+    eventually(
+        Duration::from_secs(10),
+        "a line in the new file",
+        || async { (lines(log.clone()).await? == 1).then_some(()) },
+    )
+    .await?;
+    // delaycompress: the first rotation stays plain.
+    assert_eq!(lines(dir.path().join("access.log.1")).await, Some(1));
+    Ok(())
+}

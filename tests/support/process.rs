@@ -84,6 +84,7 @@ pub struct OriginProcess {
     child: Child,
     pub addr: SocketAddr,
     logs: Logs,
+    access: Logs,
     /// Holds the config file.
     _dir: tempfile::TempDir,
 }
@@ -99,11 +100,13 @@ impl OriginProcess {
             format!("listen = \"127.0.0.1:0\"\n{config}")
         };
         std::fs::write(&path, config)?;
-        let (child, addr, logs) = spawn_and_wait(&binary("origin")?, &path, "origin listening")?;
+        let (child, addr, logs, access) =
+            spawn_and_wait(&binary("origin")?, &path, "origin listening")?;
         Ok(Self {
             child,
             addr,
             logs,
+            access,
             _dir: dir,
         })
     }
@@ -114,6 +117,11 @@ impl OriginProcess {
 
     pub fn logs(&self) -> String {
         joined(&self.logs)
+    }
+
+    /// Its access log lines so far (standard output).
+    pub fn access_lines(&self) -> Vec<String> {
+        self.access.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// SIGTERM, then wait for a clean exit; the exit status.
@@ -128,12 +136,13 @@ impl Drop for OriginProcess {
     }
 }
 
-/// Spawns `binary --config path` with its stderr collected line by line; `on_line` sees each.
+/// Spawns `binary --config path` with its stderr (the log) and its stdout (the access log)
+/// collected line by line; `on_line` sees each line of the log.
 fn spawn(
     binary: &Path,
     config: &Path,
     on_line: impl FnMut(&str) + Send + 'static,
-) -> anyhow::Result<(Child, Logs)> {
+) -> anyhow::Result<(Child, Logs, Logs)> {
     spawn_with_args(binary, config, &[], on_line)
 }
 
@@ -143,7 +152,7 @@ fn spawn_with_args(
     config: &Path,
     args: &[&str],
     mut on_line: impl FnMut(&str) + Send + 'static,
-) -> anyhow::Result<(Child, Logs)> {
+) -> anyhow::Result<(Child, Logs, Logs)> {
     let mut child = Command::new(binary)
         .arg("--config")
         .arg(config)
@@ -153,11 +162,21 @@ fn spawn_with_args(
             std::env::var("OUTPOST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
         )
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("spawning {}", binary.display()))?;
     let stderr = child.stderr.take().context("no stderr pipe")?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let access = Logs::default();
+    let sink = Arc::clone(&access);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(mut l) = sink.lock() {
+                l.push(line);
+            }
+        }
+    });
     let logs = Logs::default();
     let sink = Arc::clone(&logs);
     std::thread::spawn(move || {
@@ -168,7 +187,7 @@ fn spawn_with_args(
             }
         }
     });
-    Ok((child, logs))
+    Ok((child, logs, access))
 }
 
 /// Spawns `binary --config path` and waits for the log line containing `ready_marker` and an
@@ -177,10 +196,10 @@ fn spawn_and_wait(
     binary: &Path,
     config: &Path,
     ready_marker: &str,
-) -> anyhow::Result<(Child, SocketAddr, Logs)> {
+) -> anyhow::Result<(Child, SocketAddr, Logs, Logs)> {
     let (addr_tx, addr_rx) = mpsc::channel();
     let marker = ready_marker.to_owned();
-    let (mut child, logs) = spawn(binary, config, move |line| {
+    let (mut child, logs, access) = spawn(binary, config, move |line| {
         if line.contains(&marker)
             && let Some(addr) = field(line, "addr").and_then(|a| a.parse().ok())
         {
@@ -188,7 +207,7 @@ fn spawn_and_wait(
         }
     })?;
     match addr_rx.recv_timeout(START_TIMEOUT) {
-        Ok(addr) => Ok((child, addr, logs)),
+        Ok(addr) => Ok((child, addr, logs, access)),
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
@@ -252,6 +271,7 @@ pub struct EdgeProcess {
     /// The admin listener.
     pub admin: SocketAddr,
     logs: Logs,
+    access: Logs,
     _dir: tempfile::TempDir,
 }
 
@@ -291,7 +311,7 @@ impl EdgeProcess {
         let path = dir.path().join("edge.toml");
         std::fs::write(&path, config)?;
         let (listening_tx, listening_rx) = mpsc::channel();
-        let (mut child, logs) =
+        let (mut child, logs, access) =
             spawn_with_args(&binary("edge")?, &path, args, move |line: &str| {
                 if line.contains("edge admin listening") {
                     let _ = listening_tx.send(());
@@ -324,6 +344,7 @@ impl EdgeProcess {
             addr: proxy_addr,
             admin: admin_addr,
             logs,
+            access,
             _dir: dir,
         })
     }
@@ -376,6 +397,11 @@ impl EdgeProcess {
 
     pub fn logs(&self) -> String {
         joined(&self.logs)
+    }
+
+    /// Its access log lines so far (standard output).
+    pub fn access_lines(&self) -> Vec<String> {
+        self.access.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// The process id (for CPU accounting and pinning in benchmarks).

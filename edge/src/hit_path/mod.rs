@@ -21,11 +21,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use outpost_common::access_log::AccessLog;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_core::protocols::tls::SslDigest;
 
+use crate::access_log;
 use crate::cache_key;
 use crate::cache_status;
+use crate::client::forwarded_for;
 use crate::conditional;
 use crate::connection::http1::{self, Answers, Head};
 use crate::headers::list_members;
@@ -64,6 +67,7 @@ pub struct HitPath {
     /// `server.keepalive_timeout_secs` and `server.send_timeout_ms`.
     pub keepalive: Duration,
     pub send_timeout: Duration,
+    pub access_log: Arc<AccessLog>,
 }
 
 /// The connection a request came on.
@@ -72,6 +76,7 @@ pub struct Conn {
     pub tls: Option<Arc<SslDigest>>,
     /// The peer is a trusted proxy (its forwarding fields reach the cache).
     pub trusted: bool,
+    pub peer: Option<IpAddr>,
 }
 
 /// An answer whose head is in the caller's buffer.
@@ -84,6 +89,20 @@ pub struct Answer {
     status: u16,
     cache_status: String,
     started: Instant,
+    /// To the head being ready to write.
+    ttfb: Duration,
+    /// What the line needs of the request (only when the access log is on).
+    logged: Option<Box<Logged>>,
+}
+
+/// The parts of a request its access line shows, copied out of the read buffer.
+struct Logged {
+    start: SystemTime,
+    client: Option<IpAddr>,
+    host: Box<[u8]>,
+    referer: Box<[u8]>,
+    user_agent: Box<[u8]>,
+    request_id: String,
 }
 
 /// What a scan of the request's fields found.
@@ -121,6 +140,7 @@ impl Answers for HitPath {
             },
             tls,
             trusted: peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip))),
+            peer,
         }
     }
 
@@ -228,6 +248,10 @@ impl Answers for HitPath {
             }),
         });
         let body = (method == Method::GET && !not_modified).then(|| entry.body.clone());
+        let logged = self
+            .access_log
+            .is_on()
+            .then(|| Box::new(Logged::of(head, conn, scan.host.unwrap_or_default(), now)));
 
         for _ in 0..lookups {
             self.storage.count_l1_hit();
@@ -246,24 +270,46 @@ impl Answers for HitPath {
                 meta.header.status.as_u16()
             },
             cache_status,
+            ttfb: started.elapsed(),
             started,
+            logged,
         })
     }
 
     /// The access line of an answer sent (or not: `error`), as the proxy writes it for every
     /// request. `target` is the request's.
     fn log(&self, answer: &Answer, target: &str, error: Option<&pingora_error::Error>) {
-        tracing::info!(
-            target: "access",
-            site = answer.site.name.as_str(),
-            method = %answer.method,
-            uri = %target,
-            status = answer.status,
-            cache = answer.cache_status.as_str(),
-            origin_fault = "-",
-            ms = answer.started.elapsed().as_millis() as u64,
-            error = error.map(|e| e.to_string()).unwrap_or_default(),
-        );
+        let Some(logged) = &answer.logged else { return };
+        let error = error.map(ToString::to_string);
+        let entry = access_log::Entry {
+            start: logged.start,
+            client: logged.client,
+            host: &logged.host,
+            site: answer.site.name.as_str(),
+            method: answer.method.as_str(),
+            target: target.as_bytes(),
+            version: "HTTP/1.1",
+            status: answer.status,
+            bytes: match (&answer.body, &error) {
+                (Some(body), None) => body.len(),
+                _ => 0,
+            },
+            ttfb: Some(answer.ttfb),
+            total: answer.started.elapsed(),
+            outcome: Outcome::Hit,
+            cache_status: &answer.cache_status,
+            tier: Some(Tier::L1),
+            origin: None,
+            origin_time: None,
+            origin_fault: None,
+            request_id: &logged.request_id,
+            referer: &logged.referer,
+            user_agent: &logged.user_agent,
+            error: error.as_deref(),
+        };
+        if let Some(line) = access_log::line(self.access_log.format(), &entry) {
+            self.access_log.write(line);
+        }
     }
 
     fn keepalive(&self) -> Duration {
@@ -353,6 +399,42 @@ impl HitPath {
             }
         }
         Some(scan)
+    }
+}
+
+impl Logged {
+    /// Copies what the access line shows of `head`: the client is the peer, or what a trusted
+    /// proxy says it forwarded for (as [`crate::client::Client`] decides for the proxy), and the
+    /// request id such a proxy sent, or a new one.
+    fn of(head: &Head<'_, '_>, conn: &Conn, host: &[u8], now: SystemTime) -> Self {
+        let mut logged = Self {
+            start: now,
+            client: conn.peer,
+            host: host.into(),
+            referer: Box::default(),
+            user_agent: Box::default(),
+            request_id: String::new(),
+        };
+        // The first `X-Forwarded-For` field, as the proxy's header map gives it.
+        let mut forwarded = false;
+        for field in head.fields {
+            let name = field.name;
+            if name.eq_ignore_ascii_case("user-agent") {
+                logged.user_agent = field.value.into();
+            } else if name.eq_ignore_ascii_case("referer") {
+                logged.referer = field.value.into();
+            } else if conn.trusted && !forwarded && name.eq_ignore_ascii_case("x-forwarded-for") {
+                forwarded = true;
+                logged.client = forwarded_for(field.value).or(conn.peer);
+            } else if conn.trusted && name.eq_ignore_ascii_case("x-request-id") {
+                logged.request_id =
+                    access_log::forwarded_request_id(field.value).unwrap_or_default();
+            }
+        }
+        if logged.request_id.is_empty() {
+            logged.request_id = access_log::new_request_id();
+        }
+        logged
     }
 }
 

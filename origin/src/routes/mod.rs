@@ -12,15 +12,17 @@ pub mod health;
 pub mod media;
 pub mod pages;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 use tower_http::trace::TraceLayer;
 
-use crate::AppState;
 use crate::error::{ApiError, AppError, PageError};
 use crate::ops::upload_body_limit;
+use crate::{AppState, access_log};
 
 /// Forms and JSON bodies are tiny; only uploads may be large.
 const SMALL_BODY_LIMIT: usize = 64 * 1024;
@@ -53,6 +55,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.access_log),
+            access_log::log,
+        ))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! Edge tests: the real `edge` binary in front of a scripted origin. Every test asserts both what
 //! the client saw and how many requests reached the origin.
 
+mod access_log;
 mod admin;
 mod bad_input;
 mod cache_key;

@@ -1,0 +1,273 @@
+//! The edge's access line: one per request, from the proxy's `logging` phase and
+//! the hit path alike, in the configured format ([`outpost_common::access_log`] writes it), and
+//! the request id that ties the line to the origin's (`X-Request-Id`).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use outpost_common::access_log::{self as common, Format};
+use serde::Serialize;
+
+use crate::metrics::Outcome;
+use crate::storage::Tier;
+
+/// The field carrying the request id to the origin (and from a trusted proxy in front).
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// Longest request id taken from a trusted proxy.
+const MAX_ID: usize = 128;
+
+/// A new request id: 128 random bits in hex, unique across the nodes of every region.
+pub fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// The id a trusted proxy assigned, if it is one we can log and forward as it is: visible
+/// ASCII without quotes or backslashes, at most 128 bytes.
+pub fn forwarded_request_id(value: &[u8]) -> Option<String> {
+    let fits = !value.is_empty()
+        && value.len() <= MAX_ID
+        && value
+            .iter()
+            .all(|&b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    fits.then(|| String::from_utf8_lossy(value).into_owned())
+}
+
+/// What one access line says.
+pub struct Entry<'a> {
+    /// When the request's head was read.
+    pub start: SystemTime,
+    /// The client as far as the edge can tell (a trusted proxy's `X-Forwarded-For`).
+    pub client: Option<IpAddr>,
+    pub host: &'a [u8],
+    /// The site its host chose; `-` for none.
+    pub site: &'a str,
+    pub method: &'a str,
+    pub target: &'a [u8],
+    pub version: &'a str,
+    /// 0 when no response was sent.
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: usize,
+    /// To the response head being handed to the connection.
+    pub ttfb: Option<Duration>,
+    pub total: Duration,
+    pub outcome: Outcome,
+    /// The `Cache-Status` sent.
+    pub cache_status: &'a str,
+    /// The tier that held the stored response.
+    pub tier: Option<Tier>,
+    /// The origin asked, and how long its response head took.
+    pub origin: Option<&'a str>,
+    pub origin_time: Option<Duration>,
+    pub origin_fault: Option<&'a str>,
+    pub request_id: &'a str,
+    pub referer: &'a [u8],
+    pub user_agent: &'a [u8],
+    /// Why the exchange failed (a client that hung up, an origin that broke off).
+    pub error: Option<&'a str>,
+}
+
+/// The HTTP version as a request line writes it.
+pub fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `entry` as a line (no newline) in `format`; `None` when the log is off.
+pub fn line(format: Format, entry: &Entry<'_>) -> Option<String> {
+    match format {
+        Format::Text => Some(text(entry)),
+        Format::Json => serde_json::to_string(&Json::of(entry)).ok(),
+        Format::Off => None,
+    }
+}
+
+/// Combined Log Format, then `key=value` fields (quoted where a client chose the value).
+fn text(e: &Entry<'_>) -> String {
+    let mut out = String::with_capacity(320);
+    match e.client {
+        Some(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+        None => out.push('-'),
+    }
+    out.push_str(" - - [");
+    common::push_clf_time(&mut out, e.start);
+    out.push_str("] \"");
+    common::push_escaped(&mut out, e.method.as_bytes());
+    out.push(' ');
+    common::push_escaped(&mut out, e.target);
+    out.push(' ');
+    out.push_str(e.version);
+    let _ = write!(out, "\" {} {} ", e.status, e.bytes);
+    common::push_quoted(&mut out, e.referer);
+    out.push(' ');
+    common::push_quoted(&mut out, e.user_agent);
+    out.push_str(" host=");
+    common::push_quoted(&mut out, e.host);
+    let _ = write!(
+        out,
+        " site={} cache={} tier={} ttfb_ms=",
+        e.site,
+        e.outcome.label(),
+        e.tier.map_or("-", Tier::as_str)
+    );
+    match e.ttfb {
+        Some(d) => common::push_ms(&mut out, d),
+        None => out.push('-'),
+    }
+    out.push_str(" total_ms=");
+    common::push_ms(&mut out, e.total);
+    let _ = write!(out, " origin={} origin_ms=", e.origin.unwrap_or("-"));
+    match e.origin_time {
+        Some(d) => common::push_ms(&mut out, d),
+        None => out.push('-'),
+    }
+    let _ = write!(
+        out,
+        " origin_fault={} request_id={} cache_status=",
+        e.origin_fault.unwrap_or("-"),
+        e.request_id
+    );
+    common::push_quoted(&mut out, e.cache_status.as_bytes());
+    if let Some(error) = e.error {
+        out.push_str(" error=");
+        common::push_quoted(&mut out, error.as_bytes());
+    }
+    out
+}
+
+/// The JSON line: the same fields, named as the text line names them.
+#[derive(Serialize)]
+struct Json<'a> {
+    time: String,
+    client: Option<String>,
+    method: Cow<'a, str>,
+    target: Cow<'a, str>,
+    version: &'a str,
+    status: u16,
+    bytes: usize,
+    referer: Option<Cow<'a, str>>,
+    user_agent: Option<Cow<'a, str>>,
+    host: Cow<'a, str>,
+    site: &'a str,
+    cache: &'a str,
+    tier: Option<&'a str>,
+    ttfb_ms: Option<f64>,
+    total_ms: f64,
+    origin: Option<&'a str>,
+    origin_ms: Option<f64>,
+    origin_fault: Option<&'a str>,
+    request_id: &'a str,
+    cache_status: &'a str,
+    error: Option<&'a str>,
+}
+
+impl<'a> Json<'a> {
+    fn of(e: &Entry<'a>) -> Self {
+        let optional = |b: &'a [u8]| (!b.is_empty()).then(|| String::from_utf8_lossy(b));
+        Self {
+            time: common::rfc3339(e.start),
+            client: e.client.map(|ip| ip.to_string()),
+            method: Cow::Borrowed(e.method),
+            target: String::from_utf8_lossy(e.target),
+            version: e.version,
+            status: e.status,
+            bytes: e.bytes,
+            referer: optional(e.referer),
+            user_agent: optional(e.user_agent),
+            host: String::from_utf8_lossy(e.host),
+            site: e.site,
+            cache: e.outcome.label(),
+            tier: e.tier.map(Tier::as_str),
+            ttfb_ms: e.ttfb.map(common::ms),
+            total_ms: common::ms(e.total),
+            origin: e.origin,
+            origin_ms: e.origin_time.map(common::ms),
+            origin_fault: e.origin_fault,
+            request_id: e.request_id,
+            cache_status: e.cache_status,
+            error: e.error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_162_991),
+            client: Some("192.0.2.7".parse().expect("ip")),
+            host: b"shop.example",
+            site: "shop",
+            method: "GET",
+            target: b"/p/1?q=\"x\"",
+            version: "HTTP/1.1",
+            status: 200,
+            bytes: 1024,
+            ttfb: Some(Duration::from_micros(250)),
+            total: Duration::from_micros(1_500),
+            outcome: Outcome::Miss,
+            cache_status: "outpost; fwd=uri-miss; stored",
+            tier: None,
+            origin: Some("127.0.0.1:8081"),
+            origin_time: Some(Duration::from_micros(1_100)),
+            origin_fault: None,
+            request_id: "0123abcd",
+            referer: b"",
+            user_agent: b"curl/8\nX: injected",
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_text_line_is_combined_then_fields_and_cannot_be_split_by_a_client() {
+        let text = line(Format::Text, &entry()).expect("on");
+        assert_eq!(
+            text,
+            "192.0.2.7 - - [01/Dec/2026:22:09:51 +0000] \"GET /p/1?q=\\x22x\\x22 HTTP/1.1\" 200 1024 \
+             \"-\" \"curl/8\\x0AX: injected\" host=\"shop.example\" site=shop cache=miss tier=- \
+             ttfb_ms=0.250 total_ms=1.500 origin=127.0.0.1:8081 origin_ms=1.100 origin_fault=- \
+             request_id=0123abcd cache_status=\"outpost; fwd=uri-miss; stored\""
+        );
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn the_json_line_has_the_same_fields() {
+        let json = line(Format::Json, &entry()).expect("on");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(v["time"], "2026-12-01T22:09:51.000Z");
+        assert_eq!(v["client"], "192.0.2.7");
+        assert_eq!(v["target"], "/p/1?q=\"x\"");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["cache"], "miss");
+        assert_eq!(v["origin"], "127.0.0.1:8081");
+        assert_eq!(v["origin_ms"], 1.1);
+        assert_eq!(v["user_agent"], "curl/8\nX: injected");
+        assert!(v["referer"].is_null() && v["tier"].is_null());
+        assert!(!json.contains('\n'));
+        assert!(line(Format::Off, &entry()).is_none());
+    }
+
+    #[test]
+    fn only_a_plain_forwarded_id_is_kept() {
+        assert_eq!(forwarded_request_id(b"lb-42").as_deref(), Some("lb-42"));
+        for bad in [&b""[..], b"a b", b"a\"b", b"a\\b", b"\xff", &[b'a'; 129]] {
+            assert_eq!(forwarded_request_id(bad), None, "{bad:?}");
+        }
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert_ne!(id, new_request_id());
+    }
+}
