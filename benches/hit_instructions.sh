@@ -8,6 +8,9 @@
 # dump's total divided by N is the user-space instructions per hit (kernel work is not counted).
 #
 # Run: benches/hit_instructions.sh [EDGE_BINARY] [N]   (default target/release/edge, 2000)
+# HIT_ACCESS_LOG=text|json writes the access log to a file in the run's temporary directory
+# (default off, as the peers in hit_path.sh run): what a logged hit costs, the writer thread
+# included.
 # Installs valgrind when missing; builds the release edge when no binary is given. About 1 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +55,9 @@ addresses = ["127.0.0.1:$origin_port"]
 health_check_path = ""
 [admin]
 listen = "127.0.0.1:$admin_port"
+[access_log]
+format = "${HIT_ACCESS_LOG:-off}"
+path = "$dir/access.log"
 EOT
 
 for obj in 1k.bin 100k.bin; do

@@ -342,6 +342,10 @@ capacity_bytes = 268435456
 
 [admin]
 listen = "127.0.0.1:$EDGE_ADMIN_PORT"
+
+# As nginx, Varnish and Traffic Server run here: no access log.
+[access_log]
+format = "off"
 EOF
 if ((TLS)); then
     # The implicit site answers any host, so one certificate is enough. http2: ALPN h2 and
@@ -362,7 +366,7 @@ fi
     die "edge --validate rejected the config"
 }
 log "starting the edge on 127.0.0.1:$EDGE_PORT$( ((TLS)) && echo " and https $EDGE_TLS_PORT") (admin $EDGE_ADMIN_PORT), pinned to core $PROXY_CPU"
-# RUST_LOG=warn: no access log line per request.
+# RUST_LOG=warn: no info lines either.
 RUST_LOG=warn "${PIN[@]}" "$EDGE_BIN" --config "$D/edge/edge.toml" >"$D/edge/edge.log" 2>&1 &
 started outpost INT "$!"
 EDGE_PID=$!
@@ -888,7 +892,7 @@ REPORT="$D/report.md"
     echo
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "- CPU: $cpu_model ($ncpu cores online), kernel $(uname -r)"
-    echo "- Outpost edge: $edge_desc, release build, \`threads = 1\`, \`RUST_LOG=warn\`"
+    echo "- Outpost edge: $edge_desc, release build, \`threads = 1\`, \`access_log.format = off\`, \`RUST_LOG=warn\`"
     if ((PLAIN)); then
         echo "- nginx: $nginx_version (\`worker_processes 1\`, proxy_cache on disk in a temp dir, \`access_log off\`); two configs: \"sendfile\" = \`sendfile on; tcp_nopush off\`, \"no sendfile\" = \`sendfile off; output_buffers 1 256k\` (\`tcp_nopush on\` stalls 100 KiB hits ~40 ms on delayed ACKs here, so it is not used)"
         echo "- Varnish: $varnish_version (\`-s malloc,256m\`, default thread pools)"

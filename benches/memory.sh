@@ -258,6 +258,10 @@ capacity_bytes = $((CACHE_MIB * 1048576))
 
 [admin]
 listen = "127.0.0.1:$EDGE_ADMIN_PORT"
+
+# As nginx, Varnish and Traffic Server run here: no access log.
+[access_log]
+format = "off"
 EOF
 "$EDGE_BIN" --config "$D/edge/edge.toml" --validate >"$D/edge/validate.log" 2>&1 || {
     cat "$D/edge/validate.log" >&2
@@ -468,7 +472,7 @@ REPORT="$D/report.md"
     echo
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "- CPU: $cpu_model ($ncpu cores online), $mem_total RAM, kernel $(uname -r)"
-    echo "- Outpost edge: $edge_desc, release build, \`threads = 1\`, \`RUST_LOG=warn\`, \`keepalive_timeout_secs = $KEEPALIVE_SECS\`, \`max_connections = $((CONNS + 1024))\`, \`max_connections_per_client = 0\`, \`[cache.l1] capacity_bytes\` = $CACHE_MIB MiB"
+    echo "- Outpost edge: $edge_desc, release build, \`threads = 1\`, \`access_log.format = off\`, \`RUST_LOG=warn\`, \`keepalive_timeout_secs = $KEEPALIVE_SECS\`, \`max_connections = $((CONNS + 1024))\`, \`max_connections_per_client = 0\`, \`[cache.l1] capacity_bytes\` = $CACHE_MIB MiB"
     echo "- nginx: $nginx_version (\`worker_processes 1\`, \`worker_connections $((CONNS + 1024))\`, \`keepalive_timeout $KEEPALIVE_SECS\`, \`sendfile on; tcp_nopush off\`, \`proxy_cache_path ... keys_zone=10m max_size=${CACHE_MIB}m\` in a temp dir on $(df -T "$D" | awk 'NR == 2 { print $2 }'), \`access_log off\`)"
     echo "- Varnish: $varnish_version (\`-s malloc,${CACHE_MIB}m\`, \`-p timeout_idle=$KEEPALIVE_SECS\`, default thread pools)"
     if ((ATS)); then

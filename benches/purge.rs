@@ -216,7 +216,8 @@ impl Region {
             // Distinct names: acknowledgements and receipts are per node name.
             let config = format!(
                 "[server]\nthreads = 1\nname = \"edge-{i}\"\n[admin]\ntoken = \"{TOKEN}\"\n\
-                 [l2]\nservers = [\"{}\"]\n[purge]\npoll_interval_ms = {interval_ms}\n",
+                 [l2]\nservers = [\"{}\"]\n[purge]\npoll_interval_ms = {interval_ms}\n\
+                 [access_log]\nformat = \"off\"\n",
                 memcached.addr
             );
             nodes.push(EdgeProcess::start(&[origin.addr], &config)?);

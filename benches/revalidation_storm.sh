@@ -93,6 +93,8 @@ log_replicas = 2
 [admin]
 listen = "127.0.0.1:$admin_port"
 token = "bench"
+[access_log]
+format = "off"
 EOT
 RUST_LOG=warn "$EDGE" --config "$dir/edge.toml" >"$dir/edge.log" 2>&1 &
 pids+=($!)

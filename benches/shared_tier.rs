@@ -222,7 +222,8 @@ async fn hit_path(report: &mut String) -> anyhow::Result<()> {
     }
     // Generous deadlines: this measures the path, not timeouts (any miss is counted below).
     let l2 = format!(
-        "[server]\nthreads = 1\n[l2]\nservers = [\"{}\"]\ndeadline_ms = 100\nchunk_deadline_ms = 500\n",
+        "[server]\nthreads = 1\n[access_log]\nformat = \"off\"\n\
+         [l2]\nservers = [\"{}\"]\ndeadline_ms = 100\nchunk_deadline_ms = 500\n",
         memcached.addr
     );
     let l2_only = EdgeProcess::start(
@@ -489,8 +490,9 @@ async fn offload_scenario(shared: Option<&Memcached>, requests: i64) -> anyhow::
         let body = format!("{i:>width$}", width = OBJECT_BYTES);
         origin.route(&format!("/o/{i}"), Reply::ok("public, max-age=3600", body));
     }
-    let mut config =
-        String::from("[cache.l1]\ncapacity_bytes = 8388608\nmax_object_bytes = 1048576\n");
+    let mut config = String::from(
+        "[access_log]\nformat = \"off\"\n[cache.l1]\ncapacity_bytes = 8388608\nmax_object_bytes = 1048576\n",
+    );
     if let Some(m) = shared {
         let _ = write!(
             config,

@@ -57,6 +57,9 @@ ensure_build_packages() {
   command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
   # logrotate, for the test that rotates an edge's access log with deploy/logrotate/.
   command -v logrotate >/dev/null 2>&1 || apt_install logrotate
+  # promtool (Debian's prometheus package), for the test that checks and unit-tests
+  # deploy/prometheus/'s alert rules.
+  command -v promtool >/dev/null 2>&1 || apt_install prometheus
 }
 
 # The openssl command line, for scripts/dev-certs.

@@ -1,8 +1,9 @@
 //! The access log's destination and the pieces both binaries' lines are made of. Lines are
-//! written by a thread of their own, so a slow disk or a full pipe never holds a request: a line
-//! that finds the queue full is dropped and counted, never waited for. The destination is
-//! standard output (the journal, under systemd) or a file, reopened on SIGHUP so that logrotate
-//! can move it away.
+//! copied into a buffer that a thread of their own writes out (every `flush_ms`, or when half
+//! full), in one write per batch, as nginx's `buffer=`/`flush=` do: a slow disk or a full pipe
+//! never holds a request, and a line that finds the buffer full is dropped and counted, never
+//! waited for. The destination is standard output (the journal, under systemd) or a file,
+//! reopened on a signal so that logrotate can move it away.
 //!
 //! Text lines start as the Combined Log Format does (`client - - [time] "request" status bytes
 //! "referer" "user-agent"`), so the usual tools read them, and go on with `key=value` fields;
@@ -10,10 +11,9 @@
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,8 +41,10 @@ pub struct AccessLogConfig {
     pub format: Format,
     /// A file to append to; absent: standard output.
     pub path: Option<PathBuf>,
-    /// Lines waiting for the writer; a line beyond them is dropped and counted.
-    pub queue_lines: usize,
+    /// Bytes of lines held for the writer; a line that does not fit is dropped and counted.
+    pub buffer_bytes: usize,
+    /// Lines are written at least this often (and sooner when half the buffer is used).
+    pub flush_ms: u64,
 }
 
 impl Default for AccessLogConfig {
@@ -50,22 +52,33 @@ impl Default for AccessLogConfig {
         Self {
             format: Format::Text,
             path: None,
-            queue_lines: 65_536,
+            buffer_bytes: 4 << 20,
+            flush_ms: 200,
         }
     }
 }
 
+/// Bounds of `buffer_bytes` and `flush_ms`.
+const BUFFER_BYTES: std::ops::RangeInclusive<usize> = 4096..=1 << 30;
+const FLUSH_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
+
 impl AccessLogConfig {
     /// Pushes one error per bad key, named under `section` (`access_log`).
     pub fn validate(&self, section: &str, errors: &mut Vec<ConfigError>) {
-        if !(1..=1 << 24).contains(&self.queue_lines) {
+        if !BUFFER_BYTES.contains(&self.buffer_bytes) {
             errors.push(ConfigError::new(
-                format!("{section}.queue_lines"),
+                format!("{section}.buffer_bytes"),
                 format!(
-                    "must be between 1 and {}, not {}",
-                    1 << 24,
-                    self.queue_lines
+                    "must be between 4096 and {} (1 GiB), not {}",
+                    BUFFER_BYTES.end(),
+                    self.buffer_bytes
                 ),
+            ));
+        }
+        if !FLUSH_MS.contains(&self.flush_ms) {
+            errors.push(ConfigError::new(
+                format!("{section}.flush_ms"),
+                format!("must be between 1 and 60000, not {}", self.flush_ms),
             ));
         }
         if let Some(path) = &self.path
@@ -96,18 +109,33 @@ fn writable_file(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-enum Message {
-    Line(String),
-    Reopen,
-    Close,
+/// What requests and the writer share.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer: half the buffer used, a reopen, or the close.
+    wake: Condvar,
+    /// Wakes a caller of [`AccessLog::reopen`] once the writer has reopened.
+    reopened: Condvar,
+    capacity: usize,
+    flush: Duration,
 }
 
-/// Where access lines go. Cheap to call from any thread: [`AccessLog::write`] only queues.
+#[derive(Default)]
+struct State {
+    lines: Vec<u8>,
+    /// Reopens asked for, and done (the writer catches up with the first).
+    reopen_asked: u64,
+    reopen_done: u64,
+    closing: bool,
+}
+
+/// Where access lines go. Cheap to call from any thread: [`AccessLog::write`] copies the line
+/// into a buffer the writer thread empties; no request waits for a disk or a pipe.
 pub struct AccessLog {
     format: Format,
-    queue: Option<SyncSender<Message>>,
+    shared: Option<Arc<Shared>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// Called once per line dropped because the queue was full.
+    /// Called once per line dropped because the buffer was full.
     on_drop: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -119,7 +147,7 @@ impl AccessLog {
     ) -> io::Result<Self> {
         let mut log = Self {
             format: config.format,
-            queue: None,
+            shared: None,
             writer: Mutex::new(None),
             on_drop: Box::new(on_drop),
         };
@@ -127,11 +155,18 @@ impl AccessLog {
             return Ok(log);
         }
         let out = Destination::open(config.path.clone())?;
-        let (tx, rx) = mpsc::sync_channel(config.queue_lines);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            reopened: Condvar::new(),
+            capacity: config.buffer_bytes,
+            flush: Duration::from_millis(config.flush_ms),
+        });
+        let theirs = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || out.run(rx))?;
-        log.queue = Some(tx);
+            .spawn(move || out.run(&theirs))?;
+        log.shared = Some(shared);
         log.writer = Mutex::new(Some(writer));
         Ok(log)
     }
@@ -140,7 +175,7 @@ impl AccessLog {
     pub fn off() -> Self {
         Self {
             format: Format::Off,
-            queue: None,
+            shared: None,
             writer: Mutex::new(None),
             on_drop: Box::new(|| {}),
         }
@@ -152,31 +187,53 @@ impl AccessLog {
 
     /// Lines are wanted: callers skip building them otherwise.
     pub fn is_on(&self) -> bool {
-        self.queue.is_some()
+        self.shared.is_some()
     }
 
-    /// Queues `line` (without its newline).
-    pub fn write(&self, line: String) {
-        if let Some(queue) = &self.queue
-            && let Err(TrySendError::Full(_)) = queue.try_send(Message::Line(line))
-        {
+    /// Adds `line` (without its newline) to what the writer writes next.
+    pub fn write(&self, line: &str) {
+        let Some(shared) = &self.shared else { return };
+        let Ok(mut state) = shared.state.lock() else {
+            return;
+        };
+        if state.lines.len() + line.len() + 1 > shared.capacity {
+            drop(state);
             (self.on_drop)();
+            return;
+        }
+        if state.lines.capacity() == 0 {
+            state.lines.reserve(shared.capacity);
+        }
+        state.lines.extend_from_slice(line.as_bytes());
+        state.lines.push(b'\n');
+        if state.lines.len() >= shared.capacity / 2 {
+            shared.wake.notify_one();
         }
     }
 
-    /// Reopens the file by its path, after the lines queued before (SIGHUP, after logrotate
-    /// moved it).
+    /// Reopens the file by its path once the lines written before are out, and returns when it
+    /// has (SIGUSR1 or SIGHUP, after logrotate moved the file). Blocks: call it off a runtime.
     pub fn reopen(&self) {
-        if let Some(queue) = &self.queue {
-            // Waits for room: a reopen must not be lost the way a line may be.
-            let _ = queue.send(Message::Reopen);
-        }
+        let Some(shared) = &self.shared else { return };
+        let Ok(mut state) = shared.state.lock() else {
+            return;
+        };
+        state.reopen_asked += 1;
+        let asked = state.reopen_asked;
+        shared.wake.notify_one();
+        // Bounded: a writer stuck on a full pipe must not hold the signal handler forever.
+        let _ = shared
+            .reopened
+            .wait_timeout_while(state, Duration::from_secs(5), |s| s.reopen_done < asked);
     }
 
-    /// Writes out every queued line and stops the writer (at exit).
+    /// Writes out every line and stops the writer (at exit).
     pub fn close(&self) {
-        if let Some(queue) = &self.queue {
-            let _ = queue.send(Message::Close);
+        if let Some(shared) = &self.shared
+            && let Ok(mut state) = shared.state.lock()
+        {
+            state.closing = true;
+            shared.wake.notify_one();
         }
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(writer) = writer {
@@ -188,7 +245,7 @@ impl AccessLog {
 /// The writer thread's end: standard output or a file.
 struct Destination {
     path: Option<PathBuf>,
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
     /// The last write failed (reported once until one succeeds).
     failing: bool,
 }
@@ -201,45 +258,54 @@ impl Destination {
         };
         Ok(Self {
             path,
-            out: BufWriter::with_capacity(64 * 1024, out),
+            out,
             failing: false,
         })
     }
 
-    fn run(mut self, queue: Receiver<Message>) {
-        // Writes what is queued, and flushes when the queue runs dry: one write(2) per burst.
-        while let Ok(first) = queue.recv() {
-            let mut next = Some(first);
-            while let Some(message) = next {
-                match message {
-                    Message::Line(line) => {
-                        let written = self
-                            .out
-                            .write_all(line.as_bytes())
-                            .and_then(|()| self.out.write_all(b"\n"));
-                        self.outcome(written);
-                    }
-                    Message::Reopen => self.reopen(),
-                    Message::Close => {
-                        let flushed = self.out.flush();
-                        self.outcome(flushed);
-                        return;
-                    }
-                }
-                next = queue.try_recv().ok();
+    /// Every `flush` (or sooner when woken), takes the buffered lines and writes them in one
+    /// write, outside the lock; then reopens or stops when asked.
+    fn run(mut self, shared: &Shared) {
+        let mut spare = Vec::new();
+        loop {
+            let Ok(state) = shared.state.lock() else {
+                return;
+            };
+            let idle = |s: &mut State| {
+                s.lines.len() < shared.capacity / 2 && s.reopen_asked == s.reopen_done && !s.closing
+            };
+            let Ok((mut state, _)) = shared.wake.wait_timeout_while(state, shared.flush, idle)
+            else {
+                return;
+            };
+            std::mem::swap(&mut state.lines, &mut spare);
+            let (reopen, closing) = (state.reopen_asked, state.closing);
+            let reopening = reopen != state.reopen_done;
+            drop(state);
+            if !spare.is_empty() {
+                let written = self.out.write_all(&spare).and_then(|()| self.out.flush());
+                self.outcome(written);
+                spare.clear();
             }
-            let flushed = self.out.flush();
-            self.outcome(flushed);
+            if reopening {
+                self.reopen();
+                if let Ok(mut state) = shared.state.lock() {
+                    state.reopen_done = reopen;
+                }
+                shared.reopened.notify_all();
+            }
+            // Closing: out once nothing is left (a line may have come in after the swap).
+            if closing && shared.state.lock().map_or(true, |s| s.lines.is_empty()) {
+                return;
+            }
         }
     }
 
     fn reopen(&mut self) {
-        let flushed = self.out.flush();
-        self.outcome(flushed);
         let Some(path) = &self.path else { return };
         match append(path) {
             Ok(file) => {
-                self.out = BufWriter::with_capacity(64 * 1024, Box::new(file));
+                self.out = Box::new(file);
                 tracing::info!(path = %path.display(), "access log reopened");
             }
             Err(e) => {
@@ -275,13 +341,28 @@ fn append(path: &Path) -> io::Result<File> {
 /// Appends `bytes` as nginx escapes a logged value: printable ASCII as it is, `"`, `\` and every
 /// other byte as `\xHH`. Nothing a client sends can end a field or a line early.
 pub fn push_escaped(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-            out.push(char::from(b));
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\';
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // Runs of plain bytes are copied whole: a line is mostly them.
+        let run = rest.iter().position(|b| !plain(b)).unwrap_or(rest.len());
+        let (head, tail) = rest.split_at(run);
+        out.push_str(std::str::from_utf8(head).unwrap_or_default());
+        if let Some((&b, after)) = tail.split_first() {
+            out.push_str("\\x");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+            rest = after;
         } else {
-            let _ = write!(out, "\\x{b:02X}");
+            rest = tail;
         }
     }
+}
+
+/// Appends `n` in decimal (without the formatting machinery: a line has several).
+pub fn push_int(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Appends `bytes` escaped (`-` when empty), between double quotes.
@@ -297,8 +378,13 @@ pub fn push_quoted(out: &mut String, bytes: &[u8]) {
 
 /// Appends `d` in milliseconds with three decimals (`12.345`).
 pub fn push_ms(out: &mut String, d: Duration) {
-    let micros = d.as_micros();
-    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    push_int(out, micros / 1000);
+    out.push('.');
+    let fraction = micros % 1000;
+    for digit in [fraction / 100, fraction / 10 % 10, fraction % 10] {
+        out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+    }
 }
 
 /// `d` in milliseconds, to the microsecond (for JSON).
@@ -337,11 +423,25 @@ fn civil(t: SystemTime) -> (i64, usize, u64, u64, u64, u64, u32) {
     )
 }
 
-/// Appends `t` as the Common Log Format writes it, in UTC: `01/Dec/2026:22:09:51 +0000`.
+/// Appends `t` as the Common Log Format writes it, in UTC: `01/Dec/2026:22:09:51 +0000`. The
+/// text of the current second is kept per thread (as nginx caches its time strings): a busy
+/// thread formats it once a second.
 pub fn push_clf_time(out: &mut String, t: SystemTime) {
-    let (y, mo, d, h, mi, s, _) = civil(t);
-    let month = MONTHS.get(mo.wrapping_sub(1)).copied().unwrap_or("Jan");
-    let _ = write!(out, "{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000");
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            let (y, mo, d, h, mi, s, _) = civil(t);
+            let month = MONTHS.get(mo.wrapping_sub(1)).copied().unwrap_or("Jan");
+            text.clear();
+            let _ = write!(text, "{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000");
+            *at = secs;
+        }
+        out.push_str(text);
+    });
 }
 
 /// `t` in RFC 3339, UTC, to the millisecond: `2026-12-01T22:09:51.123Z`.
@@ -388,17 +488,25 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_path_or_queue_is_named() {
+    fn a_bad_path_buffer_or_flush_is_named() {
         let mut errors = Vec::new();
         AccessLogConfig {
             format: Format::Text,
             path: Some("/nonexistent-dir/access.log".into()),
-            queue_lines: 0,
+            buffer_bytes: 10,
+            flush_ms: 0,
         }
         .validate("access_log", &mut errors);
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["access_log.queue_lines", "access_log.path"]);
-        assert!(errors[1].problem.contains("/nonexistent-dir"), "{errors:?}");
+        assert_eq!(
+            keys,
+            [
+                "access_log.buffer_bytes",
+                "access_log.flush_ms",
+                "access_log.path"
+            ]
+        );
+        assert!(errors[2].problem.contains("/nonexistent-dir"), "{errors:?}");
     }
 
     #[test]
@@ -411,14 +519,14 @@ mod tests {
             ..AccessLogConfig::default()
         };
         let log = AccessLog::start(&config, || {}).expect("start");
-        log.write("one".into());
-        log.write("two".into());
+        log.write("one");
+        log.write("two");
         // logrotate moves the file: the writer's open file moves with it...
         std::fs::rename(&path, &rotated).expect("rotate");
-        log.write("three".into());
-        // ...until SIGHUP makes it open the path again.
+        log.write("three");
+        // ...until a signal makes it open the path again (after writing what came before).
         log.reopen();
-        log.write("four".into());
+        log.write("four");
         log.close();
         let read = |p: &Path| std::fs::read_to_string(p).expect("read");
         assert_eq!(read(&rotated), "one\ntwo\nthree\n");
@@ -426,24 +534,30 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts_instead_of_waiting() {
-        use std::sync::Arc;
+    fn a_full_buffer_drops_and_counts_instead_of_waiting() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let dropped = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&dropped);
-        // No writer thread: the queue of one fills with the first line.
-        let (tx, _rx) = mpsc::sync_channel(1);
+        // No writer thread: nothing empties the 4 KiB buffer.
         let log = AccessLog {
             format: Format::Text,
-            queue: Some(tx),
+            shared: Some(Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+                reopened: Condvar::new(),
+                capacity: 4096,
+                flush: Duration::from_secs(1),
+            })),
             writer: Mutex::new(None),
             on_drop: Box::new(move || {
                 counter.fetch_add(1, Ordering::Relaxed);
             }),
         };
-        for _ in 0..5 {
-            log.write("x".into());
+        let line = "x".repeat(999);
+        for _ in 0..6 {
+            log.write(&line);
         }
-        assert_eq!(dropped.load(Ordering::Relaxed), 4);
+        // Four lines of 1000 bytes with their newlines fit; the fifth and sixth do not.
+        assert_eq!(dropped.load(Ordering::Relaxed), 2);
     }
 }

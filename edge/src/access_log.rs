@@ -21,7 +21,13 @@ const MAX_ID: usize = 128;
 
 /// A new request id: 128 random bits in hex, unique across the nodes of every region.
 pub fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for byte in fastrand::u128(..).to_be_bytes() {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    id
 }
 
 /// The id a trusted proxy assigned, if it is one we can log and forward as it is: visible
@@ -94,6 +100,14 @@ pub fn line(format: Format, entry: &Entry<'_>) -> Option<String> {
 fn text(e: &Entry<'_>) -> String {
     let mut out = String::with_capacity(320);
     match e.client {
+        Some(IpAddr::V4(ip)) => {
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                common::push_int(&mut out, octet);
+            }
+        }
         Some(ip) => {
             let _ = write!(out, "{ip}");
         }
@@ -107,36 +121,43 @@ fn text(e: &Entry<'_>) -> String {
     common::push_escaped(&mut out, e.target);
     out.push(' ');
     out.push_str(e.version);
-    let _ = write!(out, "\" {} {} ", e.status, e.bytes);
+    out.push_str("\" ");
+    common::push_int(&mut out, e.status);
+    out.push(' ');
+    common::push_int(&mut out, e.bytes);
+    out.push(' ');
     common::push_quoted(&mut out, e.referer);
     out.push(' ');
     common::push_quoted(&mut out, e.user_agent);
     out.push_str(" host=");
     common::push_quoted(&mut out, e.host);
-    let _ = write!(
-        out,
-        " site={} cache={} tier={} ttfb_ms=",
-        e.site,
-        e.outcome.label(),
-        e.tier.map_or("-", Tier::as_str)
-    );
+    for (key, value) in [
+        (" site=", e.site),
+        (" cache=", e.outcome.label()),
+        (" tier=", e.tier.map_or("-", Tier::as_str)),
+        (" ttfb_ms=", ""),
+    ] {
+        out.push_str(key);
+        out.push_str(value);
+    }
     match e.ttfb {
         Some(d) => common::push_ms(&mut out, d),
         None => out.push('-'),
     }
     out.push_str(" total_ms=");
     common::push_ms(&mut out, e.total);
-    let _ = write!(out, " origin={} origin_ms=", e.origin.unwrap_or("-"));
+    out.push_str(" origin=");
+    out.push_str(e.origin.unwrap_or("-"));
+    out.push_str(" origin_ms=");
     match e.origin_time {
         Some(d) => common::push_ms(&mut out, d),
         None => out.push('-'),
     }
-    let _ = write!(
-        out,
-        " origin_fault={} request_id={} cache_status=",
-        e.origin_fault.unwrap_or("-"),
-        e.request_id
-    );
+    out.push_str(" origin_fault=");
+    out.push_str(e.origin_fault.unwrap_or("-"));
+    out.push_str(" request_id=");
+    out.push_str(e.request_id);
+    out.push_str(" cache_status=");
     common::push_quoted(&mut out, e.cache_status.as_bytes());
     if let Some(error) = e.error {
         out.push_str(" error=");

@@ -418,7 +418,7 @@ impl Metrics {
             access_log_dropped: counter(
                 &r,
                 ACCESS_LOG_DROPPED,
-                "Access lines dropped because the log's writer was behind (access_log.queue_lines)",
+                "Access lines dropped because the log's writer was behind (access_log.buffer_bytes full)",
             )?,
             tls_handshakes: counter_vec(
                 &r,

@@ -967,7 +967,7 @@ impl ProxyHttp for EdgeProxy {
             error: error.as_deref(),
         };
         if let Some(line) = access_log::line(self.access_log.format(), &entry) {
-            self.access_log.write(line);
+            self.access_log.write(&line);
         }
     }
 }

@@ -45,7 +45,7 @@ pub async fn log(State(log): State<Arc<AccessLog>>, request: Request, next: Next
         headers: &headers,
     };
     if let Some(line) = entry.line(log.format()) {
-        log.write(line);
+        log.write(&line);
     }
     response
 }

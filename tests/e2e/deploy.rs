@@ -1,6 +1,8 @@
 //! What `deploy/` ships: the systemd units pass `systemd-analyze verify` (every key known, every
 //! command executable: the units' binaries replaced by the ones just built, memcached by the one
-//! installed), with no warning at all; the container files build the same binaries the units run.
+//! installed), with no warning at all; the container files build the same binaries the units run;
+//! the alert rules pass `promtool check` and their unit tests, and name only metrics a new edge
+//! exports, as does the dashboard; logrotate with the shipped rules rotates a live edge's log.
 
 use std::path::Path;
 use std::process::Command;
@@ -258,4 +260,26 @@ async fn logrotate_with_the_shipped_rules_moves_an_edges_access_log_and_the_edge
     // delaycompress: the first rotation stays plain.
     assert_eq!(lines(dir.path().join("access.log.1")).await, Some(1));
     Ok(())
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let rules = deploy().join("prometheus");
+    for args in [
+        ["check", "rules", "outpost-alerts.yml"],
+        ["test", "rules", "outpost-alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&rules)
+            .output()
+            .expect("promtool (scripts/test installs Debian's prometheus package)");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -308,7 +308,7 @@ impl Answers for HitPath {
             error: error.as_deref(),
         };
         if let Some(line) = access_log::line(self.access_log.format(), &entry) {
-            self.access_log.write(line);
+            self.access_log.write(&line);
         }
     }
 

@@ -1,11 +1,10 @@
 //! The access log: one line per request on the edge (proxied and hit-path answers alike) and on
 //! the origin, joined by the request id the edge sends; text and JSON; a file that SIGUSR1 reopens
-//! after logrotate moved it; a bad `[access_log]` named by key.
+//! after logrotate moved it. (A bad `[access_log]` is refused by key: edge/tests/cli.rs.)
 
-use std::process::Command;
 use std::time::Duration;
 
-use outpost_e2e::process::{Signal, binary};
+use outpost_e2e::process::Signal;
 use outpost_e2e::wait::eventually;
 use outpost_e2e::{EdgeProcess, OriginProcess, Reply, ScriptedOrigin, TestDatabase, http_client};
 
@@ -197,48 +196,4 @@ async fn json_lines_go_to_a_file_that_sigusr1_reopens_and_keep_a_trusted_proxys_
     // SIGUSR1 reopens the log only; SIGHUP would also have reloaded the config.
     assert!(!edge.logs().contains("config reloaded"), "{}", edge.logs());
     Ok(())
-}
-
-#[test]
-fn a_bad_access_log_is_named_by_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("edge.toml");
-    std::fs::write(
-        &config,
-        "[access_log]\nformat = \"xml\"\npath = \"/nonexistent-dir/access.log\"\nqueue_lines = 0\n",
-    )
-    .expect("write");
-    let out = Command::new(binary("edge").expect("binary"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--validate")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for key in ["access_log.format", "access_log.queue_lines"] {
-        assert!(
-            stderr.contains(&format!("- {key}:")),
-            "{key} not named in:\n{stderr}"
-        );
-    }
-
-    // A well-typed file naming a directory that does not exist.
-    std::fs::write(
-        &config,
-        "[access_log]\npath = \"/nonexistent-dir/access.log\"\n",
-    )
-    .expect("write");
-    let out = Command::new(binary("edge").expect("binary"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--validate")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("- access_log.path: /nonexistent-dir/access.log: its directory"),
-        "{stderr}"
-    );
 }
