@@ -446,8 +446,56 @@ pub fn push_clf_time(out: &mut String, t: SystemTime) {
 
 /// `t` in RFC 3339, UTC, to the millisecond: `2026-12-01T22:09:51.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s, ms) = civil(t);
-    format!("{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+    let mut out = String::with_capacity(24);
+    push_rfc3339(&mut out, t);
+    out
+}
+
+/// Appends [`rfc3339`]`(t)`; the text of the current second is kept per thread.
+pub fn push_rfc3339(out: &mut String, t: SystemTime) {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != since.as_secs() {
+            let (y, mo, d, h, mi, s, _) = civil(t);
+            text.clear();
+            let _ = write!(text, "{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.");
+            *at = since.as_secs();
+        }
+        out.push_str(text);
+    });
+    let millis = since.subsec_millis();
+    for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+        out.push(char::from(b'0' + u8::try_from(digit).unwrap_or(0)));
+    }
+    out.push('Z');
+}
+
+/// Appends `bytes` as a JSON string: quoted, with `"`, `\\` and control characters escaped, and
+/// bytes that are not UTF-8 replaced (U+FFFD), as `String::from_utf8_lossy` does.
+pub fn push_json_string(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in String::from_utf8_lossy(bytes).chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                let b = u8::try_from(u32::from(c)).unwrap_or(0);
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -477,6 +525,14 @@ mod tests {
         out.clear();
         push_quoted(&mut out, b"");
         assert_eq!(out, "\"-\"");
+    }
+
+    #[test]
+    fn a_json_string_is_valid_json_whatever_a_client_sent() {
+        let mut out = String::new();
+        push_json_string(&mut out, b"a\"b\\c\n\x01\x7f\xffd\xc3\xa9");
+        let parsed: String = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(parsed, "a\"b\\c\n\u{1}\u{7f}\u{fffd}d\u{e9}");
     }
 
     #[test]
