@@ -479,20 +479,32 @@ pub fn push_rfc3339(out: &mut String, t: SystemTime) {
 pub fn push_json_string(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    for c in String::from_utf8_lossy(bytes).chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                let b = u8::try_from(u32::from(c)).unwrap_or(0);
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        let mut from = 0;
+        for (at, b) in valid.bytes().enumerate() {
+            if b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f {
+                continue;
             }
-            c => out.push(c),
+            // Runs needing no escape are copied whole; ASCII bytes split no character.
+            out.push_str(valid.get(from..at).unwrap_or_default());
+            match b {
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                b'\n' => out.push_str("\\n"),
+                b'\r' => out.push_str("\\r"),
+                b'\t' => out.push_str("\\t"),
+                _ => {
+                    out.push_str("\\u00");
+                    out.push(char::from(HEX[usize::from(b >> 4)]));
+                    out.push(char::from(HEX[usize::from(b & 0xf)]));
+                }
+            }
+            from = at + 1;
+        }
+        out.push_str(valid.get(from..).unwrap_or_default());
+        if !chunk.invalid().is_empty() {
+            out.push(char::REPLACEMENT_CHARACTER);
         }
     }
     out.push('"');

@@ -98,17 +98,7 @@ pub fn line(format: Format, entry: &Entry<'_>) -> Option<String> {
 fn text(e: &Entry<'_>) -> String {
     let mut out = String::with_capacity(320);
     match e.client {
-        Some(IpAddr::V4(ip)) => {
-            for (i, octet) in ip.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                common::push_int(&mut out, octet);
-            }
-        }
-        Some(ip) => {
-            let _ = write!(out, "{ip}");
-        }
+        Some(ip) => push_ip(&mut out, ip),
         None => out.push('-'),
     }
     out.push_str(" - - [");
@@ -174,7 +164,7 @@ fn json(e: &Entry<'_>) -> String {
     match e.client {
         Some(ip) => {
             out.push('"');
-            let _ = write!(out, "{ip}");
+            push_ip(&mut out, ip);
             out.push('"');
         }
         None => out.push_str("null"),
@@ -220,6 +210,23 @@ fn json(e: &Entry<'_>) -> String {
     text(&mut out, "error", e.error.map(str::as_bytes));
     out.push('}');
     out
+}
+
+/// An IPv4 address without the formatting machinery; IPv6 with it.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                common::push_int(out, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn non_empty(b: &[u8]) -> Option<&[u8]> {
