@@ -251,7 +251,7 @@ impl Answers for HitPath {
         let logged = self
             .access_log
             .is_on()
-            .then(|| Box::new(Logged::of(head, conn, scan.host.unwrap_or_default(), now)));
+            .then(|| Box::new(Logged::of(head, conn, target.authority.as_bytes(), now)));
 
         for _ in 0..lookups {
             self.storage.count_l1_hit();

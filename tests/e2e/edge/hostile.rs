@@ -423,6 +423,7 @@ async fn unsafe_requests_cannot_flood_the_purge_log() -> anyhow::Result<()> {
     );
 
     // Held URLs are invalidated region-wide, at most the client's rate.
+    let filled = std::time::Instant::now();
     for i in 0..5 {
         let path = format!("/held/{i}");
         origin.route_fn(&path, |req| match req.method.as_str() {
@@ -433,6 +434,7 @@ async fn unsafe_requests_cannot_flood_the_purge_log() -> anyhow::Result<()> {
         get_site(&b, &path, &[]).await?;
         assert!(get_site(&b, &path, &[]).await?.is_hit(), "b holds {path}");
     }
+    let posting = std::time::Instant::now();
     for i in 0..5 {
         client
             .post(a.url(&format!("/held/{i}")))
@@ -440,7 +442,9 @@ async fn unsafe_requests_cannot_flood_the_purge_log() -> anyhow::Result<()> {
             .send()
             .await?;
     }
-    wait::eventually(
+    // A burst of 2, then 1 per second: what the client's rate allowed while it posted.
+    let allowed = 2.0 + posting.elapsed().as_secs_f64().floor();
+    let logged = wait::eventually(
         Duration::from_secs(10),
         "5 invalidations judged",
         || async {
@@ -457,26 +461,42 @@ async fn unsafe_requests_cannot_flood_the_purge_log() -> anyhow::Result<()> {
     )
     .await
     .map(|(logged, limited)| {
-        // A burst of 2, then 1/s: a third may be logged if the loop took over a second.
         assert!(
-            logged <= 3.0 && limited >= 2.0,
-            "{logged} logged, {limited} limited"
+            (2.0..=allowed).contains(&logged) && logged + limited == 5.0,
+            "{logged} logged, {limited} limited, {allowed} allowed"
         );
+        logged
     })?;
-    // Node b hears of the first one (logged) within a few polls, well inside its 5 s life, and
-    // still serves the last (rate-limited: only node a dropped it).
-    wait::eventually(
+    // Node b hears of the logged ones within a few polls, and still serves the rate-limited
+    // ones (only node a dropped them) while their 5 s life lasts. `only-if-cached` asks b what
+    // it holds without refilling what it no longer serves.
+    let expected = 5.0 - logged;
+    let still_held = wait::eventually(
         Duration::from_secs(3),
-        "b applied the invalidation",
+        "b applied every logged invalidation",
         || async {
-            let fresh = get_site(&b, "/held/0", &[]).await.ok()?;
-            (!fresh.is_hit()).then_some(())
+            let mut held = 0.0;
+            for i in 0..5 {
+                let path = format!("/held/{i}");
+                let answer = get_site(&b, &path, &[("Cache-Control", "only-if-cached")])
+                    .await
+                    .ok()?;
+                held += f64::from(u8::from(answer.status == 200));
+            }
+            (held <= expected).then_some(held)
         },
     )
     .await?;
-    assert!(get_site(&b, "/held/4", &[]).await?.is_hit());
+    // On a machine slow enough for 5 s to pass since the fills, the rate-limited copies may
+    // have expired too.
+    if filled.elapsed() < Duration::from_secs(4) {
+        assert_eq!(still_held, expected, "b serves what was only dropped on a");
+    }
     let entries = log_entries(&m)?;
-    assert!((1..=3).contains(&entries), "{entries} log entries");
+    assert!(
+        entries >= 1 && entries as f64 <= logged,
+        "{entries} log entries, {logged} logged"
+    );
     // Marks last only as long as the objects they could affect (5 s + 1 s grace here).
     wait::eventually(Duration::from_secs(5), "b's marks", || async {
         let marks = b.metric("outpost_purge_marks").await.ok()?;
