@@ -64,13 +64,12 @@ pub struct RequestCtx {
     pub upstream_sent_at: Option<Instant>,
     pub upstream_status: Option<u16>,
     /// The origin asked last, and how long its response head took (for the access log).
-    pub origin_addr: Option<String>,
+    pub origin_addr: Option<pingora_core::protocols::l4::socket::SocketAddr>,
     pub origin_time: Option<Duration>,
     /// When the response head was handed to the connection (time to first byte).
     pub head_sent_at: Option<Instant>,
-    /// When the request began, on the wall clock (the access line's time).
-    pub start_time: SystemTime,
-    /// Logged and sent to the origin as `X-Request-Id`: a trusted proxy's, or a new one.
+    /// Logged and sent to the origin as `X-Request-Id`: a trusted proxy's, or a new one made
+    /// when first needed ([`RequestCtx::request_id`]); empty until then.
     pub request_id: String,
     /// A 304 received while revalidating, merged into the stored header in full (§3.2).
     pub not_modified: Option<Box<ResponseHeader>>,
@@ -112,8 +111,7 @@ impl RequestCtx {
             origin_addr: None,
             origin_time: None,
             head_sent_at: None,
-            start_time: SystemTime::now(),
-            request_id: crate::access_log::new_request_id(),
+            request_id: String::new(),
             not_modified: None,
             stored: false,
             detail: None,
@@ -124,6 +122,17 @@ impl RequestCtx {
             cache_status: None,
             outcome: Outcome::Pass,
         }
+    }
+}
+
+impl RequestCtx {
+    /// The request id, made now if no trusted proxy sent one: only a request that reaches the
+    /// origin or the access log needs one.
+    pub fn request_id(&mut self) -> &str {
+        if self.request_id.is_empty() {
+            self.request_id = crate::access_log::new_request_id();
+        }
+        &self.request_id
     }
 }
 

@@ -661,7 +661,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // The address a retry ends on is the one logged.
-        ctx.origin_addr = Some(peer._address.to_string());
+        ctx.origin_addr = Some(peer._address.clone());
         Ok(())
     }
 
@@ -701,7 +701,7 @@ impl ProxyHttp for EdgeProxy {
         single_content_length(upstream_request)?;
         upstream::set_forwarding(upstream_request, ctx.client, target)?;
         upstream::append_via(upstream_request, &self.via)?;
-        upstream_request.insert_header(access_log::REQUEST_ID, &ctx.request_id)?;
+        upstream_request.insert_header(access_log::REQUEST_ID, ctx.request_id())?;
         ctx.request_time = Some(SystemTime::now());
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())
@@ -805,7 +805,9 @@ impl ProxyHttp for EdgeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.head_sent_at = Some(Instant::now());
+        if self.access_log.is_on() {
+            ctx.head_sent_at = Some(Instant::now());
+        }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             switching_protocols(session.stream());
         }
@@ -929,6 +931,9 @@ impl ProxyHttp for EdgeProxy {
         if !self.access_log.is_on() {
             return;
         }
+        ctx.request_id();
+        let origin = ctx.origin_addr.as_ref().map(ToString::to_string);
+        let now = SystemTime::now();
         let req = session.req_header();
         let field = |name| req.headers.get(name).map_or(&b""[..], |v| v.as_bytes());
         let target = req
@@ -944,7 +949,8 @@ impl ProxyHttp for EdgeProxy {
         };
         let error = e.map(ToString::to_string);
         let entry = access_log::Entry {
-            start: ctx.start_time,
+            // When the head was read, on the wall clock (`started` is monotonic).
+            start: now.checked_sub(ctx.started.elapsed()).unwrap_or(now),
             client: ctx.client.address,
             host,
             site: ctx.site.as_ref().map_or("-", |s| s.name.as_str()),
@@ -958,7 +964,7 @@ impl ProxyHttp for EdgeProxy {
             outcome: ctx.outcome,
             cache_status: ctx.cache_status.as_deref().unwrap_or("-"),
             tier: ctx.tier,
-            origin: ctx.origin_addr.as_deref(),
+            origin: origin.as_deref(),
             origin_time: ctx.origin_time,
             origin_fault: ctx.origin_fault.map(OriginFault::detail),
             request_id: &ctx.request_id,

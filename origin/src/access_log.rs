@@ -3,13 +3,12 @@
 //! Written through [`outpost_common::access_log`], in the same formats as the edge's.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use outpost_common::access_log::{self as common, AccessLog, Format};
@@ -20,80 +19,92 @@ pub async fn log(State(log): State<Arc<AccessLog>>, request: Request, next: Next
     if !log.is_on() {
         return next.run(request).await;
     }
-    let (start, started) = (SystemTime::now(), Instant::now());
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let method = request.method().as_str().to_owned();
-    let target = request.uri().path_and_query().map_or_else(
-        || request.uri().path().to_owned(),
-        |p| p.as_str().to_owned(),
-    );
-    let version = format!("{:?}", request.version());
-    let headers = request.headers().clone();
+    let started = Instant::now();
+    let mut entry = Entry::of(&request);
     let response = next.run(request).await;
-    let entry = Entry {
-        time: start,
-        client: client.as_deref(),
-        method: &method,
-        target: &target,
-        version: &version,
-        status: response.status().as_u16(),
-        bytes: response.body().size_hint().exact(),
-        took: started.elapsed(),
-        headers: &headers,
-    };
+    entry.status = response.status().as_u16();
+    entry.bytes = response.body().size_hint().exact();
+    entry.took = started.elapsed();
     if let Some(line) = entry.line(log.format()) {
         log.write(&line);
     }
     response
 }
 
-struct Entry<'a> {
+/// One line's fields, as the JSON line names them.
+#[derive(Serialize)]
+struct Entry {
+    #[serde(serialize_with = "rfc3339")]
     time: SystemTime,
-    client: Option<&'a str>,
-    method: &'a str,
-    target: &'a str,
-    version: &'a str,
+    client: Option<IpAddr>,
+    method: String,
+    target: String,
+    version: String,
     status: u16,
     /// `None` for a streamed body.
     bytes: Option<u64>,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    host: Option<String>,
+    #[serde(rename = "ms", serialize_with = "millis")]
     took: Duration,
-    headers: &'a HeaderMap,
+    request_id: Option<String>,
 }
 
-impl Entry<'_> {
-    fn field(&self, name: header::HeaderName) -> &[u8] {
-        self.headers.get(name).map_or(&b""[..], |v| v.as_bytes())
+fn text(value: &Option<String>) -> &[u8] {
+    value.as_deref().unwrap_or_default().as_bytes()
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&common::rfc3339(*t))
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(common::ms(*d))
+}
+
+impl Entry {
+    /// What the line shows of `request`; the response's parts are filled in after it.
+    fn of(request: &Request) -> Self {
+        let field = |name: &str| {
+            let value = request.headers().get(name)?.as_bytes();
+            Some(String::from_utf8_lossy(value).into_owned())
+        };
+        Entry {
+            time: SystemTime::now(),
+            client: request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+            method: request.method().as_str().to_owned(),
+            target: request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| request.uri().path(), |p| p.as_str())
+                .to_owned(),
+            version: format!("{:?}", request.version()),
+            status: 0,
+            bytes: None,
+            referer: field("referer"),
+            user_agent: field("user-agent"),
+            host: field("host"),
+            took: Duration::ZERO,
+            request_id: field("x-request-id"),
+        }
     }
 
     fn line(&self, format: Format) -> Option<String> {
-        let id = self.field(header::HeaderName::from_static("x-request-id"));
         match format {
             Format::Off => None,
-            Format::Json => {
-                let text =
-                    |b: &[u8]| (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned());
-                serde_json::to_string(&Json {
-                    time: common::rfc3339(self.time),
-                    client: self.client,
-                    method: self.method,
-                    target: self.target,
-                    version: self.version,
-                    status: self.status,
-                    bytes: self.bytes,
-                    referer: text(self.field(header::REFERER)),
-                    user_agent: text(self.field(header::USER_AGENT)),
-                    host: text(self.field(header::HOST)),
-                    ms: common::ms(self.took),
-                    request_id: text(id),
-                })
-                .ok()
-            }
+            Format::Json => serde_json::to_string(self).ok(),
             Format::Text => {
                 let mut out = String::with_capacity(256);
-                out.push_str(self.client.unwrap_or("-"));
+                match self.client {
+                    Some(ip) => {
+                        let _ = write!(out, "{ip}");
+                    }
+                    None => out.push('-'),
+                }
                 out.push_str(" - - [");
                 common::push_clf_time(&mut out, self.time);
                 out.push_str("] \"");
@@ -107,35 +118,19 @@ impl Entry<'_> {
                     }
                     None => out.push_str("- "),
                 }
-                common::push_quoted(&mut out, self.field(header::REFERER));
+                common::push_quoted(&mut out, text(&self.referer));
                 out.push(' ');
-                common::push_quoted(&mut out, self.field(header::USER_AGENT));
+                common::push_quoted(&mut out, text(&self.user_agent));
                 out.push_str(" host=");
-                common::push_quoted(&mut out, self.field(header::HOST));
+                common::push_quoted(&mut out, text(&self.host));
                 out.push_str(" ms=");
                 common::push_ms(&mut out, self.took);
                 out.push_str(" request_id=");
-                common::push_quoted(&mut out, id);
+                common::push_quoted(&mut out, text(&self.request_id));
                 Some(out)
             }
         }
     }
-}
-
-#[derive(Serialize)]
-struct Json<'a> {
-    time: String,
-    client: Option<&'a str>,
-    method: &'a str,
-    target: &'a str,
-    version: &'a str,
-    status: u16,
-    bytes: Option<u64>,
-    referer: Option<String>,
-    user_agent: Option<String>,
-    host: Option<String>,
-    ms: f64,
-    request_id: Option<String>,
 }
 
 #[cfg(test)]
@@ -144,22 +139,19 @@ mod tests {
 
     #[test]
     fn a_line_carries_the_edges_request_id_and_escapes_what_clients_sent() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-request-id", "4f2a".parse().expect("value"));
-        headers.insert(
-            header::USER_AGENT,
-            "Outpost \"edge\"".parse().expect("value"),
-        );
         let entry = Entry {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_162_991),
-            client: Some("127.0.0.1"),
-            method: "GET",
-            target: "/images/7",
-            version: "HTTP/1.1",
+            client: Some(IpAddr::from([127, 0, 0, 1])),
+            method: "GET".into(),
+            target: "/images/7".into(),
+            version: "HTTP/1.1".into(),
             status: 200,
             bytes: Some(5120),
+            referer: None,
+            user_agent: Some("Outpost \"edge\"".into()),
+            host: None,
             took: Duration::from_micros(2_250),
-            headers: &headers,
+            request_id: Some("4f2a".into()),
         };
         assert_eq!(
             entry.line(Format::Text).expect("on"),

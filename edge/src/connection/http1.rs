@@ -42,6 +42,8 @@ const MAX_FIELDS: usize = 64;
 
 /// A parsed request head (`httparse`'s, borrowed from the read buffer).
 pub struct Head<'b, 'h> {
+    /// The bytes the head was parsed from: what [`Answers::log`] gets back after the answer.
+    pub bytes: &'b [u8],
     pub method: &'b str,
     pub target: &'b str,
     /// `1` for HTTP/1.1.
@@ -51,6 +53,14 @@ pub struct Head<'b, 'h> {
     pub line_ok: bool,
     /// The connection is shutting down: the answer closes it.
     pub shutting_down: bool,
+}
+
+impl Head<'_, '_> {
+    /// Where `part`, a slice of this head, lies in [`Head::bytes`].
+    pub fn range_of(&self, part: &[u8]) -> std::ops::Range<usize> {
+        let at = (part.as_ptr() as usize).saturating_sub(self.bytes.as_ptr() as usize);
+        at..at + part.len()
+    }
 }
 
 /// An answer whose head is in the loop's output buffer.
@@ -75,8 +85,9 @@ pub trait Answers: Send + Sync {
         conn: &Self::Conn,
         out: &mut Vec<u8>,
     ) -> Option<Self::Answer>;
-    /// Logs an answer once it is sent (or not: `error`); `target` is the request's.
-    fn log(&self, answer: &Self::Answer, target: &str, error: Option<&Error>);
+    /// Logs an answer once it is sent (or not: `error`); `head` is [`Head::bytes`] of its
+    /// request, still in the read buffer.
+    fn log(&self, answer: &Self::Answer, head: &[u8], error: Option<&Error>);
     /// How long an idle connection waits for its next request.
     fn keepalive(&self) -> Duration;
     /// How long an answer may take to write.
@@ -85,9 +96,8 @@ pub trait Answers: Send + Sync {
 
 /// What to do with the head in the buffer.
 enum Next<A> {
-    /// Answered: its head is in the output buffer; the request's target is at this place in the
-    /// read buffer.
-    Answered(A, std::ops::Range<usize>),
+    /// Answered: its head is in the output buffer.
+    Answered(A),
     /// The proxy's to answer.
     Decline,
     /// More bytes are needed.
@@ -156,7 +166,7 @@ where
             }
         };
         match next {
-            Next::Answered(answer, target) => {
+            Next::Answered(answer) => {
                 watched.take_head();
                 let write = async {
                     match answer.body() {
@@ -173,8 +183,7 @@ where
                     Err(_) => Some(Error::explain(WriteTimedout, "writing response")),
                 }
                 .map(Error::into_down);
-                let target = std::str::from_utf8(&buf[target]).unwrap_or("");
-                hits.log(&answer, target, error.as_deref());
+                hits.log(&answer, &buf, error.as_deref());
                 if error.is_some() || !answer.keep_alive() {
                     break;
                 }
@@ -236,6 +245,7 @@ fn decide<H: Answers>(
                 return Next::Decline;
             }
             let head = Head {
+                bytes: buf,
                 method: req.method.unwrap_or(""),
                 target: req.path.unwrap_or(""),
                 version: req.version.unwrap_or(0),
@@ -243,9 +253,8 @@ fn decide<H: Answers>(
                 line_ok: watched.peek_head().is_some_and(|h| h.request_line_ok),
                 shutting_down,
             };
-            let at = head.target.as_ptr() as usize - buf.as_ptr() as usize;
             match hits.answer(&head, conn, out) {
-                Some(answer) => Next::Answered(answer, at..at + head.target.len()),
+                Some(answer) => Next::Answered(answer),
                 None => Next::Decline,
             }
         }

@@ -16,6 +16,7 @@
 pub mod wire;
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -92,17 +93,23 @@ pub struct Answer {
     /// To the head being ready to write.
     ttfb: Duration,
     /// What the line needs of the request (only when the access log is on).
-    logged: Option<Box<Logged>>,
+    logged: Option<Logged>,
 }
 
-/// The parts of a request its access line shows, copied out of the read buffer.
+/// What a request's access line shows: its parts still in the read buffer by where they lie in
+/// the head ([`Head::range_of`]), nothing copied.
 struct Logged {
     start: SystemTime,
+    /// The peer, or what a trusted proxy says it forwarded for (as [`crate::client::Client`]
+    /// decides for the proxy).
     client: Option<IpAddr>,
-    host: Box<[u8]>,
-    referer: Box<[u8]>,
-    user_agent: Box<[u8]>,
-    request_id: String,
+    /// The canonical authority, as the proxy logs it.
+    host: String,
+    target: Range<usize>,
+    referer: Option<Range<usize>>,
+    user_agent: Option<Range<usize>>,
+    /// A trusted proxy's `X-Request-Id`.
+    request_id: Option<Range<usize>>,
 }
 
 /// What a scan of the request's fields found.
@@ -115,6 +122,12 @@ struct Scan<'b> {
     needs_map: bool,
     /// Bytes of the head as the proxy counts them against `server.max_request_header_bytes`.
     size: usize,
+    /// For the access line: the first of each, as the proxy's header map gives it.
+    user_agent: Option<&'b [u8]>,
+    referer: Option<&'b [u8]>,
+    /// Only a trusted proxy's reach this far (an untrusted client's are declined above).
+    forwarded_for: Option<&'b [u8]>,
+    request_id: Option<&'b [u8]>,
 }
 
 impl http1::Answer for Answer {
@@ -248,10 +261,21 @@ impl Answers for HitPath {
             }),
         });
         let body = (method == Method::GET && !not_modified).then(|| entry.body.clone());
-        let logged = self
-            .access_log
-            .is_on()
-            .then(|| Box::new(Logged::of(head, conn, target.authority.as_bytes(), now)));
+        let logged = self.access_log.is_on().then(|| Logged {
+            start: now,
+            client: match scan.forwarded_for {
+                Some(xff) if conn.trusted => forwarded_for(xff).or(conn.peer),
+                _ => conn.peer,
+            },
+            host: target.authority,
+            target: head.range_of(raw.as_bytes()),
+            referer: scan.referer.map(|v| head.range_of(v)),
+            user_agent: scan.user_agent.map(|v| head.range_of(v)),
+            request_id: scan
+                .request_id
+                .filter(|_| conn.trusted)
+                .map(|v| head.range_of(v)),
+        });
 
         for _ in 0..lookups {
             self.storage.count_l1_hit();
@@ -278,16 +302,20 @@ impl Answers for HitPath {
 
     /// The access line of an answer sent (or not: `error`), as the proxy writes it for every
     /// request. `target` is the request's.
-    fn log(&self, answer: &Answer, target: &str, error: Option<&pingora_error::Error>) {
+    fn log(&self, answer: &Answer, head: &[u8], error: Option<&pingora_error::Error>) {
         let Some(logged) = &answer.logged else { return };
+        let at = |r: &Range<usize>| head.get(r.clone()).unwrap_or_default();
+        let part = |r: &Option<Range<usize>>| r.as_ref().map_or(&b""[..], at);
+        let request_id = access_log::forwarded_request_id(part(&logged.request_id))
+            .unwrap_or_else(access_log::new_request_id);
         let error = error.map(ToString::to_string);
         let entry = access_log::Entry {
             start: logged.start,
             client: logged.client,
-            host: &logged.host,
+            host: logged.host.as_bytes(),
             site: answer.site.name.as_str(),
             method: answer.method.as_str(),
-            target: target.as_bytes(),
+            target: at(&logged.target),
             version: "HTTP/1.1",
             status: answer.status,
             bytes: match (&answer.body, &error) {
@@ -302,9 +330,9 @@ impl Answers for HitPath {
             origin: None,
             origin_time: None,
             origin_fault: None,
-            request_id: &logged.request_id,
-            referer: &logged.referer,
-            user_agent: &logged.user_agent,
+            request_id: &request_id,
+            referer: part(&logged.referer),
+            user_agent: part(&logged.user_agent),
             error: error.as_deref(),
         };
         if let Some(line) = access_log::line(self.access_log.format(), &entry) {
@@ -395,46 +423,22 @@ impl HitPath {
                 {
                     return None;
                 }
+                "user-agent" => {
+                    scan.user_agent.get_or_insert(field.value);
+                }
+                "referer" => {
+                    scan.referer.get_or_insert(field.value);
+                }
+                "x-forwarded-for" => {
+                    scan.forwarded_for.get_or_insert(field.value);
+                }
+                "x-request-id" => {
+                    scan.request_id.get_or_insert(field.value);
+                }
                 _ => {}
             }
         }
         Some(scan)
-    }
-}
-
-impl Logged {
-    /// Copies what the access line shows of `head`: the client is the peer, or what a trusted
-    /// proxy says it forwarded for (as [`crate::client::Client`] decides for the proxy), and the
-    /// request id such a proxy sent, or a new one.
-    fn of(head: &Head<'_, '_>, conn: &Conn, host: &[u8], now: SystemTime) -> Self {
-        let mut logged = Self {
-            start: now,
-            client: conn.peer,
-            host: host.into(),
-            referer: Box::default(),
-            user_agent: Box::default(),
-            request_id: String::new(),
-        };
-        // The first `X-Forwarded-For` field, as the proxy's header map gives it.
-        let mut forwarded = false;
-        for field in head.fields {
-            let name = field.name;
-            if name.eq_ignore_ascii_case("user-agent") {
-                logged.user_agent = field.value.into();
-            } else if name.eq_ignore_ascii_case("referer") {
-                logged.referer = field.value.into();
-            } else if conn.trusted && !forwarded && name.eq_ignore_ascii_case("x-forwarded-for") {
-                forwarded = true;
-                logged.client = forwarded_for(field.value).or(conn.peer);
-            } else if conn.trusted && name.eq_ignore_ascii_case("x-request-id") {
-                logged.request_id =
-                    access_log::forwarded_request_id(field.value).unwrap_or_default();
-            }
-        }
-        if logged.request_id.is_empty() {
-            logged.request_id = access_log::new_request_id();
-        }
-        logged
     }
 }
 
