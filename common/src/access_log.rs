@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -363,6 +364,65 @@ pub fn push_escaped(out: &mut String, bytes: &[u8]) {
 /// Appends `n` in decimal (without the formatting machinery: a line has several).
 pub fn push_int(out: &mut String, n: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// The Combined Log Format part of a text line, which both binaries' lines start with.
+pub struct Combined<'a> {
+    pub client: Option<IpAddr>,
+    pub time: SystemTime,
+    pub method: &'a [u8],
+    pub target: &'a [u8],
+    pub version: &'a str,
+    pub status: u16,
+    /// `None`: not known (a streamed body), written `-`.
+    pub bytes: Option<u64>,
+    pub referer: &'a [u8],
+    pub user_agent: &'a [u8],
+}
+
+/// Appends `client - - [time] "method target version" status bytes "referer" "user-agent"`:
+/// what the usual tools read. The `key=value` fields follow it.
+pub fn push_combined(out: &mut String, c: &Combined<'_>) {
+    match c.client {
+        Some(ip) => push_ip(out, ip),
+        None => out.push('-'),
+    }
+    out.push_str(" - - [");
+    push_clf_time(out, c.time);
+    out.push_str("] \"");
+    push_escaped(out, c.method);
+    out.push(' ');
+    push_escaped(out, c.target);
+    out.push(' ');
+    out.push_str(c.version);
+    out.push_str("\" ");
+    push_int(out, c.status);
+    out.push(' ');
+    match c.bytes {
+        Some(n) => push_int(out, n),
+        None => out.push('-'),
+    }
+    out.push(' ');
+    push_quoted(out, c.referer);
+    out.push(' ');
+    push_quoted(out, c.user_agent);
+}
+
+/// An IPv4 address without the formatting machinery; IPv6 with it.
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_int(out, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Appends `bytes` escaped (`-` when empty), between double quotes.

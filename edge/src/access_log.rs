@@ -2,7 +2,6 @@
 //! the hit path alike, in the configured format ([`outpost_common::access_log`] writes it), and
 //! the request id that ties the line to the origin's (`X-Request-Id`).
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -97,26 +96,20 @@ pub fn line(format: Format, entry: &Entry<'_>) -> Option<String> {
 /// Combined Log Format, then `key=value` fields (quoted where a client chose the value).
 fn text(e: &Entry<'_>) -> String {
     let mut out = String::with_capacity(320);
-    match e.client {
-        Some(ip) => push_ip(&mut out, ip),
-        None => out.push('-'),
-    }
-    out.push_str(" - - [");
-    common::push_clf_time(&mut out, e.start);
-    out.push_str("] \"");
-    common::push_escaped(&mut out, e.method.as_bytes());
-    out.push(' ');
-    common::push_escaped(&mut out, e.target);
-    out.push(' ');
-    out.push_str(e.version);
-    out.push_str("\" ");
-    common::push_int(&mut out, e.status);
-    out.push(' ');
-    common::push_int(&mut out, e.bytes);
-    out.push(' ');
-    common::push_quoted(&mut out, e.referer);
-    out.push(' ');
-    common::push_quoted(&mut out, e.user_agent);
+    common::push_combined(
+        &mut out,
+        &common::Combined {
+            client: e.client,
+            time: e.start,
+            method: e.method.as_bytes(),
+            target: e.target,
+            version: e.version,
+            status: e.status,
+            bytes: u64::try_from(e.bytes).ok(),
+            referer: e.referer,
+            user_agent: e.user_agent,
+        },
+    );
     out.push_str(" host=");
     common::push_quoted(&mut out, e.host);
     for (key, value) in [
@@ -164,7 +157,7 @@ fn json(e: &Entry<'_>) -> String {
     match e.client {
         Some(ip) => {
             out.push('"');
-            push_ip(&mut out, ip);
+            common::push_ip(&mut out, ip);
             out.push('"');
         }
         None => out.push_str("null"),
@@ -210,23 +203,6 @@ fn json(e: &Entry<'_>) -> String {
     text(&mut out, "error", e.error.map(str::as_bytes));
     out.push('}');
     out
-}
-
-/// An IPv4 address without the formatting machinery; IPv6 with it.
-fn push_ip(out: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                common::push_int(out, octet);
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
 }
 
 fn non_empty(b: &[u8]) -> Option<&[u8]> {

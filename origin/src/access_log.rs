@@ -2,7 +2,6 @@
 //! (`X-Request-Id`), so an edge line and the origin line of the same request can be joined.
 //! Written through [`outpost_common::access_log`], in the same formats as the edge's.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -99,28 +98,20 @@ impl Entry {
             Format::Json => serde_json::to_string(self).ok(),
             Format::Text => {
                 let mut out = String::with_capacity(256);
-                match self.client {
-                    Some(ip) => {
-                        let _ = write!(out, "{ip}");
-                    }
-                    None => out.push('-'),
-                }
-                out.push_str(" - - [");
-                common::push_clf_time(&mut out, self.time);
-                out.push_str("] \"");
-                common::push_escaped(&mut out, self.method.as_bytes());
-                out.push(' ');
-                common::push_escaped(&mut out, self.target.as_bytes());
-                let _ = write!(out, " {}\" {} ", self.version, self.status);
-                match self.bytes {
-                    Some(n) => {
-                        let _ = write!(out, "{n} ");
-                    }
-                    None => out.push_str("- "),
-                }
-                common::push_quoted(&mut out, text(&self.referer));
-                out.push(' ');
-                common::push_quoted(&mut out, text(&self.user_agent));
+                common::push_combined(
+                    &mut out,
+                    &common::Combined {
+                        client: self.client,
+                        time: self.time,
+                        method: self.method.as_bytes(),
+                        target: self.target.as_bytes(),
+                        version: &self.version,
+                        status: self.status,
+                        bytes: self.bytes,
+                        referer: text(&self.referer),
+                        user_agent: text(&self.user_agent),
+                    },
+                );
                 out.push_str(" host=");
                 common::push_quoted(&mut out, text(&self.host));
                 out.push_str(" ms=");
